@@ -1,0 +1,125 @@
+"""The black-box reconstruction-loss membership inference attack (AKD paper, Sec. III).
+
+For each pair (x, y): ``L_rec = ||G(z, x) − y||_1`` (mean over pixels, images in [-1, 1]); the
+attacker says "member" when the loss is below a threshold, so the score is ``-L_rec``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from privaudit.attacks.metrics import DEFAULT_FPRS, AttackMetrics, attack_metrics
+from privaudit.data.images import ImageSet, to_float
+from privaudit.errors import CheckpointError, InputError
+from privaudit.models.checkpoint import LoadedModel
+from privaudit.models.inference import check_image_size, iter_outputs
+
+LOSSES = ("l1", "l2")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """How the attack queries the generator."""
+
+    loss: str = "l1"
+    stochastic: bool = False
+    samples: int = 1
+    batch_size: int = 32
+    seed: int = 0
+    n_bootstrap: int = 1000
+    fprs: tuple[float, ...] = DEFAULT_FPRS
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError(f"invalid --loss {self.loss!r}; use l1 or l2")
+        if self.samples < 1:
+            raise InputError(f"--samples must be at least 1, not {self.samples}")
+        if self.samples > 1 and not self.stochastic:
+            raise InputError("--samples K averages K dropout draws and needs --stochastic; add --stochastic or drop --samples")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.n_bootstrap < 0:
+            raise InputError(f"--bootstrap must be 0 or more, not {self.n_bootstrap}")
+
+
+@dataclass
+class AttackResult:
+    metrics: AttackMetrics
+    member_losses: np.ndarray
+    nonmember_losses: np.ndarray
+    mode: str
+    config: AttackConfig
+    member_names: list[str] = field(default_factory=list)
+    nonmember_names: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``attack`` section."""
+        m = self.metrics
+        return {
+            "name": "reconstruction-loss",
+            "loss": self.config.loss,
+            "generator_mode": self.mode,
+            "samples": self.config.samples,
+            **m.to_dict(),
+            "threshold": -m.threshold,  # as a loss value: member if loss <= threshold
+            "member_loss": _stats(self.member_losses),
+            "nonmember_loss": _stats(self.nonmember_losses),
+            "n_bootstrap": self.config.n_bootstrap,
+        }
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    return {"mean": float(np.mean(x)), "std": float(np.std(x))}
+
+
+def reconstruction_losses(
+    model: LoadedModel,
+    images: ImageSet,
+    config: AttackConfig,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Per-sample reconstruction loss, shape (N,). With ``stochastic`` the dropout layers stay on
+    and the loss is averaged over ``samples`` draws; every draw is seeded by ``config.seed``.
+    """
+    if images.targets is None:
+        raise InputError(f"{images.path} holds inputs only; the attack needs (input, target) pairs")
+    check_image_size(model, images.size)
+    model.set_mode(stochastic=config.stochastic)
+    losses = torch.zeros(len(images), dtype=torch.float64)
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []), torch.inference_mode():
+        torch.manual_seed(config.seed)
+        model.reseed(config.seed)
+        for k in range(config.samples):
+            for sl, out in iter_outputs(model, images.inputs, batch_size=config.batch_size, on_batch=on_batch):
+                y = to_float(images.targets[sl]).to(out.device)
+                if out.shape != y.shape:
+                    raise CheckpointError(f"{model.path} outputs {tuple(out.shape[1:])} but the targets are {tuple(y.shape[1:])}; check the model's channels and --direction")
+                diff = out.float() - y
+                per = diff.abs() if config.loss == "l1" else diff.square()
+                losses[sl] += per.flatten(1).mean(1).double().cpu()
+    model.set_mode(stochastic=False)
+    return (losses / config.samples).numpy()
+
+
+def run_attack(
+    model: LoadedModel,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    config: AttackConfig,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> AttackResult:
+    """Score members (label 1) and non-members (label 0) by ``-loss`` and compute the ROC metrics."""
+    config.validate()
+    if members.size != nonmembers.size:
+        raise InputError(f"members are {members.size}px and non-members {nonmembers.size}px; pass --size so both are resized alike")
+    mode = model.set_mode(stochastic=config.stochastic)
+    lm = reconstruction_losses(model, members, config, on_batch=on_batch)
+    ln = reconstruction_losses(model, nonmembers, config, on_batch=on_batch)
+    metrics = attack_metrics(-lm, -ln, fprs=config.fprs, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    return AttackResult(metrics, lm, ln, mode, config, list(members.names), list(nonmembers.names))

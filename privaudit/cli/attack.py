@@ -1,0 +1,86 @@
+"""`privaudit attack`: the reconstruction-loss membership inference attack."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from privaudit.attacks.reconstruction import AttackConfig
+from privaudit.cli import options as o
+from privaudit.cli.common import guarded, progress
+from privaudit.cli.render import attack_table, show
+from privaudit.errors import InputError
+from privaudit.io import atomic_write_text, check_dir_writable, check_writable, write_json
+from privaudit.models.checkpoint import ArchOverrides
+from privaudit.pipeline import attack as run
+
+
+@guarded
+def attack(
+    model: Annotated[Path, typer.Argument(help="privaudit checkpoint, pix2pix *_net_G.pth, torch.export .pt2 or TorchScript file.")],
+    members: Annotated[Path, typer.Option("--members", help="Pairs the model was trained on (label 1).")],
+    nonmembers: Annotated[Path, typer.Option("--nonmembers", help="Pairs it never saw, e.g. the test set (label 0).")],
+    direction: o.Direction = None,
+    size: o.Size = None,
+    loss: Annotated[str, typer.Option("--loss", help="Reconstruction loss: l1 (the paper's) or l2.")] = "l1",
+    stochastic: Annotated[bool, typer.Option("--stochastic", help="Keep dropout on (pix2pix's test-time noise z) and average --samples draws.")] = False,
+    samples: Annotated[int, typer.Option("--samples", help="Dropout draws averaged per image with --stochastic.")] = 1,
+    batch_size: o.BatchSize = 32,
+    seed: o.Seed = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC's 95% interval (0: none).")] = 1000,
+    json_out: o.JsonOut = None,
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="Write per-sample losses and scores as CSV.")] = None,
+    plot_dir: Annotated[Optional[Path], typer.Option("--plot-dir", help="Write roc.png (linear and log-log) and loss_hist.png here.")] = None,
+    fail_above_auc: Annotated[Optional[float], typer.Option("--fail-above-auc", help="Exit 1 when the AUC exceeds X.")] = None,
+    device: o.Device = "auto",
+    num_downs: o.NumDowns = None,
+    ngf: o.Ngf = None,
+    norm: o.Norm = None,
+    dropout: o.Dropout = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Attack MODEL with the per-sample reconstruction loss and report AUC, TPR at low FPR, advantage."""
+    if fail_above_auc is not None and not 0.0 <= fail_above_auc <= 1.0:
+        raise InputError(f"--fail-above-auc must be between 0 and 1, not {fail_above_auc}")
+    # Check every output before the work, so a bad path never leaves half the outputs behind.
+    if json_out is not None:
+        check_writable(json_out, what="report")
+    if scores is not None:
+        check_writable(scores, what="scores file")
+    if plot_dir is not None:
+        check_dir_writable(plot_dir, what="plot folder")
+    config = AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap)
+    overrides = ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
+    with progress(disable=quiet) as bar:
+        task = bar.add_task("attack", total=None, info="")
+        report, result = run(model, members, nonmembers, config, direction=direction, size=size, overrides=overrides, device=device,
+                             on_batch=lambda k: bar.update(task, advance=k))
+    if json_out is not None:
+        write_json(json_out, report)
+    if scores is not None:
+        atomic_write_text(scores, scores_csv(result))
+    if plot_dir is not None:
+        from privaudit.evaluation.plots import plot_loss_histogram, plot_roc
+
+        m = result.metrics
+        plot_roc([(Path(str(model)).name, m.fpr, m.tpr, m.auc)], plot_dir / "roc.png")
+        plot_loss_histogram(result.member_losses, result.nonmember_losses, plot_dir / "loss_hist.png", title=f"{Path(str(model)).name}: AUC {m.auc:.3f}")
+    if not quiet:
+        show(attack_table(report))
+    if fail_above_auc is not None and result.metrics.auc > fail_above_auc:
+        typer.echo(f"privaudit: attack AUC {result.metrics.auc:.4f} exceeds --fail-above-auc {fail_above_auc}", err=True)
+        raise typer.Exit(1)
+
+
+def scores_csv(result) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "set", "label", "loss", "score"])
+    for names, losses, label, which in ((result.member_names, result.member_losses, 1, "member"), (result.nonmember_names, result.nonmember_losses, 0, "nonmember")):
+        for name, loss in zip(names, losses):
+            w.writerow([name, which, label, f"{loss:.8g}", f"{-loss:.8g}"])
+    return buf.getvalue()

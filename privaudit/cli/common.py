@@ -1,0 +1,74 @@
+"""What every command shares: error handling, consoles, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from privaudit.errors import PrivauditError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Tables, progress and chatter go to stderr; stdout is kept for data (``--json -``).
+stderr = Console(stderr=True, highlight=False, soft_wrap=False)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, then exit."""
+    typer.echo(f"privaudit: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: F) -> F:
+    """Turn a PrivauditError into one line on stderr and exit code 2 (never a traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PrivauditError as exc:
+            fail(str(exc).replace("\n", " "), exc.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("privaudit: interrupted", err=True)
+            raise typer.Exit(130)
+        except MemoryError:
+            fail("out of memory; use a smaller --batch-size or --size")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress(disable: bool = False) -> Progress:
+    """A Rich progress bar on stderr (hidden when stderr is not a terminal unless forced)."""
+    quiet = disable or os.environ.get("PRIVAUDIT_NO_PROGRESS") == "1"
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet,
+        transient=not sys.stderr.isatty(),
+    )
+
+
+def epoch_callback(bar: Progress, task: Any, epochs: int) -> Callable[[int, int, int, dict[str, float]], None]:
+    """An ``on_step`` for the training loops that drives a progress bar with the running losses."""
+
+    def on_step(epoch: int, step: int, steps_per_epoch: int, losses: dict[str, float]) -> None:
+        bar.update(
+            task,
+            total=epochs * steps_per_epoch,
+            completed=epoch * steps_per_epoch + step + 1,
+            description=f"epoch {epoch + 1}/{epochs}",
+            info="  ".join(f"{k} {v:.3f}" for k, v in losses.items()),
+        )
+
+    return on_step

@@ -1,0 +1,40 @@
+"""All Rich rendering in one place (to stderr; stdout is for data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from privaudit.cli.common import stderr
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def attack_table(report: dict[str, Any]) -> Table:
+    a = report["attack"]
+    d = report["data"]
+    t = Table(title=f"membership inference: {report['model']['path']}", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    lo, hi = a["auc_ci95"]
+    t.add_row("AUC", f"{a['auc']:.4f}  [{lo:.4f}, {hi:.4f}] 95% CI")
+    for k, v in a["tpr_at_fpr"].items():
+        t.add_row(f"TPR @ {100 * float(k):g}% FPR", pct(v) if v is not None else f"n/a (needs ≥ {int(round(1 / float(k)))} non-members)")
+    t.add_row("advantage (max TPR−FPR)", f"{a['advantage']:.4f}")
+    t.add_row("balanced accuracy", pct(a["balanced_accuracy"]))
+    t.add_row("threshold (loss)", f"{a['threshold']:.5f}")
+    t.add_row("member loss", f"{a['member_loss']['mean']:.5f} ± {a['member_loss']['std']:.5f}")
+    t.add_row("non-member loss", f"{a['nonmember_loss']['mean']:.5f} ± {a['nonmember_loss']['std']:.5f}")
+    t.add_row("members / non-members", f"{d['members']['count']} / {d['nonmembers']['count']}")
+    t.add_row("generator mode", f"{a['generator_mode']} (samples={a['samples']}, loss={a['loss']})")
+    defense = report["model"].get("defense", {}).get("method", "none")
+    if defense != "none":
+        t.add_row("defense", defense)
+    return t
+
+
+def show(table: Table) -> None:
+    stderr.print(table)

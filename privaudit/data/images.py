@@ -1,0 +1,238 @@
+"""Reading image pairs the way pix2pix does, with errors that name the file and the fix.
+
+Two layouts are accepted for a data PATH:
+
+* a folder of *aligned* images, each the input and the target side by side (``A|B``);
+  ``direction`` ``AtoB`` takes the left half as the input, ``BtoA`` the right half;
+* a folder holding ``A/`` and ``B/`` with the same file names.
+
+Images are kept as uint8 tensors (N, C, H, W); ``to_float`` maps them to [-1, 1] as pix2pix's
+``Normalize((0.5,)*3, (0.5,)*3)`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from privaudit.errors import DataError, InputError
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+DIRECTIONS = ("AtoB", "BtoA")
+
+
+@dataclass
+class ImageSet:
+    """Inputs and (for pairs) targets as uint8 tensors (N, C, H, W), with their file names."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor | None
+    names: list[str]
+    path: str
+    layout: str
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs.shape[-1])
+
+    def subset(self, idx: list[int] | torch.Tensor) -> "ImageSet":
+        index = torch.as_tensor(idx, dtype=torch.long)
+        return ImageSet(
+            inputs=self.inputs[index],
+            targets=None if self.targets is None else self.targets[index],
+            names=[self.names[i] for i in index.tolist()],
+            path=self.path,
+            layout=self.layout,
+        )
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float32 [-1, 1]."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] → uint8 [0, 255] (rounded, clamped)."""
+    return ((x.clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
+
+
+def check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise InputError(f"invalid --direction {direction!r}; use AtoB (left half is the input) or BtoA (right half is the input)")
+    return direction
+
+
+def _list_images(folder: Path, what: str) -> list[Path]:
+    if not folder.exists():
+        raise DataError(f"{what} folder {folder} does not exist; check the path")
+    if not folder.is_dir():
+        raise DataError(f"{what} path {folder} is not a folder; give a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not files:
+        raise DataError(f"{what} folder {folder} holds no images ({', '.join(IMG_EXTENSIONS)}); point it at a folder of images")
+    return files
+
+
+def _open(path: Path, mode: str) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if mode == "L":
+                return im.convert("L")
+            # RGBA, palette and grayscale images all become RGB, as in pix2pix.
+            return im.convert("RGB")
+    except UnidentifiedImageError:
+        raise DataError(f"{path} is not an image file; remove it from the folder") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path} cannot be decoded ({str(exc).strip()[:100]}); the file is truncated or corrupt, replace or remove it") from None
+
+
+def _to_tensor(im: Image.Image) -> torch.Tensor:
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _resize(im: Image.Image, size: int | None) -> Image.Image:
+    if size is None or im.size == (size, size):
+        return im
+    return im.resize((size, size), Image.BICUBIC)
+
+
+def _check_size(size: int | None) -> None:
+    if size is not None and size < 1:
+        raise InputError(f"--size must be a positive number of pixels, not {size}")
+
+
+def _stack(tensors: list[torch.Tensor], names: list[str], folder: Path) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        by_shape: dict[tuple, str] = {}
+        for t, n in zip(tensors, names):
+            by_shape.setdefault(tuple(t.shape), n)
+        examples = ", ".join(f"{n} {s[2]}x{s[1]}" for s, n in list(by_shape.items())[:2])
+        raise DataError(f"images in {folder} differ in size ({examples}); pass --size PX to resize them all")
+    return torch.stack(tensors)
+
+
+def _layout(folder: Path) -> str:
+    return "folders" if (folder / "A").is_dir() and (folder / "B").is_dir() else "aligned"
+
+
+def load_pairs(
+    path: str | Path,
+    *,
+    direction: str = "AtoB",
+    size: int | None = None,
+    input_nc: int = 3,
+    output_nc: int = 3,
+    what: str = "data",
+) -> ImageSet:
+    """Load (input, target) pairs from an aligned folder or an ``A/`` + ``B/`` folder.
+
+    ``size``: resize each side to size×size (bicubic); None keeps the images' own size, which must
+    then be square and the same for all images.
+    """
+    check_direction(direction)
+    _check_size(size)
+    folder = Path(path)
+    mode_in, mode_out = ("L" if input_nc == 1 else "RGB"), ("L" if output_nc == 1 else "RGB")
+    layout = _layout(folder) if folder.is_dir() else "aligned"
+    inputs: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    if layout == "folders":
+        src, dst = ("A", "B") if direction == "AtoB" else ("B", "A")
+        src_files = _list_images(folder / src, what)
+        dst_files = {p.stem: p for p in _list_images(folder / dst, what)}
+        src_stems = {p.stem for p in src_files}
+        unmatched = [p.name for p in src_files if p.stem not in dst_files] + [p.name for s, p in dst_files.items() if s not in src_stems]
+        if unmatched:
+            raise DataError(
+                f"{len(unmatched)} file(s) in {folder}/A and {folder}/B have no partner with the same name "
+                f"(e.g. {', '.join(unmatched[:3])}); every input needs a target of the same name"
+            )
+        names = [p.name for p in src_files]
+        for p in src_files:
+            inputs.append(_to_tensor(_resize(_open(p, mode_in), size)))
+            targets.append(_to_tensor(_resize(_open(dst_files[p.stem], mode_out), size)))
+    else:
+        files = _list_images(folder, what)
+        names = [p.name for p in files]
+        for p in files:
+            a, b = _split_aligned(_open(p, "RGB"), p)
+            x, y = (a, b) if direction == "AtoB" else (b, a)
+            inputs.append(_to_tensor(_resize(x.convert(mode_in), size)))
+            targets.append(_to_tensor(_resize(y.convert(mode_out), size)))
+    x_t = _stack(inputs, names, folder)
+    _require_square(x_t, folder)
+    return ImageSet(inputs=x_t, targets=_stack(targets, names, folder), names=names, path=str(folder), layout=layout)
+
+
+def load_inputs(
+    path: str | Path,
+    *,
+    direction: str = "AtoB",
+    size: int | None = None,
+    input_nc: int = 3,
+    layout: str = "auto",
+    what: str = "proxy",
+) -> ImageSet:
+    """Load *inputs only*: the target half or folder is never decoded into memory.
+
+    ``layout``: ``aligned`` (A|B images, only the input half is kept), ``folders`` (only ``A/``
+    for AtoB or ``B/`` for BtoA is read), ``inputs`` (each file is one input image) or ``auto``
+    (``folders`` if A/ and B/ exist; else ``aligned`` if every image is twice as wide as high; else
+    ``inputs``).
+    """
+    check_direction(direction)
+    _check_size(size)
+    folder = Path(path)
+    mode = "L" if input_nc == 1 else "RGB"
+    if layout not in ("auto", "aligned", "folders", "inputs"):
+        raise InputError(f"invalid proxy layout {layout!r}; use auto, aligned, folders or inputs")
+    if layout in ("auto", "folders") and folder.is_dir() and _layout(folder) == "folders":
+        folder_in = folder / ("A" if direction == "AtoB" else "B")
+        files = _list_images(folder_in, what)
+        imgs = [_to_tensor(_resize(_open(p, mode), size)) for p in files]
+        used = "folders"
+    else:
+        files = _list_images(folder, what)
+        pil = [_open(p, "RGB") for p in files]
+        if layout == "auto":
+            layout = "aligned" if all(im.width == 2 * im.height for im in pil) else "inputs"
+        imgs = []
+        for im, p in zip(pil, files):
+            if layout == "aligned":
+                a, b = _split_aligned(im, p)
+                im = a if direction == "AtoB" else b
+                del a, b  # the target half is dropped here, before any resizing or storage
+            imgs.append(_to_tensor(_resize(im.convert(mode), size)))
+        used = layout
+    names = [p.name for p in files]
+    x_t = _stack(imgs, names, folder)
+    _require_square(x_t, folder)
+    return ImageSet(inputs=x_t, targets=None, names=names, path=str(folder), layout=used)
+
+
+def _split_aligned(im: Image.Image, p: Path) -> tuple[Image.Image, Image.Image]:
+    w, h = im.size
+    if w < 2 or w % 2:
+        raise DataError(
+            f"{p} is {w}x{h}, which cannot be split into two halves (A|B); aligned images hold input and target side by side, "
+            "or use a folder with A/ and B/"
+        )
+    half = w // 2
+    return im.crop((0, 0, half, h)), im.crop((half, 0, w, h))
+
+
+def _require_square(x: torch.Tensor, folder: Path) -> None:
+    if x.shape[-1] != x.shape[-2]:
+        raise DataError(f"images in {folder} are {x.shape[-1]}x{x.shape[-2]}, not square; pass --size PX to resize them")

@@ -1,0 +1,105 @@
+"""Atomic file output: write to a temporary file in the same folder, then rename.
+
+A crash, a full disk or an exception never leaves a half-written report or model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from privaudit.errors import InputError
+
+
+def check_writable(path: str | os.PathLike, *, what: str = "output") -> Path:
+    """Fail early (before any expensive work) if ``path`` cannot be written.
+
+    Returns the path. ``-`` (stdout) is always accepted.
+    """
+    p = Path(path)
+    if str(path) == "-":
+        return p
+    if p.exists() and p.is_dir():
+        raise InputError(f"{what} path {p} is a directory; give a file name instead")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"cannot write {what} {p}: folder {parent} does not exist; create it or choose another path")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {what} {p}: {parent} is not a folder; choose another path")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {what} {p}: folder {parent} is not writable; choose another path")
+    return p
+
+
+def check_dir_writable(path: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Create ``path`` (and parents) if needed; fail with an InputError if that is impossible."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{what} {p} exists and is not a folder; choose another path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {what} {p}: {exc.strerror or exc}; choose another path") from None
+    if not os.access(p, os.W_OK):
+        raise InputError(f"{what} {p} is not writable; choose another path")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``, else delete it."""
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
+    except OSError as exc:
+        raise InputError(f"cannot write {target}: {exc.strerror or exc}; choose another path") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], Any]) -> None:
+    """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> str:
+    """Write ``obj`` as indented JSON to ``path`` atomically (``-`` means stdout). Returns the text."""
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    if str(path) == "-":
+        import sys
+
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(path, text)
+    return text
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,444 @@
+"""Loading and saving generators safely.
+
+Formats accepted wherever a MODEL is:
+
+* ``privaudit``: a self-describing dict (architecture, image size, defense, provenance, weights);
+* ``pix2pix``: a bare ``*_net_G.pth`` state_dict of the reference U-Net; depth, width, channels and
+  norm layer are inferred from its keys and shapes;
+* ``export``: a ``torch.export`` program (``.pt2``) of any architecture;
+* ``torchscript``: a TorchScript file of any architecture (older exports).
+
+Pickle-based files are always opened with ``torch.load(..., weights_only=True)``: a file that needs
+arbitrary objects unpickled is refused, so a model from a stranger never runs code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from privaudit import __version__
+from privaudit.errors import CheckpointError
+from privaudit.io import atomic_path, sha256_file
+from privaudit.models.networks import NORMS, UnetArch, UnetGenerator
+
+CHECKPOINT_FORMAT = "privaudit.checkpoint/1"
+
+
+# ----------------------------------------------------------------------------------------------
+# the deployed model: a generator plus whatever a defense adds at inference time
+
+
+class OutputNoise(nn.Module):
+    """Gauss defense: ``clamp(G(x) + N(0, sigma^2), -1, 1)``, seeded through ``reseed``.
+
+    The clamp is what a deployed model does when it turns outputs into images.
+    """
+
+    def __init__(self, generator: nn.Module, sigma: float, seed: int = 0) -> None:
+        super().__init__()
+        self.generator = generator
+        self.sigma = float(sigma)
+        self._seed = seed
+        self._rng: torch.Generator | None = None
+
+    def reseed(self, seed: int) -> None:
+        self._seed = seed
+        self._rng = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.generator(x)
+        if self.sigma == 0:
+            return out
+        if self._rng is None or self._rng.device != out.device:
+            self._rng = torch.Generator(device=out.device)
+            self._rng.manual_seed(self._seed)
+        noise = torch.randn(out.shape, generator=self._rng, device=out.device, dtype=out.dtype)
+        return (out + self.sigma * noise).clamp(-1.0, 1.0)
+
+
+@dataclass
+class LoadedModel:
+    """A generator ready for inference, and what is known about it.
+
+    ``module`` maps (N, C_in, H, W) in [-1, 1] to (N, C_out, H, W) in [-1, 1].
+    """
+
+    module: nn.Module
+    path: str
+    sha256: str
+    format: str
+    arch: dict[str, Any]
+    image_size: int | None = None
+    direction: str | None = None
+    defense: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
+    provenance: dict[str, Any] = field(default_factory=dict)
+    fixed_batch: int | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(_is_dropout(m) for m in self.module.modules())
+
+    def set_mode(self, *, stochastic: bool) -> str:
+        """Eval mode everywhere; with ``stochastic`` the dropout layers (pix2pix's noise z) stay on.
+
+        Returns the mode's name for the report.
+        """
+        if self.format == "export":
+            if stochastic:
+                raise CheckpointError(
+                    f"{self.path} is a torch.export program, whose dropout is frozen at export time; drop --stochastic"
+                )
+            return "exported"
+        self.module.eval()
+        if stochastic:
+            if not self.has_dropout:
+                raise CheckpointError(f"{self.path} has no dropout layers, so --stochastic would change nothing; drop it")
+            for m in self.module.modules():
+                if _is_dropout(m):
+                    m.train()
+            return "stochastic-dropout"
+        return "eval"
+
+    def reseed(self, seed: int) -> None:
+        for m in self.module.modules():
+            if isinstance(m, OutputNoise):
+                m.reseed(seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "format": self.format,
+            "arch": self.arch,
+            "image_size": self.image_size,
+            "defense": self.defense,
+        }
+
+
+def _is_dropout(m: nn.Module) -> bool:
+    if isinstance(m, nn.Dropout):
+        return True
+    return "Dropout" in str(getattr(m, "original_name", ""))
+
+
+@dataclass(frozen=True)
+class ArchOverrides:
+    """User flags that override what is inferred from a pix2pix state_dict (None = infer)."""
+
+    num_downs: int | None = None
+    ngf: int | None = None
+    norm: str | None = None
+    use_dropout: bool | None = None
+
+    def apply(self, arch: UnetArch) -> UnetArch:
+        return UnetArch(
+            input_nc=arch.input_nc,
+            output_nc=arch.output_nc,
+            num_downs=self.num_downs if self.num_downs is not None else arch.num_downs,
+            ngf=self.ngf if self.ngf is not None else arch.ngf,
+            norm=self.norm if self.norm is not None else arch.norm,
+            use_dropout=self.use_dropout if self.use_dropout is not None else arch.use_dropout,
+        )
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.num_downs, self.ngf, self.norm, self.use_dropout))
+
+
+# ----------------------------------------------------------------------------------------------
+# saving
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    generator: UnetGenerator,
+    image_size: int,
+    direction: str | None,
+    defense: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> None:
+    """Write a self-describing privaudit checkpoint atomically (temporary file, then rename)."""
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": generator.arch.to_dict(),
+        "image_size": int(image_size),
+        "direction": direction,
+        "defense": defense or {"method": "none"},
+        "provenance": {"tool": f"privaudit {__version__}", "created": _now(), **(provenance or {})},
+        "state_dict": state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def safe_torch_load(path: str | Path, *, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` with errors a user can act on."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{what} {p} does not exist; check the path")
+    if p.is_dir():
+        raise CheckpointError(f"{what} {p} is a folder; give the model file inside it (e.g. latest_net_G.pth)")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{what} {p} is empty (0 bytes); the file is truncated, copy or export it again")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            raise CheckpointError(
+                f"refusing to load {p}: it holds pickled Python objects that could run code when loaded; "
+                "privaudit loads tensors and plain data only, so re-save it as a state_dict "
+                "(torch.save(model.state_dict(), path)) or export it with torch.export"
+            ) from None
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint ({_first_line(msg)}); check the file") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, KeyError) as exc:
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({_first_line(str(exc))}); the file may be truncated or of another kind") from None
+
+
+def _first_line(msg: str) -> str:
+    line = msg.strip().splitlines()[0] if msg.strip() else "unknown error"
+    return line[:160]
+
+
+def _zip_kind(path: Path) -> str | None:
+    """'torchscript', 'export' or None (plain torch.save zip or not a zip)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any(n.endswith("archive_format") or "serialized_exported_program" in n or "/models/" in n and n.endswith(".json") for n in names):
+        return "export"
+    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        return "torchscript"
+    return None
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``auto``/None: CUDA when available, else CPU."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise CheckpointError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def load_model(
+    path: str | Path,
+    *,
+    overrides: ArchOverrides | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load any supported MODEL file. Raises CheckpointError with an actionable message."""
+    p = Path(path)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if not p.exists():
+        raise CheckpointError(f"model {p} does not exist; check the path")
+    if p.is_dir():
+        raise CheckpointError(f"model {p} is a folder; give the model file inside it (e.g. latest_net_G.pth)")
+    digest = sha256_file(p)
+    kind = _zip_kind(p)
+    if kind == "torchscript":
+        model = _load_torchscript(p, digest, dev)
+    elif kind == "export":
+        model = _load_export(p, digest, dev)
+    else:
+        obj = safe_torch_load(p, what="model")
+        model = _from_object(obj, p, digest, overrides or ArchOverrides(), dev, seed)
+    model.module.to(dev)
+    model.device = dev
+    model.set_mode(stochastic=False)
+    return model
+
+
+def _from_object(obj: Any, p: Path, digest: str, overrides: ArchOverrides, dev: torch.device, seed: int) -> LoadedModel:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{p} holds a {type(obj).__name__}, not a state_dict or privaudit checkpoint; save model.state_dict() instead")
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        return _load_privaudit(obj, p, digest, overrides, seed)
+    if isinstance(obj.get("format"), str):
+        raise CheckpointError(f"{p} has format {obj['format']!r}, which this privaudit ({__version__}) cannot read; upgrade privaudit")
+    for key in ("state_dict", "model", "netG", "generator"):
+        if isinstance(obj.get(key), dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            obj = obj[key]
+            break
+    state = _clean_state_dict(obj, p)
+    arch = overrides.apply(infer_unet_arch(state, p))
+    net = _build_and_load(arch, state, p, overrides)
+    return LoadedModel(module=net, path=str(p), sha256=digest, format="pix2pix", arch=arch.to_dict())
+
+
+def _load_privaudit(obj: dict[str, Any], p: Path, digest: str, overrides: ArchOverrides, seed: int) -> LoadedModel:
+    arch_d = obj.get("arch")
+    if not isinstance(arch_d, dict) or arch_d.get("type") != "unet":
+        raise CheckpointError(f"{p} records an unknown architecture {arch_d!r}; re-save it with this privaudit version")
+    arch = overrides.apply(UnetArch.from_dict(arch_d))
+    state = obj.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p} has no weights (state_dict missing); the file is incomplete, save it again")
+    net: nn.Module = _build_and_load(arch, _clean_state_dict(state, p), p, overrides)
+    defense = obj.get("defense") or {"method": "none"}
+    if defense.get("method") == "gauss":
+        sigma = float(defense.get("sigma", 0.0))
+        if not sigma >= 0:
+            raise CheckpointError(f"{p} records an invalid Gauss sigma {sigma}; it must be >= 0")
+        net = OutputNoise(net, sigma, seed=seed)
+    size = obj.get("image_size")
+    return LoadedModel(
+        module=net,
+        path=str(p),
+        sha256=digest,
+        format="privaudit",
+        arch=arch.to_dict(),
+        image_size=int(size) if size else None,
+        direction=obj.get("direction"),
+        defense=defense,
+        provenance=obj.get("provenance") or {},
+    )
+
+
+def _clean_state_dict(state: dict[str, Any], p: Path) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k == "_metadata":
+            continue
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{p} entry {k!r} is a {type(v).__name__}, not a tensor; this is not a generator state_dict")
+        key = k[len("module."):] if k.startswith("module.") else k
+        out[key] = v
+    if not out:
+        raise CheckpointError(f"{p} holds no tensors; it is not a generator checkpoint")
+    for k, v in out.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{p} has non-finite weights (NaN or inf) in {k}; training diverged or the file is corrupt, use an earlier checkpoint")
+    return out
+
+
+def infer_unet_arch(state: dict[str, torch.Tensor], p: Path | str = "checkpoint") -> UnetArch:
+    """Infer depth, ngf, channels and norm of a reference U-Net from its state_dict keys and shapes."""
+    w0 = state.get("model.model.0.weight")
+    up = state.get("model.model.3.weight")
+    if w0 is None or up is None or w0.ndim != 4 or up.ndim != 4:
+        sample = ", ".join(list(state)[:3])
+        raise CheckpointError(
+            f"{p} is not a pix2pix U-Net generator state_dict (no model.model.0.weight / model.model.3.weight; keys start {sample}); "
+            "export other architectures with torch.export or TorchScript"
+        )
+    ngf, input_nc = int(w0.shape[0]), int(w0.shape[1])
+    output_nc = int(up.shape[1])
+    depth = 1
+    prefix = "model.model.1.model."
+    if prefix + "1.weight" in state:
+        depth = 2
+        while prefix + "3.model.1.weight" in state:
+            prefix += "3.model."
+            depth += 1
+    if depth < 5:
+        raise CheckpointError(f"{p}: found a U-Net only {depth} blocks deep; pix2pix U-Nets have at least 5 (is the file truncated?)")
+    norm_prefix = "model.model.1.model.2."
+    if norm_prefix + "weight" in state and norm_prefix + "running_mean" in state:
+        norm = "batch"
+    elif norm_prefix + "weight" in state:
+        norm = "group"
+    elif "model.model.1.model.1.bias" in state:
+        norm = "instance"
+    else:
+        norm = "none"
+    # Dropout has no weights, so it cannot be seen; pix2pix trains with it unless --no_dropout.
+    return UnetArch(input_nc=input_nc, output_nc=output_nc, num_downs=depth, ngf=ngf, norm=norm, use_dropout=True)
+
+
+def _build_and_load(arch: UnetArch, state: dict[str, torch.Tensor], p: Path, overrides: ArchOverrides) -> UnetGenerator:
+    if arch.norm not in NORMS:
+        raise CheckpointError(f"unknown --norm {arch.norm!r}; choose one of {', '.join(NORMS)}")
+    net = UnetGenerator(arch)
+    if arch.norm == "instance":
+        # Old pix2pix checkpoints carry InstanceNorm running stats that the layer no longer has.
+        state = {k: v for k, v in state.items() if not (k.endswith(("running_mean", "running_var", "num_batches_tracked")) and k not in net.state_dict())}
+    problem = explain_mismatch(net.state_dict(), state)
+    if problem:
+        hint = "drop the --num-downs/--ngf/--norm overrides or give values that match the file" if overrides.any else "pass --num-downs/--ngf/--norm to match the file"
+        desc = f"U-Net(num_downs={arch.num_downs}, ngf={arch.ngf}, norm={arch.norm})"
+        raise CheckpointError(f"{p} does not fit {desc}: {problem}; {hint}")
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def explain_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], limit: int = 3) -> str:
+    """'' when keys and shapes agree; else a one-line, key-by-key account of the differences."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} file {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}" for k in expected if k in got and got[k].shape != expected[k].shape]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def _load_torchscript(p: Path, digest: str, dev: torch.device) -> LoadedModel:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(p), map_location=dev)
+    except Exception as exc:  # torch.jit raises many types for a bad archive
+        raise CheckpointError(f"{p} looks like TorchScript but cannot be loaded ({_first_line(str(exc))}); export it again") from None
+    _check_finite_module(module, p)
+    return LoadedModel(module=module, path=str(p), sha256=digest, format="torchscript", arch={"type": "torchscript"})
+
+
+def _load_export(p: Path, digest: str, dev: torch.device) -> LoadedModel:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(str(p))
+            module = program.module()
+    except Exception as exc:  # torch.export raises many types for a bad archive
+        raise CheckpointError(f"{p} looks like a torch.export program but cannot be loaded ({_first_line(str(exc))}); export it again") from None
+    _check_finite_module(module, p)
+    fixed_batch = size = None
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in set(program.graph_signature.user_inputs):
+            val = node.meta.get("val")
+            shape = getattr(val, "shape", None)
+            if shape is not None and len(shape) == 4:
+                fixed_batch = shape[0] if isinstance(shape[0], int) else None
+                size = shape[2] if isinstance(shape[2], int) and shape[2] == shape[3] else None
+            break
+    return LoadedModel(module=module, path=str(p), sha256=digest, format="export", arch={"type": "export"}, image_size=size, fixed_batch=fixed_batch)
+
+
+def _check_finite_module(module: nn.Module, p: Path) -> None:
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{p} has non-finite weights (NaN or inf) in {name}; use an earlier checkpoint")

@@ -1,0 +1,67 @@
+"""Running a loaded generator over a uint8 image set, batched, with checks on what comes out."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+
+from privaudit.data.images import to_float
+from privaudit.errors import CheckpointError, InputError
+from privaudit.models.checkpoint import LoadedModel
+
+
+def check_image_size(model: LoadedModel, size: int) -> None:
+    """Raise InputError when images of side ``size`` cannot go through the model."""
+    if model.image_size is not None and model.format == "export" and size != model.image_size:
+        raise InputError(f"{model.path} was exported for {model.image_size}x{model.image_size} images, not {size}x{size}; pass --size {model.image_size}")
+    num_downs = model.arch.get("num_downs")
+    if num_downs:
+        step = 2 ** int(num_downs)
+        if size % step:
+            lower, upper = max(step, size // step * step), (size // step + 1) * step
+            raise InputError(
+                f"image size {size} is not a multiple of {step} (a U-Net with {num_downs} downsamplings); pass --size {lower} or --size {upper}"
+            )
+
+
+def iter_outputs(
+    model: LoadedModel,
+    inputs: torch.Tensor,
+    *,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(slice, outputs)`` for consecutive batches of ``inputs`` (uint8, N×C×H×W).
+
+    Outputs are float tensors in [-1, 1] on the model's device. Call under ``torch.inference_mode``.
+    A model exported for a fixed batch size gets exactly that size (the last batch padded).
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {batch_size}")
+    n = int(inputs.shape[0])
+    bs = model.fixed_batch or batch_size
+    for start in range(0, n, bs):
+        stop = min(start + bs, n)
+        x = to_float(inputs[start:stop]).to(model.device, non_blocking=True)
+        if model.fixed_batch and x.shape[0] < bs:
+            pad = x[-1:].expand(bs - x.shape[0], *x.shape[1:])
+            x = torch.cat([x, pad])
+        try:
+            out = model.module(x)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{model.path} failed on input of shape {tuple(x.shape)}: {str(exc).splitlines()[0][:160]}; check --size and the model's channels") from None
+        out = out[: stop - start]
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != stop - start or out.shape[-2:] != x.shape[-2:]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise CheckpointError(f"{model.path} returned {shape} for input {tuple(x.shape)}; a generator must return an image batch of the input's size")
+        if not torch.isfinite(out).all():
+            raise CheckpointError(f"{model.path} produced NaN or inf outputs; the weights are broken, use an earlier checkpoint")
+        if on_batch:
+            on_batch(stop - start)
+        yield slice(start, stop), out
+
+
+def ceil_div(a: int, b: int) -> int:
+    return int(math.ceil(a / b))

@@ -1,0 +1,256 @@
+"""The pix2pix training loop, shared by regular training and the distillation defenses.
+
+Regular training fits G to the private targets y. AKD is the same game with y := G_t(x), the
+teacher's output on an unlabelled proxy input (Eq. 4 and 5 of the AKD paper); DMP drops the
+discriminator and keeps only the λ·L1 term. One loop serves all three.
+
+Per epoch the loop writes the model checkpoint and a resume state (``<out>.state``), both
+atomically; ``resume=True`` continues from the state and, on the CPU, reaches the same weights as
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privaudit.data.images import to_float
+from privaudit.errors import CheckpointError, InputError
+from privaudit.io import atomic_path
+from privaudit.models.checkpoint import resolve_device, safe_torch_load
+from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """pix2pix defaults: Adam 2e-4, β=(0.5, 0.999), λ=100, batch size 1, linear decay over the
+    second half of the epochs, jitter (resize to 286/256 of the size, random crop) and flips."""
+
+    epochs: int = 200
+    batch_size: int = 1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_l1: float = 100.0
+    decay_epochs: int | None = None
+    augment: bool = True
+    adversarial: bool = True
+    ndf: int = 64
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be at least 1, not {self.epochs}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be positive, not {self.lr}")
+        if self.lambda_l1 < 0:
+            raise InputError(f"--lambda-l1 must be 0 or more, not {self.lambda_l1}")
+        if self.decay_epochs is not None and not 0 <= self.decay_epochs <= self.epochs:
+            raise InputError(f"--decay-epochs must be between 0 and --epochs ({self.epochs}), not {self.decay_epochs}")
+
+    @property
+    def n_decay(self) -> int:
+        return self.epochs // 2 if self.decay_epochs is None else self.decay_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["decay_epochs"] = self.n_decay
+        return d
+
+
+def lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """pix2pix 'linear' policy: constant, then linear decay over the last ``n_decay`` epochs."""
+    constant = cfg.epochs - cfg.n_decay
+    return 1.0 - max(0, epoch - constant + 1) / float(cfg.n_decay + 1) if cfg.n_decay else 1.0
+
+
+def jitter(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """pix2pix's augmentation on a batch: upscale by 286/256, the same random crop and flip for x and y."""
+    size = x.shape[-1]
+    load = int(round(size * 286 / 256))
+    if load > size:
+        both = F.interpolate(torch.cat([x, y], 1), size=(load, load), mode="bicubic", align_corners=False).clamp_(-1, 1)
+        i = int(torch.randint(0, load - size + 1, (1,), generator=gen))
+        j = int(torch.randint(0, load - size + 1, (1,), generator=gen))
+        both = both[..., i : i + size, j : j + size]
+        x, y = both[:, : x.shape[1]], both[:, x.shape[1] :]
+    if bool(torch.rand(1, generator=gen) < 0.5):
+        x, y = x.flip(-1), y.flip(-1)
+    return x.contiguous(), y.contiguous()
+
+
+class GANLoss(nn.Module):
+    """pix2pix 'vanilla' GAN loss on the PatchGAN's logits."""
+
+    def forward(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    losses: dict[str, float]
+
+
+def _state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state")
+
+
+def fit(
+    generator: UnetGenerator,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    save_model: Callable[[Path, UnetGenerator, int], None],
+    resume: bool = False,
+    discriminator: nn.Module | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    on_step: Callable[[int, int, int, dict[str, float]], None] | None = None,
+) -> list[EpochStats]:
+    """Train ``generator`` on (inputs, targets) with the pix2pix objective.
+
+    inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (real targets for
+    regular training, teacher outputs for distillation). ``cfg.adversarial`` False gives DMP
+    (L1 only). ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress.
+    ``save_model(path, G, epoch)`` writes the model checkpoint after every epoch.
+    ``fingerprint`` (the data and settings) must match on ``resume``.
+    """
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    n = int(inputs.shape[0])
+    if n == 0:
+        raise InputError("no training images")
+    torch.manual_seed(cfg.seed)
+    D = None
+    if cfg.adversarial:
+        D = discriminator or NLayerDiscriminator(inputs.shape[1] + targets.shape[1], ndf=cfg.ndf, norm=generator.arch.norm)
+        init_weights(D)
+        D.to(device).train()
+    generator.to(device).train()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if D is not None else None
+    sched = [torch.optim.lr_scheduler.LambdaLR(o, lambda e: lr_factor(e, cfg)) for o in (opt_g, opt_d) if o is not None]
+    gan_loss = GANLoss()
+    history: list[EpochStats] = []
+    start_epoch = 0
+    fp = {"config": cfg.to_dict(), **(fingerprint or {})}
+    fp["config"].pop("device", None)
+    state_file = _state_path(out)
+    if resume:
+        start_epoch, history = _load_state(state_file, fp, generator, D, opt_g, opt_d, sched, device)
+    use_amp = cfg.amp and device.type == "cuda"
+    targets = targets.float()
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        sums: dict[str, float] = {}
+        for step, b in enumerate(range(0, n, cfg.batch_size)):
+            idx = perm[b : b + cfg.batch_size]
+            x = to_float(inputs[idx])
+            y = targets[idx]
+            if cfg.augment:
+                x, y = jitter(x, y, gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                fake = generator(x)
+            losses: dict[str, float] = {}
+            if D is not None and opt_d is not None:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss_d_fake = gan_loss(D(torch.cat([x, fake.detach()], 1)), False)
+                    loss_d_real = gan_loss(D(torch.cat([x, y], 1)), True)
+                    loss_d = 0.5 * (loss_d_fake + loss_d_real)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                losses["D_real"], losses["D_fake"] = float(loss_d_real), float(loss_d_fake)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss_l1 = F.l1_loss(fake.float(), y)
+                loss_g = cfg.lambda_l1 * loss_l1
+                if D is not None:
+                    for p in D.parameters():
+                        p.requires_grad_(False)
+                    loss_g_gan = gan_loss(D(torch.cat([x, fake], 1)), True)
+                    loss_g = loss_g + loss_g_gan
+                    losses["G_GAN"] = float(loss_g_gan)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            if D is not None:
+                for p in D.parameters():
+                    p.requires_grad_(True)
+            losses["G_L1"] = float(loss_l1)
+            if not math.isfinite(float(loss_g)):
+                raise CheckpointError(f"training diverged at epoch {epoch + 1} (loss is {float(loss_g)}); lower --lr or check the data")
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if on_step:
+                on_step(epoch, step, steps_per_epoch, {k: v / (step + 1) for k, v in sums.items()})
+        for s in sched:
+            s.step()
+        stats = EpochStats(epoch + 1, {k: v / steps_per_epoch for k, v in sums.items()})
+        history.append(stats)
+        generator.eval()
+        save_model(out, generator, epoch + 1)
+        generator.train()
+        _save_state(state_file, epoch + 1, fp, generator, D, opt_g, opt_d, history)
+    generator.eval()
+    return history
+
+
+def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d, history) -> None:
+    state = {
+        "format": "privaudit.train-state/1",
+        "epoch": epoch,
+        "fingerprint": fp,
+        "generator": G.state_dict(),
+        "discriminator": D.state_dict() if D is not None else None,
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict() if opt_d is not None else None,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": [{"epoch": h.epoch, "losses": h.losses} for h in history],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, device) -> tuple[int, list[EpochStats]]:
+    if not path.exists():
+        raise InputError(f"--resume: no saved state {path} from an earlier run; drop --resume to start afresh")
+    state = safe_torch_load(path, what="training state")
+    if not isinstance(state, dict) or state.get("format") != "privaudit.train-state/1":
+        raise CheckpointError(f"{path} is not a privaudit training state; drop --resume to start afresh")
+    old = state.get("fingerprint", {})
+    diff = sorted(k for k in set(old.get("config", {})) | set(fp["config"]) if old.get("config", {}).get(k) != fp["config"].get(k) and k != "epochs")
+    diff += sorted(k for k in set(old) | set(fp) if k != "config" and old.get(k) != fp.get(k))
+    if diff:
+        raise InputError(f"--resume: the run in {path} used different settings or data ({', '.join(diff)}); use the same options or drop --resume")
+    G.load_state_dict(state["generator"])
+    if D is not None:
+        D.load_state_dict(state["discriminator"])
+    opt_g.load_state_dict(state["opt_g"])
+    if opt_d is not None:
+        opt_d.load_state_dict(state["opt_d"])
+    epoch = int(state["epoch"])
+    for s in sched:
+        s.last_epoch = epoch - 1
+        s.step()
+    torch.set_rng_state(state["rng_cpu"])
+    if torch.cuda.is_available() and state.get("rng_cuda"):
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    history = [EpochStats(h["epoch"], h["losses"]) for h in state.get("history", [])]
+    return epoch, history
