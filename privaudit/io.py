@@ -60,6 +60,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"cannot write {target}: {exc.strerror or exc}; choose another path") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any other file
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -176,7 +176,7 @@ def fit(
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
-                losses["D_real"], losses["D_fake"] = float(loss_d_real), float(loss_d_fake)
+                losses["D_real"], losses["D_fake"] = loss_d_real.item(), loss_d_fake.item()
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss_l1 = F.l1_loss(fake.float(), y)
                 loss_g = cfg.lambda_l1 * loss_l1
@@ -185,16 +185,16 @@ def fit(
                         p.requires_grad_(False)
                     loss_g_gan = gan_loss(D(torch.cat([x, fake], 1)), True)
                     loss_g = loss_g + loss_g_gan
-                    losses["G_GAN"] = float(loss_g_gan)
+                    losses["G_GAN"] = loss_g_gan.item()
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
             if D is not None:
                 for p in D.parameters():
                     p.requires_grad_(True)
-            losses["G_L1"] = float(loss_l1)
-            if not math.isfinite(float(loss_g)):
-                raise CheckpointError(f"training diverged at epoch {epoch + 1} (loss is {float(loss_g)}); lower --lr or check the data")
+            losses["G_L1"] = loss_l1.item()
+            if not math.isfinite(loss_g.item()):
+                raise CheckpointError(f"training diverged at epoch {epoch + 1} (loss is {loss_g.item()}); lower --lr or check the data")
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             if on_step:

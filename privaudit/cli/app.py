@@ -8,6 +8,7 @@ import typer
 
 from privaudit import __version__
 from privaudit.cli.attack import attack
+from privaudit.cli.defend import defend
 from privaudit.cli.train import train
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ def _root(
 
 app.command("train")(train)
 app.command("attack")(attack)
+app.command("defend")(defend)
 
 
 def main() -> None:

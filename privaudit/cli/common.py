@@ -63,6 +63,9 @@ def epoch_callback(bar: Progress, task: Any, epochs: int) -> Callable[[int, int,
     """An ``on_step`` for the training loops that drives a progress bar with the running losses."""
 
     def on_step(epoch: int, step: int, steps_per_epoch: int, losses: dict[str, float]) -> None:
+        if not stderr.is_terminal and not bar.disable and step == steps_per_epoch - 1:
+            # No live bar in a log file or CI: one line per epoch instead.
+            stderr.print(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
         bar.update(
             task,
             total=epochs * steps_per_epoch,

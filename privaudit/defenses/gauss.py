@@ -1,0 +1,36 @@
+"""Gauss baseline: the same generator, deployed with zero-mean Gaussian noise on every output.
+
+The hardened checkpoint holds the teacher's weights and sigma; every later load (attack, evaluate)
+wraps the generator in ``OutputNoise`` so it behaves as the deployed model would, seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from privaudit.errors import InputError
+from privaudit.models.checkpoint import LoadedModel, OutputNoise, save_checkpoint
+from privaudit.models.networks import UnetGenerator
+
+
+def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction: str | None, image_size: int | None) -> None:
+    """Write ``out``: the teacher's U-Net weights plus ``defense = {method: gauss, sigma}``."""
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+        raise InputError(f"--sigma must be a finite number >= 0, not {sigma}")
+    net = teacher.module
+    if isinstance(net, OutputNoise):
+        net = net.generator  # re-noising replaces the old sigma rather than stacking two
+    if not isinstance(net, UnetGenerator):
+        raise InputError(
+            f"{teacher.path} is a {teacher.format} model; the Gauss defense re-saves U-Net weights, so give a privaudit or pix2pix checkpoint "
+            "(for other models add the noise in the serving code)"
+        )
+    save_checkpoint(
+        out,
+        generator=net,
+        image_size=image_size or teacher.image_size or 0,
+        direction=direction,
+        defense={"method": "gauss", "sigma": float(sigma), "clamp": [-1.0, 1.0], "teacher": {"path": teacher.path, "sha256": teacher.sha256}},
+        provenance={"from": teacher.path, **({"teacher_provenance": teacher.provenance} if teacher.provenance else {})},
+    )
