@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from privaudit.attacks.metrics import DEFAULT_FPRS, AttackMetrics, attack_metrics
-from privaudit.data.images import ImageSet, to_float
+from privaudit.data.images import ImageSet, to_float, to_uint8
 from privaudit.errors import CheckpointError, InputError
 from privaudit.models.checkpoint import LoadedModel
 from privaudit.models.inference import check_image_size, iter_outputs
@@ -55,6 +55,8 @@ class AttackResult:
     config: AttackConfig
     member_names: list[str] = field(default_factory=list)
     nonmember_names: list[str] = field(default_factory=list)
+    member_outputs: torch.Tensor | None = None
+    nonmember_outputs: torch.Tensor | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report's ``attack`` section."""
@@ -69,7 +71,16 @@ class AttackResult:
             "member_loss": _stats(self.member_losses),
             "nonmember_loss": _stats(self.nonmember_losses),
             "n_bootstrap": self.config.n_bootstrap,
+            "roc": self.roc_points(),
         }
+
+    def roc_points(self, limit: int = 256) -> dict[str, list[float]]:
+        """The ROC curve thinned to at most ``limit`` points (for overlays in ``privaudit report``)."""
+        fpr, tpr = self.metrics.fpr, self.metrics.tpr
+        if len(fpr) > limit:
+            idx = np.unique(np.linspace(0, len(fpr) - 1, limit).round().astype(int))
+            fpr, tpr = fpr[idx], tpr[idx]
+        return {"fpr": [round(float(v), 6) for v in fpr], "tpr": [round(float(v), 6) for v in tpr]}
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
@@ -82,9 +93,13 @@ def reconstruction_losses(
     config: AttackConfig,
     *,
     on_batch: Callable[[int], None] | None = None,
+    outputs: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Per-sample reconstruction loss, shape (N,). With ``stochastic`` the dropout layers stay on
     and the loss is averaged over ``samples`` draws; every draw is seeded by ``config.seed``.
+
+    ``outputs``: an optional uint8 tensor shaped like the targets, filled with the first draw's
+    images, so utility metrics need no second pass through the generator.
     """
     if images.targets is None:
         raise InputError(f"{images.path} holds inputs only; the attack needs (input, target) pairs")
@@ -102,6 +117,8 @@ def reconstruction_losses(
                 diff = out.float() - y
                 per = diff.abs() if config.loss == "l1" else diff.square()
                 losses[sl] += per.flatten(1).mean(1).double().cpu()
+                if outputs is not None and k == 0:
+                    outputs[sl] = to_uint8(out.float()).cpu()
     model.set_mode(stochastic=False)
     return (losses / config.samples).numpy()
 
@@ -113,13 +130,20 @@ def run_attack(
     config: AttackConfig,
     *,
     on_batch: Callable[[int], None] | None = None,
+    keep_outputs: bool = False,
 ) -> AttackResult:
-    """Score members (label 1) and non-members (label 0) by ``-loss`` and compute the ROC metrics."""
+    """Score members (label 1) and non-members (label 0) by ``-loss`` and compute the ROC metrics.
+
+    ``keep_outputs``: also return the generated images (uint8) in ``result.member_outputs`` and
+    ``result.nonmember_outputs``, for the utility metrics.
+    """
     config.validate()
     if members.size != nonmembers.size:
         raise InputError(f"members are {members.size}px and non-members {nonmembers.size}px; pass --size so both are resized alike")
     mode = model.set_mode(stochastic=config.stochastic)
-    lm = reconstruction_losses(model, members, config, on_batch=on_batch)
-    ln = reconstruction_losses(model, nonmembers, config, on_batch=on_batch)
+    out_m = torch.empty_like(members.targets) if keep_outputs and members.targets is not None else None
+    out_n = torch.empty_like(nonmembers.targets) if keep_outputs and nonmembers.targets is not None else None
+    lm = reconstruction_losses(model, members, config, on_batch=on_batch, outputs=out_m)
+    ln = reconstruction_losses(model, nonmembers, config, on_batch=on_batch, outputs=out_n)
     metrics = attack_metrics(-lm, -ln, fprs=config.fprs, n_bootstrap=config.n_bootstrap, seed=config.seed)
-    return AttackResult(metrics, lm, ln, mode, config, list(members.names), list(nonmembers.names))
+    return AttackResult(metrics, lm, ln, mode, config, list(members.names), list(nonmembers.names), out_m, out_n)

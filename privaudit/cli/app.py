@@ -9,6 +9,8 @@ import typer
 from privaudit import __version__
 from privaudit.cli.attack import attack
 from privaudit.cli.defend import defend
+from privaudit.cli.evaluate import evaluate
+from privaudit.cli.report import report
 from privaudit.cli.train import train
 
 app = typer.Typer(
@@ -37,6 +39,8 @@ def _root(
 app.command("train")(train)
 app.command("attack")(attack)
 app.command("defend")(defend)
+app.command("evaluate")(evaluate)
+app.command("report")(report)
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Tables, progress and chatter go to stderr; stdout is kept for data (``--json -``).
 stderr = Console(stderr=True, highlight=False, soft_wrap=False)
+if not stderr.is_terminal:
+    stderr.width = 200  # logs and CI: no terminal to fit, so do not squeeze tables to 80 columns
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -38,3 +38,35 @@ def attack_table(report: dict[str, Any]) -> Table:
 
 def show(table: Table) -> None:
     stderr.print(table)
+
+
+def evaluate_table(report: dict[str, Any]) -> Table:
+    t = attack_table(report)
+    u = report.get("utility") or {}
+    g = report.get("generalization_gap") or {}
+    if u.get("kid") is not None:
+        t.add_row("KID (test)", f"{u['kid']:.5f} ± {u['kid_std']:.5f}  (subset {u.get('kid_subset_size')})")
+        t.add_row("NKID (test)", pct(u["nkid"]))
+        t.add_row("NKID train / test / gap", f"{pct(g.get('nkid_train'))} / {pct(g.get('nkid_test'))} / {pct(g.get('gap'))}")
+    else:
+        t.add_row("KID / NKID", "skipped (--no-kid)")
+    t.add_row("L1 / PSNR / SSIM (test)", f"{u['l1']:.4f} / {u['psnr']:.2f} dB / {u['ssim']:.4f}")
+    t.add_row("L1 train / test", f"{g['l1_train']:.4f} / {g['l1_test']:.4f}")
+    if report.get("proxy_leakage"):
+        p = report["proxy_leakage"]
+        t.add_row("proxy leakage AUC", f"{p['auc']:.4f} ({p['count']} proxy pairs as members)")
+    rep = report.get("repeats")
+    if rep:
+        t.add_row(f"over {rep['n']} seeds", f"AUC {rep['auc']['mean']:.4f} ± {rep['auc']['std']:.4f}" + (f", NKID {pct(rep['nkid']['mean'])} ± {pct(rep['nkid']['std'])}" if rep.get("nkid") else ""))
+    return t
+
+
+def compare_table(rows) -> Table:
+    from privaudit.evaluation.compare import HEADERS, cells
+
+    t = Table(title="utility-privacy comparison", title_justify="left")
+    for h in HEADERS:
+        t.add_column(h, justify="left" if h in ("model", "defense") else "right")
+    for r in rows:
+        t.add_row(*cells(r))
+    return t

@@ -1,0 +1,69 @@
+"""`privaudit evaluate`: attack + utility (KID/NKID, L1/PSNR/SSIM) + generalization gap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from privaudit.attacks.reconstruction import AttackConfig
+from privaudit.cli import options as o
+from privaudit.cli.common import guarded, progress
+from privaudit.cli.render import evaluate_table, show
+from privaudit.evaluation.evaluate import EvaluateConfig, evaluate as run
+from privaudit.io import check_writable, write_json
+from privaudit.models.checkpoint import ArchOverrides
+
+
+@guarded
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Any MODEL file (privaudit, pix2pix state_dict, torch.export, TorchScript).")],
+    members: Annotated[Path, typer.Option("--members", help="Training pairs (members).")],
+    nonmembers: Annotated[Path, typer.Option("--nonmembers", help="Test pairs (non-members; also the utility test set).")],
+    direction: o.Direction = None,
+    size: o.Size = None,
+    inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", help="torch-fidelity's Inception weights file (weights-inception-2015-12-05-6726825d.pth); else $PRIVAUDIT_INCEPTION_WEIGHTS, else the torch hub cache.")] = None,
+    no_kid: Annotated[bool, typer.Option("--no-kid", help="Skip KID/NKID (pixel metrics only); the report says so.")] = False,
+    kid_subset_size: Annotated[Optional[int], typer.Option("--kid-subset-size", help="KID subset size (default 1000, clamped to the set size; the value used is reported).")] = None,
+    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Number of KID subsets.")] = 100,
+    feature_cache: Annotated[Optional[Path], typer.Option("--feature-cache", help="Folder caching ground-truth Inception features (default ~/.cache/privaudit/features).")] = None,
+    no_feature_cache: Annotated[bool, typer.Option("--no-feature-cache", help="Keep features in memory only.")] = False,
+    proxy_pairs: Annotated[Optional[Path], typer.Option("--proxy-pairs", help="Proxy leakage check: attack AUC with these pairs as members (≈ 0.5 expected for a distilled student).")] = None,
+    repeat: Annotated[int, typer.Option("--repeat", help="Re-run with N seeds (dropout draws, output noise, KID subsets) and report mean ± std.")] = 1,
+    loss: Annotated[str, typer.Option("--loss", help="Reconstruction loss: l1 or l2.")] = "l1",
+    stochastic: Annotated[bool, typer.Option("--stochastic", help="Keep dropout on and average --samples draws.")] = False,
+    samples: Annotated[int, typer.Option("--samples", help="Dropout draws per image with --stochastic.")] = 1,
+    batch_size: o.BatchSize = 32,
+    seed: o.Seed = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC interval.")] = 1000,
+    json_out: o.JsonOut = None,
+    device: o.Device = "auto",
+    num_downs: o.NumDowns = None,
+    ngf: o.Ngf = None,
+    norm: o.Norm = None,
+    dropout: o.Dropout = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Audit MODEL: attack AUC, KID/NKID and pixel metrics on the test set, and the generalization gap."""
+    if json_out is not None:
+        check_writable(json_out, what="report")
+    cfg = EvaluateConfig(
+        attack=AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap),
+        kid=not no_kid,
+        inception_weights=str(inception_weights) if inception_weights else None,
+        kid_subset_size=kid_subset_size,
+        kid_subsets=kid_subsets,
+        feature_cache=str(feature_cache) if feature_cache else None,
+        no_disk_cache=no_feature_cache,
+        proxy_pairs=str(proxy_pairs) if proxy_pairs else None,
+        repeat=repeat,
+    )
+    with progress(disable=quiet) as bar:
+        task = bar.add_task("evaluate", total=None, info="")
+        report = run(model, members, nonmembers, cfg, direction=direction, size=size, device=device,
+                     overrides=ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout), on_batch=lambda k: bar.update(task, advance=k))
+    if json_out is not None:
+        write_json(json_out, report)
+    if not quiet:
+        show(evaluate_table(report))

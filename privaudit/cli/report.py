@@ -1,0 +1,49 @@
+"""`privaudit report`: render and compare JSON reports (table, Markdown, plots, HTML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from privaudit.cli.common import guarded
+from privaudit.cli.render import compare_table, show
+from privaudit.errors import InputError
+from privaudit.evaluation.compare import load_report, roc_figure, row, save_figure, to_html, to_markdown, tradeoff_figure
+from privaudit.io import atomic_write_text, check_writable
+
+
+@guarded
+def report(
+    reports: Annotated[list[Path], typer.Argument(help="One or more JSON reports from privaudit attack/evaluate.")],
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write the comparison as Markdown (fits a CI job summary); '-' for stdout.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the utility-privacy plot (AUC against NKID; ideal at (0, 50%)) as PNG.")] = None,
+    roc: Annotated[Optional[Path], typer.Option("--roc", help="Write the ROC curves of all reports overlaid (linear and log-log) as PNG.")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page with the table and plots.")] = None,
+    names: Annotated[Optional[str], typer.Option("--names", help="Comma-separated names for the reports (default: file names).")] = None,
+) -> None:
+    """Compare audit reports: AUC, TPR@1%FPR, NKID, gap and ε side by side."""
+    for out in (markdown, plot, roc, html_out):
+        if out is not None and str(out) != "-":
+            check_writable(out)
+    loaded = [load_report(p) for p in reports]
+    labels = [p.stem for p in reports]
+    if names:
+        labels = [s.strip() for s in names.split(",")]
+        if len(labels) != len(reports):
+            raise InputError(f"--names gives {len(labels)} names for {len(reports)} reports; give one per report")
+    rows = [row(n, r) for n, r in zip(labels, loaded)]
+    show(compare_table(rows))
+    if markdown is not None:
+        text = to_markdown(rows)
+        if str(markdown) == "-":
+            typer.echo(text)
+        else:
+            atomic_write_text(markdown, text)
+    if plot is not None:
+        save_figure(tradeoff_figure(rows), plot)
+    if roc is not None:
+        save_figure(roc_figure(list(zip(labels, loaded))), roc)
+    if html_out is not None:
+        atomic_write_text(html_out, to_html(rows, list(zip(labels, loaded))))

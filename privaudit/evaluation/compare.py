@@ -1,0 +1,179 @@
+"""Comparing audit reports: rows for a table, Markdown, the utility-privacy plot, ROC overlays, HTML."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privaudit.errors import ReportError
+from privaudit.pipeline import REPORT_SCHEMA
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise ReportError(f"report {p} does not exist; check the path")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"report {p} is not readable JSON ({str(exc)[:100]}); write it with privaudit attack/evaluate --json") from None
+    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ReportError(f"report {p} has schema {found!r}, not {REPORT_SCHEMA!r}; write it with privaudit attack/evaluate --json")
+    if not isinstance(data.get("attack"), dict) or "auc" not in data["attack"]:
+        raise ReportError(f"report {p} has no attack results; write it with privaudit attack or evaluate")
+    return data
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    method: str
+    auc: float
+    auc_ci95: tuple[float, float]
+    tpr_1: float | None
+    tpr_10: float | None
+    nkid: float | None
+    gap: float | None
+    l1: float | None
+    ssim: float | None
+    epsilon: float | None
+    auc_std: float | None = None
+    nkid_std: float | None = None
+
+
+def row(name: str, r: dict[str, Any]) -> Row:
+    a, u, g = r["attack"], r.get("utility") or {}, r.get("generalization_gap") or {}
+    d = (r.get("model") or {}).get("defense") or {}
+    rep = r.get("repeats") or {}
+    method = d.get("method", "none")
+    if method == "gauss":
+        method = f"gauss σ={d.get('sigma')}"
+    elif method == "dpsgd" and d.get("noise_multiplier") is not None:
+        method = f"dpsgd σ={d.get('noise_multiplier'):.3g}"
+    return Row(
+        name=name,
+        method=method if method != "none" else "regular",
+        auc=float(a["auc"]),
+        auc_ci95=tuple(a.get("auc_ci95") or (a["auc"], a["auc"])),
+        tpr_1=(a.get("tpr_at_fpr") or {}).get("0.01"),
+        tpr_10=(a.get("tpr_at_fpr") or {}).get("0.1"),
+        nkid=u.get("nkid"),
+        gap=g.get("gap"),
+        l1=u.get("l1"),
+        ssim=u.get("ssim"),
+        epsilon=d.get("epsilon"),
+        auc_std=(rep.get("auc") or {}).get("std") if rep else None,
+        nkid_std=(rep.get("nkid") or {}).get("std") if rep else None,
+    )
+
+
+def _f(x: float | None, pct: bool = False, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.{max(digits - 2, 1)}f}%" if pct else f"{x:.{digits}f}"
+
+
+HEADERS = ["model", "defense", "AUC", "AUC 95% CI", "TPR@1%FPR", "TPR@10%FPR", "NKID", "gap (NKID)", "L1", "SSIM", "ε"]
+
+
+def cells(r: Row) -> list[str]:
+    auc = _f(r.auc, pct=True, digits=4) + (f" ± {100 * r.auc_std:.2f}" if r.auc_std is not None else "")
+    nkid = _f(r.nkid, pct=True, digits=4) + (f" ± {100 * r.nkid_std:.2f}" if r.nkid_std is not None else "")
+    return [r.name, r.method, auc, f"[{100 * r.auc_ci95[0]:.1f}, {100 * r.auc_ci95[1]:.1f}]", _f(r.tpr_1, pct=True), _f(r.tpr_10, pct=True),
+            nkid if r.nkid is not None else "–", _f(r.gap, digits=4), _f(r.l1, digits=4), _f(r.ssim, digits=3), _f(r.epsilon, digits=3)]
+
+
+def to_markdown(rows: list[Row], *, title: str = "privaudit: utility-privacy comparison") -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
+    lines += ["", "AUC: attack AUC (50% = chance, lower is more private). NKID = KID / KID(all-black) on the test set (lower is better). "
+              "gap = NKID(test) − NKID(train), positive = better on training data. L1 on [-1, 1] images, test set.", ""]
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def tradeoff_figure(rows: list[Row]):
+    """AUC against NKID (or L1 when a report lacks NKID); the ideal is (0, 50%)."""
+    plt = _plt()
+    use_nkid = all(r.nkid is not None for r in rows)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for r in rows:
+        x = (r.nkid if use_nkid else r.l1) or 0.0
+        ax.scatter([100 * x if use_nkid else x], [100 * r.auc], s=50)
+        ax.annotate(f"{r.name} ({r.method})", (100 * x if use_nkid else x, 100 * r.auc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.scatter([0], [50], marker="*", s=160, color="gold", edgecolor="k", zorder=5, label="ideal")
+    ax.axhline(50, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("NKID % (lower is better)" if use_nkid else "test L1 (lower is better; NKID not in every report)")
+    ax.set_ylabel("attack AUC % (lower is more private)")
+    ax.set_title("utility-privacy trade-off")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def roc_figure(reports: list[tuple[str, dict[str, Any]]]):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, log in zip(axes, (False, True)):
+        for name, r in reports:
+            roc = r["attack"].get("roc")
+            if not roc:
+                continue
+            fpr, tpr = roc["fpr"], roc["tpr"]
+            if log:
+                pts = [(a, b) for a, b in zip(fpr, tpr) if a > 0 and b > 0]
+                ax.loglog([p[0] for p in pts], [p[1] for p in pts], label=f"{name} ({r['attack']['auc']:.3f})")
+            else:
+                ax.plot(fpr, tpr, label=f"{name} ({r['attack']['auc']:.3f})")
+        ax.plot([1e-3, 1], [1e-3, 1], "k--", lw=0.8)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title("ROC (log-log)" if log else "ROC")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def save_figure(fig, path: Path) -> None:
+    from privaudit.io import atomic_path
+
+    plt = _plt()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def to_html(rows: list[Row], reports: list[tuple[str, dict[str, Any]]]) -> str:
+    """A self-contained page: the table and both figures inlined as PNG data (no images of the data)."""
+    plt = _plt()
+
+    def inline(fig) -> str:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>" for r in rows)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>privaudit report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,td:nth-child(2){text-align:left}</style></head><body>"
+        f"<h1>privaudit: utility-privacy comparison</h1><table><tr>{head}</tr>{body}</table>"
+        f"<h2>Trade-off</h2><img src='{inline(tradeoff_figure(rows))}'>"
+        f"<h2>ROC</h2><img src='{inline(roc_figure(reports))}'></body></html>\n"
+    )

@@ -1,0 +1,130 @@
+"""The full audit of one model: the attack, utility (KID/NKID, L1/PSNR/SSIM), the generalization
+gap, the proxy leakage check, and repetition over seeds.
+
+Utility is measured on the non-members (the test set): the model's outputs on their inputs
+against their ground truth. The generalization gap compares the same metrics on members (training
+inputs) and non-members: ``gap = nkid_test − nkid_train``, positive when the model is better on its
+training data (lower NKID is better), as the AKD paper's Sec. V-C reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
+from privaudit.data.images import ImageSet, load_pairs
+from privaudit.errors import InputError
+from privaudit.evaluation.kid import FeatureCache, compute_nkid, resolve_inception_weights, vet_inception_weights
+from privaudit.evaluation.pixel import pixel_metrics
+from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
+from privaudit.pipeline import attack_report, load_attack_sets
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    kid: bool = True
+    inception_weights: str | None = None
+    kid_subset_size: int | None = None
+    kid_subsets: int = 100
+    feature_cache: str | None = None
+    no_disk_cache: bool = False
+    proxy_pairs: str | None = None
+    repeat: int = 1
+
+    def validate(self) -> None:
+        self.attack.validate()
+        if self.repeat < 1:
+            raise InputError(f"--repeat must be at least 1, not {self.repeat}")
+        if self.kid_subsets < 1:
+            raise InputError(f"--kid-subsets must be at least 1, not {self.kid_subsets}")
+
+
+def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, weights: Path | None, cache: FeatureCache | None, seed: int, device) -> tuple[dict, dict]:
+    px_test = pixel_metrics(fake_test, real_test)
+    px_train = pixel_metrics(fake_train, real_train)
+    utility: dict[str, Any] = {"evaluated_on": "nonmembers", **px_test}
+    gap: dict[str, Any] = {
+        "l1_train": px_train["l1"],
+        "l1_test": px_test["l1"],
+        "l1_gap": px_test["l1"] - px_train["l1"],
+        "nkid_train": None,
+        "nkid_test": None,
+        "gap": None,
+        "sign": "positive = better on training data (nkid_test - nkid_train)",
+    }
+    if weights is None:
+        utility.update({"kid": None, "kid_std": None, "kid_black": None, "nkid": None, "kid_skipped": True})
+        return utility, gap
+    kw = dict(weights=weights, subset_size=cfg.kid_subset_size, subsets=cfg.kid_subsets, seed=seed, cache=cache, device=device)
+    test = compute_nkid(fake_test, real_test, **kw)
+    train = compute_nkid(fake_train, real_train, **kw)
+    utility.update(test.as_dict())
+    gap.update({"nkid_train": train.nkid, "nkid_test": test.nkid, "gap": test.nkid - train.nkid})
+    return utility, gap
+
+
+def _proxy_leakage(model: LoadedModel, proxy: ImageSet, nonmembers: ImageSet, cfg: AttackConfig) -> dict[str, Any]:
+    r = run_attack(model, proxy, nonmembers, cfg)
+    return {"path": proxy.path, "count": len(proxy), "auc": r.metrics.auc, "auc_ci95": list(r.metrics.auc_ci95), "expected": "about 0.5: the student saw the proxy inputs, not their targets"}
+
+
+def evaluate(
+    model_path: str | Path,
+    members: str | Path,
+    nonmembers: str | Path,
+    cfg: EvaluateConfig,
+    *,
+    direction: str | None = None,
+    size: int | None = None,
+    overrides: ArchOverrides | None = None,
+    device: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Audit one model; returns the report (``privaudit.report/1``) with attack, utility and gap."""
+    cfg.validate()
+    weights: Path | None = None
+    if cfg.kid:
+        weights = resolve_inception_weights(cfg.inception_weights)  # fail before any heavy work
+        vet_inception_weights(weights)
+    cache = FeatureCache(cfg.feature_cache, disk=not cfg.no_disk_cache) if cfg.kid else None
+    model = load_model(model_path, overrides=overrides, device=device, seed=cfg.attack.seed)
+    m, n, direction = load_attack_sets(model, members, nonmembers, direction=direction, size=size)
+    proxy = None
+    if cfg.proxy_pairs:
+        proxy = load_pairs(cfg.proxy_pairs, direction=direction, size=m.size, what="proxy pairs")
+
+    runs: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    for r in range(cfg.repeat):
+        acfg = replace(cfg.attack, seed=cfg.attack.seed + r)
+        model.reseed(acfg.seed)
+        result = run_attack(model, m, n, acfg, on_batch=on_batch, keep_outputs=True)
+        utility, gap = _utility(result.nonmember_outputs, n.targets, result.member_outputs, m.targets, cfg, weights, cache, acfg.seed, model.device)
+        run = {"seed": acfg.seed, "auc": result.metrics.auc, "tpr_at_fpr": result.metrics.tpr_at_fpr, "advantage": result.metrics.advantage,
+               "nkid": utility.get("nkid"), "kid": utility.get("kid"), "l1": utility["l1"], "ssim": utility["ssim"], "psnr": utility["psnr"], "gap": gap["gap"]}
+        runs.append(run)
+        if r == 0:
+            report = attack_report(model, m, n, result, direction=direction)
+            report["utility"] = utility
+            report["generalization_gap"] = gap
+            if proxy is not None:
+                report["proxy_leakage"] = _proxy_leakage(model, proxy, n, acfg)
+    if cfg.repeat > 1:
+        report["repeats"] = summarise_runs(runs)
+    if cache is not None:
+        report["utility"]["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
+    return report
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean ± std (population) of each numeric metric over runs; None where a run lacks it."""
+    out: dict[str, Any] = {"n": len(runs), "seeds": [r["seed"] for r in runs], "runs": runs}
+    for key in ("auc", "advantage", "nkid", "kid", "l1", "ssim", "psnr", "gap"):
+        vals = [r[key] for r in runs]
+        out[key] = None if any(v is None for v in vals) else {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    return out
