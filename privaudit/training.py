@@ -12,6 +12,7 @@ an uninterrupted run.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -145,8 +146,8 @@ def fit(
     gan_loss = GANLoss()
     history: list[EpochStats] = []
     start_epoch = 0
-    fp = {"config": cfg.to_dict(), **(fingerprint or {})}
-    fp["config"].pop("device", None)
+    # What must match on --resume: everything but the length of the run and the device.
+    fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "epochs", "decay_epochs")}, **(fingerprint or {})}
     state_file = _state_path(out)
     if resume:
         start_epoch, history = _load_state(state_file, fp, generator, D, opt_g, opt_d, sched, device)
@@ -235,7 +236,7 @@ def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, devic
     if not isinstance(state, dict) or state.get("format") != "privaudit.train-state/1":
         raise CheckpointError(f"{path} is not a privaudit training state; drop --resume to start afresh")
     old = state.get("fingerprint", {})
-    diff = sorted(k for k in set(old.get("config", {})) | set(fp["config"]) if old.get("config", {}).get(k) != fp["config"].get(k) and k != "epochs")
+    diff = sorted(k for k in set(old.get("config", {})) | set(fp["config"]) if old.get("config", {}).get(k) != fp["config"].get(k))
     diff += sorted(k for k in set(old) | set(fp) if k != "config" and old.get(k) != fp.get(k))
     if diff:
         raise InputError(f"--resume: the run in {path} used different settings or data ({', '.join(diff)}); use the same options or drop --resume")
@@ -248,7 +249,10 @@ def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, devic
     epoch = int(state["epoch"])
     for s in sched:
         s.last_epoch = epoch - 1
-        s.step()
+        with warnings.catch_warnings():
+            # Restoring the schedule steps it before any optimizer step; torch warns, needlessly here.
+            warnings.simplefilter("ignore", UserWarning)
+            s.step()
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state.get("rng_cuda"):
         torch.cuda.set_rng_state_all(state["rng_cuda"])

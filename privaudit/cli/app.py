@@ -9,7 +9,9 @@ import typer
 from privaudit import __version__
 from privaudit.cli.attack import attack
 from privaudit.cli.defend import defend
+from privaudit.cli.demo import demo
 from privaudit.cli.evaluate import evaluate
+from privaudit.cli.gate import gate
 from privaudit.cli.report import report
 from privaudit.cli.train import train
 
@@ -41,6 +43,8 @@ app.command("attack")(attack)
 app.command("defend")(defend)
 app.command("evaluate")(evaluate)
 app.command("report")(report)
+app.command("gate")(gate)
+app.command("demo")(demo)
 
 
 def main() -> None:

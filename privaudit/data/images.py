@@ -198,7 +198,8 @@ def load_inputs(
     mode = "L" if input_nc == 1 else "RGB"
     if layout not in ("auto", "aligned", "folders", "inputs"):
         raise InputError(f"invalid proxy layout {layout!r}; use auto, aligned, folders or inputs")
-    if layout in ("auto", "folders") and folder.is_dir() and _layout(folder) == "folders":
+    # An explicit ``folders`` layout needs only the input folder (a proxy set may come as A/ alone).
+    if layout == "folders" or (layout == "auto" and folder.is_dir() and _layout(folder) == "folders"):
         folder_in = folder / ("A" if direction == "AtoB" else "B")
         files = _list_images(folder_in, what)
         imgs = [_to_tensor(_resize(_open(p, mode), size)) for p in files]

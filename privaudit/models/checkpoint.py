@@ -103,6 +103,11 @@ class LoadedModel:
         if stochastic:
             if not self.has_dropout:
                 raise CheckpointError(f"{self.path} has no dropout layers, so --stochastic would change nothing; drop it")
+            if self.format == "torchscript" and _dropout_frozen(self.module):
+                raise CheckpointError(
+                    f"{self.path} is a traced TorchScript model whose dropout was frozen off at export time; drop --stochastic "
+                    "(or export with torch.jit.script, which keeps it switchable)"
+                )
             for m in self.module.modules():
                 if _is_dropout(m):
                     m.train()
@@ -129,6 +134,21 @@ def _is_dropout(m: nn.Module) -> bool:
     if isinstance(m, nn.Dropout):
         return True
     return "Dropout" in str(getattr(m, "original_name", ""))
+
+
+def _dropout_frozen(module: nn.Module) -> bool:
+    """True when a TorchScript dropout layer has ``train`` baked in as a constant (torch.jit.trace
+    records the mode at trace time), so switching it to train mode would silently change nothing."""
+    for m in module.modules():
+        graph = getattr(m, "graph", None) if _is_dropout(m) else None
+        if graph is None:
+            continue
+        for node in graph.nodes():
+            if node.kind() in ("aten::dropout", "aten::dropout_", "aten::feature_dropout"):
+                train = list(node.inputs())[2]
+                if train.node().kind() == "prim::Constant":
+                    return True
+    return False
 
 
 @dataclass(frozen=True)

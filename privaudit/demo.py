@@ -1,0 +1,188 @@
+"""The built-in demo: a procedural label → photo data set, and the whole pipeline on it.
+
+The data are facade-like: a label map of rectangles (wall, windows, door, balcony, sky) and a
+"photo" rendered from it with per-image random colours, textures, lighting and noise. The photo
+is not a function of the label map, so a generator can only match its training targets by
+memorising them, which is what makes such models leak. No third-party data is used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from privaudit.io import atomic_path
+
+# label colours (the label map is what the user draws; the photo is what the model must produce)
+CLASSES = {
+    "sky": (70, 130, 180),
+    "wall": (128, 64, 128),
+    "window": (0, 0, 230),
+    "door": (220, 20, 60),
+    "balcony": (250, 170, 30),
+}
+
+
+def _facade(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One (photo, label) pair, uint8 H×W×3 each."""
+    s = size
+    cls = np.zeros((s, s), dtype=np.int64)  # 0 sky, 1 wall, 2 window, 3 door, 4 balcony
+    roof = int(rng.integers(s // 10, s // 4))
+    cls[roof:, :] = 1
+    rows, cols = int(rng.integers(2, 5)), int(rng.integers(2, 5))
+    cell_h, cell_w = (s - roof) / (rows + 0.6), s / cols
+    for r in range(rows):
+        for c in range(cols):
+            h, w = int(cell_h * rng.uniform(0.35, 0.6)), int(cell_w * rng.uniform(0.3, 0.6))
+            y0 = roof + int(r * cell_h + rng.uniform(0.15, 0.3) * cell_h)
+            x0 = int(c * cell_w + (cell_w - w) / 2 + rng.integers(-1, 2))
+            cls[y0 : y0 + h, max(x0, 0) : x0 + w] = 2
+            if rng.random() < 0.3:
+                cls[y0 + h : y0 + h + max(1, s // 32), max(x0 - 1, 0) : x0 + w + 1] = 4
+    dw, dh = int(s * rng.uniform(0.12, 0.2)), int(s * rng.uniform(0.18, 0.28))
+    dx = int(rng.integers(0, s - dw))
+    cls[s - dh :, dx : dx + dw] = 3
+    label = np.array(list(CLASSES.values()), dtype=np.uint8)[cls]
+
+    # the photo: random palette per image, texture, a lighting gradient and sensor noise
+    palette = rng.uniform(30, 230, size=(5, 3))
+    photo = palette[cls]
+    yy, xx = np.mgrid[0:s, 0:s] / s
+    texture = rng.normal(0, 1, (s // 4 + 1, s // 4 + 1))
+    texture = np.kron(texture, np.ones((4, 4)))[:s, :s]
+    photo += 18 * texture[..., None] * (cls[..., None] == 1)
+    light = 1.0 + rng.uniform(-0.35, 0.35) * (xx - 0.5) + rng.uniform(-0.35, 0.35) * (yy - 0.5)
+    photo = photo * light[..., None] + rng.normal(0, 6, photo.shape)
+    return np.clip(photo, 0, 255).astype(np.uint8), label
+
+
+def make_facades(n: int, *, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` procedural pairs: (photos, labels) as uint8 (n, 3, size, size). Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    photos, labels = zip(*(_facade(rng, size) for _ in range(n)))
+    to_t = lambda arrs: torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    return to_t(photos), to_t(labels)
+
+
+def write_aligned(folder: Path, photos: torch.Tensor, labels: torch.Tensor, prefix: str) -> None:
+    """Write pairs in the pix2pix aligned format: photo (A) on the left, label (B) on the right."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(photos.shape[0]):
+        ab = torch.cat([photos[i], labels[i]], dim=2).permute(1, 2, 0).numpy()
+        with atomic_path(folder / f"{prefix}_{i:04d}.png") as tmp:
+            Image.fromarray(ab).save(tmp, format="PNG")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    size: int = 32
+    n_train: int = 48
+    n_proxy: int = 48
+    n_test: int = 48
+    ngf: int = 16
+    teacher_epochs: int = 150
+    student_epochs: int = 60
+    batch_size: int = 4
+    seed: int = 0
+    max_auc: float = 0.6
+
+    @classmethod
+    def quick(cls) -> "DemoConfig":
+        """A toy run for the test suite (seconds, not minutes)."""
+        return cls(n_train=12, n_proxy=12, n_test=12, ngf=4, teacher_epochs=20, student_epochs=4)
+
+
+def build_data(root: Path, cfg: DemoConfig) -> dict[str, Path]:
+    """Write train (members), proxy and test (non-members) folders under ``root``; disjoint seeds."""
+    paths = {}
+    for i, (name, n) in enumerate((("train", cfg.n_train), ("proxy", cfg.n_proxy), ("test", cfg.n_test))):
+        photos, labels = make_facades(n, size=cfg.size, seed=cfg.seed * 1000 + i)
+        write_aligned(root / name, photos, labels, name)
+        paths[name] = root / name
+    return paths
+
+
+def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The whole pipeline: data → teacher → attack → AKD → evaluate both → comparison → gate.
+
+    Returns a summary; writes everything under ``out``.
+    """
+    from privaudit.attacks.reconstruction import AttackConfig
+    from privaudit.defenses.distill import distill
+    from privaudit.data.images import load_inputs
+    from privaudit.evaluation.compare import row, save_figure, to_markdown, tradeoff_figure
+    from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
+    from privaudit.evaluation.kid import resolve_inception_weights
+    from privaudit.errors import WeightsError
+    from privaudit.io import atomic_write_text, write_json
+    from privaudit.models.checkpoint import load_model
+    from privaudit.pipeline import ModelSpec, train_regular
+    from privaudit.training import TrainConfig
+
+    stage = on_stage or (lambda s: None)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, start: float) -> None:
+        timings[name] = round(time.perf_counter() - start, 2)
+
+    s = time.perf_counter()
+    stage("building the procedural data set")
+    data = build_data(out / "data", cfg)
+    lap("data", s)
+
+    s = time.perf_counter()
+    stage(f"training the teacher ({cfg.teacher_epochs} epochs on {cfg.n_train} private pairs)")
+    spec = ModelSpec(ngf=cfg.ngf, norm="batch", use_dropout=True)
+    tcfg = TrainConfig(epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8), seed=cfg.seed, device="auto")
+    train_regular(data["train"], out / "teacher.pt", direction="BtoA", size=cfg.size, spec=spec, cfg=tcfg)
+    lap("teacher", s)
+
+    s = time.perf_counter()
+    stage(f"distilling the AKD student ({cfg.student_epochs} epochs on {cfg.n_proxy} proxy inputs)")
+    teacher = load_model(out / "teacher.pt", seed=cfg.seed)
+    proxy = load_inputs(data["proxy"], direction="BtoA", size=cfg.size)
+    scfg = TrainConfig(epochs=cfg.student_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8), seed=cfg.seed, device="auto")
+    arch = spec.build(cfg.size)
+    distill(teacher, proxy, out / "akd.pt", method="akd", arch=arch, cfg=scfg, direction="BtoA")
+    lap("akd", s)
+
+    try:
+        resolve_inception_weights(None)
+        kid = True
+    except WeightsError:
+        kid = False
+    ecfg = EvaluateConfig(attack=AttackConfig(seed=cfg.seed), kid=kid, kid_subsets=20)
+    reports = {}
+    s = time.perf_counter()
+    for name in ("teacher", "akd"):
+        stage(f"attacking and evaluating {name}")
+        rep = evaluate(out / f"{name}.pt", data["train"], data["test"], ecfg, direction="BtoA")
+        write_json(out / f"{name}.json", rep)
+        reports[name] = rep
+    lap("evaluate", s)
+
+    rows = [row(n, r) for n, r in reports.items()]
+    atomic_write_text(out / "comparison.md", to_markdown(rows, title="privaudit demo: teacher versus AKD student"))
+    save_figure(tradeoff_figure(rows), out / "tradeoff.png")
+    summary = {
+        "out": str(out),
+        "kid": kid,
+        "teacher_auc": reports["teacher"]["attack"]["auc"],
+        "akd_auc": reports["akd"]["attack"]["auc"],
+        "teacher_l1": reports["teacher"]["utility"]["l1"],
+        "akd_l1": reports["akd"]["utility"]["l1"],
+        "max_auc": cfg.max_auc,
+        "timings_s": timings,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "rows": rows,
+    }
+    atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2) + "\n")
+    return summary
