@@ -12,7 +12,6 @@ passes silently because it had nothing to check.
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 import xml.etree.ElementTree as ET
@@ -21,10 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from privaudit.errors import InputError, PrivauditError, ReportError
-
-# Same value as privaudit.pipeline.REPORT_SCHEMA; repeated here so that the gate (a CI step)
-# does not import torch. tests/test_gate.py checks that the two agree.
-REPORT_SCHEMA = "privaudit.report/1"
+from privaudit.report import REPORT_SCHEMA, load_report  # noqa: F401  (re-exported)
 
 POLICY_FILE = "privaudit.toml"
 
@@ -271,23 +267,6 @@ def discover_policy(directory: str | Path = ".") -> Path | None:
 
 # ---------------------------------------------------------------------------------------------
 # Reports and the verdict
-
-
-def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a ``privaudit.report/1`` JSON file → dict; ReportError (one line) when it cannot be used."""
-    p = Path(path)
-    if not p.exists():
-        raise ReportError(f"report {p} does not exist; check the path")
-    if p.is_dir():
-        raise ReportError(f"report {p} is a folder; give the JSON file written by privaudit attack/evaluate --json")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"report {p} is not readable JSON ({str(exc)[:100]}); write it with privaudit attack/evaluate --json") from None
-    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"report {p} has schema {found!r}, not {REPORT_SCHEMA!r}; write it with privaudit attack/evaluate --json")
-    return data
 
 
 def _lookup(report: Mapping[str, Any], metric: str) -> Any:

@@ -23,7 +23,7 @@ from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model, 
 from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
 from privaudit.training import EpochStats, TrainConfig, fit
 
-REPORT_SCHEMA = "privaudit.report/1"
+from privaudit.report import REPORT_SCHEMA  # noqa: E402
 
 
 def now() -> str:

@@ -60,6 +60,10 @@ from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_ch
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
 from privaudit.training import EpochStats, GANLoss, TrainConfig, jitter, lr_factor
 
+# The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
+# fire on outputs only; that is expected here and says nothing a user can act on.
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
+
 DEFAULT_DP_BATCH_SIZE = 8
 ACCOUNTANTS = ("rdp", "prv")
 STATE_FORMAT = "privaudit.dpsgd-state/1"

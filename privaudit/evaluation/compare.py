@@ -5,28 +5,19 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from privaudit.errors import ReportError
-from privaudit.pipeline import REPORT_SCHEMA
+from privaudit.report import load_report as _load
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.exists():
-        raise ReportError(f"report {p} does not exist; check the path")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"report {p} is not readable JSON ({str(exc)[:100]}); write it with privaudit attack/evaluate --json") from None
-    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"report {p} has schema {found!r}, not {REPORT_SCHEMA!r}; write it with privaudit attack/evaluate --json")
+    """A report that holds attack results (``privaudit.report.load_report`` plus that check)."""
+    data = _load(path)
     if not isinstance(data.get("attack"), dict) or "auc" not in data["attack"]:
-        raise ReportError(f"report {p} has no attack results; write it with privaudit attack or evaluate")
+        raise ReportError(f"report {path} has no attack results; write it with privaudit attack or evaluate")
     return data
 
 
