@@ -1,0 +1,383 @@
+"""Reproduce Table II of the AKD paper (CMP Facades): regular pix2pix, Gauss, DP-SGD, DMP and AKD,
+each trained and audited over seeds, summarised next to the paper's numbers.
+
+    python benchmarks/reproduce_table2.py --quick --out /tmp/t2                 # toy run, seconds
+    python benchmarks/reproduce_table2.py --data facades --out runs/t2           # --scale cpu: 64 px, hours
+    python benchmarks/reproduce_table2.py --data facades --out runs/t2 --scale paper --seeds 0 1 2 3 4 \\
+        --inception-weights weights-inception-2015-12-05-6726825d.pth           # 256 px, for a GPU
+
+DATA holds aligned A|B folders: train/ (members: the teacher's private pairs), val/ (the proxy
+set: distillation reads only its inputs; its pairs serve the proxy-leakage check) and test/
+(non-members). Everything goes under OUT: OUT/seed<k>/<model>.pt and .json, OUT/summary.md,
+OUT/summary.json, OUT/tradeoff.png. A finished checkpoint or report is reused by the next run and
+an interrupted training continues from its saved state; --force redoes everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from privaudit.attacks.reconstruction import AttackConfig
+from privaudit.data.images import load_inputs, load_pairs
+from privaudit.defenses.distill import distill, student_arch
+from privaudit.defenses.dpsgd import DPConfig, train_dpsgd
+from privaudit.defenses.gauss import add_output_noise
+from privaudit.demo import make_facades, write_aligned
+from privaudit.errors import InputError, PrivauditError, WeightsError
+from privaudit.evaluation.compare import row, save_figure, to_markdown
+from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
+from privaudit.evaluation.kid import resolve_inception_weights, vet_inception_weights
+from privaudit.io import atomic_write_text, check_dir_writable, sha256_file, write_json
+from privaudit.models.checkpoint import load_model, resolve_device
+from privaudit.pipeline import ModelSpec, data_fingerprint, train_regular
+from privaudit.training import TrainConfig
+
+METHODS = ("regular", "gauss", "dpsgd", "dmp", "akd")
+# Table II, CMP Facades (400 train / 100 proxy / 106 test), five runs: (row, AUCROC %, NKID %)
+PAPER = {
+    "regular": ("regular", 96.46, 5.93), "gauss": ("Gauss", 96.40, 6.49), "dp_low": ("DP-SGD σ=2.02e-3", 89.20, 8.21),
+    "dp_high": ("DP-SGD σ=1.69e-2", 58.06, 12.57), "dmp": ("DMP", 57.73, 13.64), "akd": ("AKD", 57.56, 7.80),
+}
+# image size, widths, (epochs, batch size) of the teacher, the students and DP-SGD, default seeds
+SCALES = {
+    "quick": dict(size=32, ngf=4, ndf=8, teacher=(3, 4), student=(3, 1), dp=(2, 4), augment=False, seeds=[0]),
+    "cpu": dict(size=64, ngf=32, ndf=32, teacher=(100, 4), student=(100, 1), dp=(30, 16), augment=True, seeds=[0, 1, 2]),
+    "paper": dict(size=256, ngf=64, ndf=64, teacher=(200, 1), student=(200, 1), dp=(200, 16), augment=True, seeds=[0, 1, 2, 3, 4]),
+}
+SWEEP = {"gauss": [0.05, 0.1, 0.2, 0.3, 0.5], "dpsgd": [0.1, 0.3, 1.0, 3.0], "akd_lambda": [10.0, 100.0]}
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # file stem under OUT/seed<k>/
+    method: str
+    label: str  # the table's row
+    params: dict[str, Any] = field(default_factory=dict)
+    sweep: bool = False
+    paper: str | None = None  # key into PAPER
+
+
+def plan(a: argparse.Namespace, s: dict[str, Any]) -> list[Job]:
+    """Every model to train and audit per seed, main rows first, then the --sweep extras."""
+    E = s["student"][0]
+    jobs = [Job("regular", "regular", "regular", paper="regular")]
+    sigmas = list(dict.fromkeys(a.gauss_sigmas + (SWEEP["gauss"] if a.sweep else [])))
+    jobs += [Job(f"gauss_s{x:g}", "gauss", f"Gauss σ={x:g}", {"sigma": x}, x not in a.gauss_sigmas, "gauss" if x in a.gauss_sigmas else None) for x in sigmas]
+    main_dp = sorted(a.dp_noise)
+    paper_dp = {main_dp[0]: "dp_low", main_dp[-1]: "dp_high"} if len(main_dp) >= 2 else {}
+    noises = list(dict.fromkeys(a.dp_noise + (SWEEP["dpsgd"] if a.sweep else [])))
+    jobs += [Job(f"dpsgd_n{x:g}", "dpsgd", f"DP-SGD noise={x:g}", {"noise_multiplier": x}, x not in a.dp_noise, paper_dp.get(x)) for x in noises]
+    jobs += [Job("dmp", "dmp", "DMP", {"lambda_l1": 100.0, "epochs": E}, paper="dmp"), Job("akd", "akd", "AKD", {"lambda_l1": 100.0, "epochs": E}, paper="akd")]
+    if a.sweep:
+        for lam in SWEEP["akd_lambda"]:
+            for ep in sorted({max(1, E // 2), E}):
+                if (lam, ep) != (100.0, E):
+                    jobs.append(Job(f"akd_l{lam:g}_e{ep}", "akd", f"AKD λ={lam:g}, {ep} ep", {"lambda_l1": lam, "epochs": ep}, True))
+    return [j for j in jobs if j.method in a.methods]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, metavar="DIR", help="root with train/, val/ (proxy) and test/ (aligned A|B); --quick makes toy data when omitted")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (checkpoints, reports, summary)")
+    p.add_argument("--direction", default="BtoA", choices=("AtoB", "BtoA"))
+    p.add_argument("--scale", default="cpu", choices=("cpu", "paper"), help="cpu: 64 px, ngf/ndf 32; paper: 256 px, ngf/ndf 64, 200 epochs (a GPU)")
+    p.add_argument("--quick", action="store_true", help="toy run (32 px, ngf 4, 2-3 epochs, 12 pairs per split): checks the pipeline, not the paper")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="K", help="default: 0 (quick), 0 1 2 (cpu), 0 1 2 3 4 (paper)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="M", help=f"any of {' '.join(METHODS)} (default: all)")
+    p.add_argument("--gauss-sigmas", type=float, nargs="+", default=[0.1, 0.3], metavar="σ", help="output noise std on [-1, 1] images")
+    p.add_argument("--dp-noise", type=float, nargs="+", default=[1.0, 0.1], metavar="σ", help="DP-SGD noise multipliers (lowest and highest face the paper's two rows)")
+    p.add_argument("--inception-weights", metavar="FILE", help="torch-fidelity Inception weights for KID (default: $PRIVAUDIT_INCEPTION_WEIGHTS or the torch hub cache; none: KID skipped)")
+    p.add_argument("--sweep", action="store_true", help="extra trade-off points: AKD λ {10, 100} × epochs {E/2, E}, a Gauss σ grid, a DP noise grid")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--force", action="store_true", help="retrain and re-evaluate everything, even what OUT already holds")
+    return p.parse_args(argv)
+
+
+def stage(timings: dict[str, Any], key: str, what: str, fn: Callable[[], Any]) -> Any:
+    """Run one stage (``fn`` returns its outcome, or (result, outcome)); print one progress line to
+    stderr and record the wall time under ``key``. Returns what ``fn`` returned."""
+    print(f"{key}: {what} ... ", end="", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    res = fn()
+    dt = time.perf_counter() - t
+    outcome = res if isinstance(res, str) else res[1]
+    timings[key] = {"s": round(dt, 3), "outcome": outcome}
+    print(f"{outcome} ({dt:.1f}s)", file=sys.stderr, flush=True)
+    return res
+
+
+def build(final: Path, force: bool, train: Callable[[Path, bool], None], after: Path | None = None) -> str:
+    """Train into ``<name>.partial.pt`` (resuming from its ``.state`` after an interruption), then
+    rename it to ``final``. A finished ``final`` is reused unless ``force`` or older than ``after``
+    (the teacher it was made from)."""
+    part = final.with_name(final.stem + ".partial.pt")
+    state = part.with_name(part.name + ".state")
+    if final.exists() and not force and (after is None or final.stat().st_mtime >= after.stat().st_mtime):
+        return "reused"
+    if force:
+        part.unlink(missing_ok=True)
+        state.unlink(missing_ok=True)
+    resume = state.exists()
+    train(part, resume)
+    os.replace(part, final)
+    state.unlink(missing_ok=True)  # optimiser state is large at 256 px; a finished model needs none
+    return "resumed" if resume else "trained"
+
+
+def quick_data(root: Path) -> Path:
+    """12 procedural facade pairs per split (photo | label), written once."""
+    for i, split in enumerate(("train", "val", "test")):
+        if not (root / split).is_dir():
+            photos, labels = make_facades(12, size=32, seed=1000 + i)
+            write_aligned(root / split, photos, labels, split)
+    return root
+
+
+def machine(device: str) -> dict[str, Any]:
+    dev = resolve_device(device)
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "device": str(dev)}
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def find_weights(explicit: str | None) -> tuple[str | None, str | None]:
+    """(weights path, None) or (None, why KID is skipped). An explicit file that is unusable is an error."""
+    try:
+        path = resolve_inception_weights(explicit)
+    except WeightsError as exc:
+        if explicit:
+            raise
+        return None, str(exc)
+    vet_inception_weights(path)  # fail now, not after hours of training
+    return str(path), None
+
+
+def train_job(job: Job, seed: int, d: Path, ctx: dict[str, Any]) -> tuple[str, Callable[[Path, bool], None]]:
+    """(what it does, in words; ``train(out, resume)`` writing the checkpoint ``out``)."""
+    s, data, a = ctx["scale"], ctx["data"], ctx["args"]
+    E, B = {"regular": s["teacher"], "dpsgd": s["dp"]}.get(job.method, (job.params.get("epochs"), s["student"][1]))
+
+    def tcfg(**kw: Any) -> TrainConfig:
+        return TrainConfig(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], seed=seed, device=a.device, **kw)
+
+    def train(out: Path, resume: bool) -> None:
+        if job.method == "regular":  # the teacher, on the private pairs
+            train_regular(data / "train", out, direction=a.direction, size=s["size"], spec=ModelSpec(ngf=s["ngf"]), cfg=tcfg(), resume=resume)
+        elif job.method == "gauss":
+            teacher = load_model(d / "regular.pt", device=a.device, seed=seed)
+            add_output_noise(teacher, out, sigma=job.params["sigma"], direction=a.direction, image_size=s["size"])
+        elif job.method == "dpsgd":  # from scratch on the private pairs
+            pairs = load_pairs(data / "train", direction=a.direction, size=s["size"], what="training data")
+            cfg = DPConfig(train=tcfg(), noise_multiplier=job.params["noise_multiplier"])
+            prov = {"trained_on": {"path": str(data / "train"), "count": len(pairs), "sha256": data_fingerprint(pairs)}}
+            train_dpsgd(pairs, out, direction=a.direction, arch=ModelSpec(ngf=s["ngf"], norm="group").build(pairs.size), cfg=cfg, resume=resume, provenance=prov)
+        else:  # dmp, akd: the teacher as a black box, queried on the proxy inputs only
+            teacher = load_model(d / "regular.pt", device=a.device, seed=seed)
+            proxy = load_inputs(data / "val", direction=a.direction, size=s["size"])
+            cfg = tcfg(lambda_l1=job.params["lambda_l1"])
+            distill(teacher, proxy, out, method=job.method, arch=student_arch(teacher, None), cfg=cfg, direction=a.direction, resume=resume)
+
+    return (f"{job.label}, output noise" if job.method == "gauss" else f"{job.label}, {E} epochs, batch {B}"), train
+
+
+def audit(job: Job, seed: int, ckpt: Path, ctx: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The report for one model, reused when OUT holds one for this very checkpoint and settings."""
+    a, data, out = ctx["args"], ctx["data"], ckpt.with_suffix(".json")
+    key = {"sha256": sha256_file(ckpt), "inception_weights": ctx["weights"], "seed": seed, "size": ctx["scale"]["size"]}
+    if out.exists() and not a.force:
+        old = json.loads(out.read_text(encoding="utf-8"))
+        if old.get("benchmark", {}).get("key") == key:
+            return old, "reused"
+    cfg = EvaluateConfig(attack=AttackConfig(seed=seed), kid=ctx["weights"] is not None, inception_weights=ctx["weights"],
+                         feature_cache=str(a.out / "kid_cache"), proxy_pairs=str(data / "val") if job.method in ("dmp", "akd") else None)
+    rep = evaluate(ckpt, data / "train", data / "test", cfg, direction=a.direction, size=ctx["scale"]["size"], device=a.device)
+    rep["benchmark"] = {"name": job.name, "label": job.label, "seed": seed, "key": key}
+    write_json(out, rep)
+    return rep, "evaluated"
+
+
+def metrics(name: str, rep: dict[str, Any]) -> dict[str, Any]:
+    r, gap = row(name, rep), rep.get("generalization_gap") or {}
+    return {"auc": r.auc, "tpr10": r.tpr_10, "nkid": r.nkid, "l1": r.l1, "ssim": r.ssim,
+            "gap": gap.get("gap") if gap.get("gap") is not None else gap.get("l1_gap"), "epsilon": r.epsilon,
+            "proxy_auc": (rep.get("proxy_leakage") or {}).get("auc")}
+
+
+def aggregate(per_seed: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """mean and sample std (ddof 1; None for one seed) of each metric over seeds; None where any seed lacks it."""
+    mean, std = {}, {}
+    for k in next(iter(per_seed.values())):
+        vals = [m[k] for m in per_seed.values()]
+        ok = all(v is not None for v in vals)
+        mean[k] = float(np.mean(vals)) if ok else None
+        std[k] = float(np.std(vals, ddof=1)) if ok and len(vals) > 1 else None
+    return mean, std
+
+
+def cell(m: dict[str, Any], s: dict[str, Any], k: str, pct: bool = False, digits: int = 3) -> str:
+    if m[k] is None:
+        return "–"
+    f = 100.0 if pct else 1.0
+    d = 2 if pct else digits
+    return f"{f * m[k]:.{d}f}" + (f" ± {f * s[k]:.{d}f}" if s[k] is not None else "")
+
+
+def table(models: dict[str, Any], sweep: bool, gap_kind: str) -> list[str]:
+    pct_gap = gap_kind == "NKID"
+    head = ["model", "AUC %", "TPR@10%FPR %", "NKID %", "L1", "SSIM", f"gap ({gap_kind}{' %' if pct_gap else ''})", "ε", "proxy AUC %", "paper AUC %", "paper NKID %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in (m for m in models.values() if m["sweep"] == sweep):
+        mu, sd, pp = m["mean"], m["std"], m["paper"]
+        lines.append("| " + " | ".join([m["label"], cell(mu, sd, "auc", True), cell(mu, sd, "tpr10", True), cell(mu, sd, "nkid", True),
+                                        cell(mu, sd, "l1", digits=4), cell(mu, sd, "ssim"), cell(mu, sd, "gap", pct_gap, digits=4), cell(mu, sd, "epsilon", digits=3),
+                                        cell(mu, sd, "proxy_auc", True), f"{pp['auc']:.2f}" if pp else "–", f"{pp['nkid']:.2f}" if pp else "–"]) + " |")
+    return lines
+
+
+def plot(models: dict[str, Any], use_nkid: bool, path: Path) -> None:
+    """Attack AUC against NKID (or test L1), mean ± std over seeds; lines join a method's settings."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    xk, scale = ("nkid", 100.0) if use_nkid else ("l1", 1.0)
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    for method in METHODS:
+        pts = sorted((m for m in models.values() if m["method"] == method), key=lambda m: m["mean"][xk])
+        if not pts:
+            continue
+        x = [scale * m["mean"][xk] for m in pts]
+        y = [100 * m["mean"]["auc"] for m in pts]
+        xe = [scale * (m["std"][xk] or 0.0) for m in pts]
+        ye = [100 * (m["std"]["auc"] or 0.0) for m in pts]
+        ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o:" if len(pts) > 1 else "o", capsize=3, color=f"C{METHODS.index(method)}", label=method)
+        for m, xi, yi in zip(pts, x, y):
+            ax.annotate(m["label"], (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if use_nkid:  # the paper's rows share these axes only when NKID was measured
+        ax.scatter([v[2] for v in PAPER.values()], [v[1] for v in PAPER.values()], marker="x", color="grey", label="paper (Table II)")
+        for lab, auc, nkid in PAPER.values():
+            ax.annotate(lab, (nkid, auc), textcoords="offset points", xytext=(5, -9), fontsize=6, color="grey")
+    ax.axhline(50, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("NKID % on the test set (lower is better)" if use_nkid else "L1 on the test set (lower is better; KID skipped)")
+    ax.set_ylabel("attack AUC % (50 = chance)")
+    ax.set_title("utility-privacy trade-off, mean ± std over seeds")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    try:
+        return run(a, sys.argv if argv is None else ["benchmarks/reproduce_table2.py", *argv])
+    except PrivauditError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(a: argparse.Namespace, cmdline: list[str]) -> int:
+    t0 = time.perf_counter()
+    s = dict(SCALES["quick" if a.quick else a.scale])
+    seeds = a.seeds if a.seeds is not None else s["seeds"]
+    if a.data is None and not a.quick:
+        raise InputError("--data DIR is required (a root with train/, val/ and test/); or pass --quick for toy data")
+    for split in ("train", "val", "test") if a.data is not None else ():
+        if not (a.data / split).is_dir():
+            raise InputError(f"{a.data / split} is not a folder: --data needs train/ (members), val/ (proxy) and test/ (non-members)")
+    check_dir_writable(a.out)
+    data = a.data if a.data is not None else quick_data(a.out / "data")
+    weights, kid_skip = find_weights(a.inception_weights)
+    jobs = plan(a, s)
+    settings = {"scale": "quick" if a.quick else a.scale, "data": str(data.resolve()), "direction": a.direction,
+                **{k: v for k, v in s.items() if k != "seeds"}, "lr": TrainConfig().lr, "dp_max_grad_norm": DPConfig().max_grad_norm}
+    run_file = a.out / "run.json"  # what the checkpoints in OUT were trained with
+    if run_file.exists() and not a.force:
+        old = json.loads(run_file.read_text(encoding="utf-8"))
+        diff = [k for k in settings if json.dumps(old.get(k)) != json.dumps(settings[k])]
+        if diff:
+            raise InputError(f"{a.out} holds models trained with other settings ({', '.join(diff)}); choose another --out or pass --force")
+    write_json(run_file, settings)
+    ctx = {"args": a, "scale": s, "data": data, "weights": weights}
+    timings: dict[str, Any] = {}
+    reports: dict[str, dict[int, dict[str, Any]]] = {j.name: {} for j in jobs}
+    teacher = Job("regular", "regular", "regular (teacher)")
+    to_train = ([teacher] if any(j.method != "dpsgd" for j in jobs) else []) + [j for j in jobs if j.method != "regular"]
+    for seed in seeds:
+        d = a.out / f"seed{seed}"
+        d.mkdir(parents=True, exist_ok=True)
+        for job in to_train:
+            what, train = train_job(job, seed, d, ctx)
+            after = None if job.method in ("regular", "dpsgd") else d / "regular.pt"
+            stage(timings, f"seed{seed}/{job.name}/train", what, lambda: build(d / f"{job.name}.pt", a.force, train, after))
+        for job in jobs:
+            what = "attack + utility" + (" + KID" if weights else "")
+            reports[job.name][seed] = stage(timings, f"seed{seed}/{job.name}/evaluate", what, lambda: audit(job, seed, d / f"{job.name}.pt", ctx))[0]
+        atomic_write_text(d / "comparison.md", to_markdown([row(j.label, reports[j.name][seed]) for j in jobs], title=f"seed {seed}"))
+    write_summary(ctx, settings, seeds, jobs, reports, timings, kid_skip, cmdline, t0)
+    return 0
+
+
+def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int], jobs: list[Job], reports: dict[str, Any],
+                  timings: dict[str, Any], kid_skip: str | None, cmdline: list[str], t0: float) -> None:
+    """OUT/summary.md, OUT/summary.json and OUT/tradeoff.png; the main table to stdout."""
+    a, s, data, weights = ctx["args"], ctx["scale"], ctx["data"], ctx["weights"]
+    models: dict[str, Any] = {}
+    for j in jobs:
+        per_seed = {seed: metrics(j.label, rep) for seed, rep in reports[j.name].items()}
+        mean, std = aggregate(per_seed)
+        pp = PAPER.get(j.paper) if j.paper else None
+        models[j.name] = {"label": j.label, "method": j.method, "params": j.params, "sweep": j.sweep, "per_seed": {str(k): v for k, v in per_seed.items()},
+                          "mean": mean, "std": std, "paper": {"row": pp[0], "auc": pp[1], "nkid": pp[2]} if pp else None}
+    use_nkid = weights is not None
+    plot(models, use_nkid, a.out / "tradeoff.png")
+    total = time.perf_counter() - t0
+    info = machine(a.device)
+    command = shlex.join([Path(sys.executable).name, *cmdline])
+    gap_kind = "NKID" if use_nkid else "L1"
+    counts = next(iter(reports[jobs[0].name].values()))["data"]
+    options = {**settings, "seeds": seeds, "methods": a.methods, "gauss_sigmas": a.gauss_sigmas, "dp_noise": a.dp_noise, "sweep": a.sweep, "inception_weights": weights}
+    md = [f"# AKD paper, Table II (CMP Facades) reproduced: scale {settings['scale']}, seeds {' '.join(map(str, seeds))}", "",
+          f"Command: `{command}`", "",
+          f"Members: {counts['members']['count']} pairs in {data / 'train'}; non-members: {counts['nonmembers']['count']} in {data / 'test'}; "
+          f"proxy: {data / 'val'} (direction {a.direction}, {s['size']} px).",
+          "Mean ± sample std over seeds. AUC: reconstruction-loss attack (50 % = chance). ε at δ = 1/N for DP-SGD. "
+          f"gap = test − train {gap_kind} (positive: better on the training data). proxy AUC: the student attacked with the proxy pairs as members.",
+          "Paper columns: Table II, AUCROC % / NKID % over five runs (its DP-SGD σ are not Opacus noise multipliers; "
+          "the lowest and highest --dp-noise face its two rows).", ""]
+    md += ["## Table II", ""] + table(models, False, gap_kind)
+    if any(m["sweep"] for m in models.values()):
+        md += ["", "## Sweep (extra trade-off points)", ""] + table(models, True, gap_kind)
+    if not use_nkid:
+        md += ["", f"**KID was skipped** (NKID columns show –, the plot uses test L1): {kid_skip}"]
+    md += ["", "## Settings", ""] + [f"- {k}: `{json.dumps(v, ensure_ascii=False)}`" for k, v in options.items()]
+    md += ["", "## Machine", ""] + [f"- {k}: `{v}`" for k, v in info.items()]
+    md += ["", "## Wall time per stage", "", "| stage | outcome | seconds |", "|---|---|---|"]
+    md += [f"| {k} | {v['outcome']} | {v['s']:.1f} |" for k, v in timings.items()] + [f"| **total** | | {total:.1f} |", ""]
+    atomic_write_text(a.out / "summary.md", "\n".join(md))
+    write_json(a.out / "summary.json", {"schema": "privaudit.table2/1", "command": command, "settings": options, "seeds": seeds,
+                                        "kid": use_nkid, "kid_skipped": kid_skip, "machine": info, "models": models,
+                                        "timings_s": timings, "total_s": round(total, 3)})
+    print("\n".join(table(models, False, gap_kind)))
+    if not use_nkid:
+        print("(KID skipped: no Inception weights; NKID shows –)")
+    print(f"wrote {a.out / 'summary.md'} in {total:.1f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
