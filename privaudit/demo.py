@@ -88,7 +88,7 @@ class DemoConfig:
     n_test: int = 48
     ngf: int = 16
     teacher_epochs: int = 150
-    student_epochs: int = 60
+    student_epochs: int = 20
     batch_size: int = 4
     seed: int = 0
     max_auc: float = 0.6
