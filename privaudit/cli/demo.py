@@ -10,7 +10,7 @@ import typer
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, stderr
 from privaudit.cli.render import compare_table, show
-from privaudit.demo import DemoConfig, run_demo
+from privaudit.demo import DemoConfig, build_data, run_demo
 from privaudit.io import check_dir_writable
 
 
@@ -19,6 +19,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the data, checkpoints, reports and plots.")] = Path("privaudit-demo"),
     quick: Annotated[bool, typer.Option("--quick", help="A toy-sized run (seconds): what the test suite runs.")] = False,
     max_auc: Annotated[float, typer.Option("--max-auc", help="The gate's AUC limit applied to both models.")] = 0.6,
+    data_only: Annotated[bool, typer.Option("--data-only", help="Only write the procedural data set (OUT/data/train, proxy, test) and stop.")] = False,
     seed: o.Seed = 0,
 ) -> None:
     """Train a small teacher on procedural facades until it overfits, attack it, defend it with AKD,
@@ -26,6 +27,11 @@ def demo(
     check_dir_writable(out, what="demo folder")
     base = DemoConfig.quick() if quick else DemoConfig()
     cfg = DemoConfig(**{**base.__dict__, "seed": seed, "max_auc": max_auc})
+    if data_only:
+        paths = build_data(out / "data", cfg)
+        stderr.print("wrote " + ", ".join(f"{p} ({n})" for p, n in zip(paths.values(), (cfg.n_train, cfg.n_proxy, cfg.n_test)))
+                     + f": aligned {cfg.size}x{cfg.size} photo|label pairs, use --direction BtoA")
+        return
     summary = run_demo(out, cfg, on_stage=lambda s: stderr.print(f"[bold]›[/bold] {s}"))
     show(compare_table(summary["rows"]))
     if not summary["kid"]:
