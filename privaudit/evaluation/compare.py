@@ -102,16 +102,17 @@ def tradeoff_figure(rows: list[Row]):
     plt = _plt()
     use_nkid = all(r.nkid is not None for r in rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for r in rows:
+    markers = "osD^vP<>Xh"
+    for i, r in enumerate(rows):
         x = (r.nkid if use_nkid else r.l1) or 0.0
-        ax.scatter([100 * x if use_nkid else x], [100 * r.auc], s=50)
-        ax.annotate(f"{r.name} ({r.method})", (100 * x if use_nkid else x, 100 * r.auc), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.scatter([0], [50], marker="*", s=160, color="gold", edgecolor="k", zorder=5, label="ideal")
+        label = r.name if r.name == r.method else f"{r.name} ({r.method})"
+        ax.scatter([100 * x if use_nkid else x], [100 * r.auc], s=55, marker=markers[i % len(markers)], label=label, zorder=4)
+    ax.scatter([0], [50], marker="*", s=160, color="gold", edgecolor="k", zorder=5, label="ideal (0, 50%)")
     ax.axhline(50, color="grey", lw=0.6, ls="--")
     ax.set_xlabel("NKID % (lower is better)" if use_nkid else "test L1 (lower is better; NKID not in every report)")
     ax.set_ylabel("attack AUC % (lower is more private)")
     ax.set_title("utility-privacy trade-off")
-    ax.legend(loc="lower right")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 
