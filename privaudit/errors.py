@@ -30,3 +30,10 @@ class WeightsError(PrivauditError):
 
 class ReportError(PrivauditError):
     """A report or policy file that is unreadable, of another schema, or lacks a needed metric."""
+
+
+def check_seed(seed: int) -> int:
+    """Seeds feed torch and numpy generators, which take 0 <= seed < 2**32."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InputError(f"--seed must be an integer from 0 to {2**32 - 1}, not {seed}")
+    return seed

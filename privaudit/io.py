@@ -50,6 +50,39 @@ def check_dir_writable(path: str | os.PathLike, *, what: str = "output folder") 
     return p
 
 
+def check_dir_creatable(path: str | os.PathLike, *, what: str = "output folder", files: tuple[str, ...] = ()) -> Path:
+    """Like ``check_dir_writable`` but creates nothing: the folder exists and is writable, or its
+    nearest existing ancestor is a writable folder. ``files`` inside it must not be folders."""
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise InputError(f"{what} {p} exists and is not a folder; choose another path")
+        if not os.access(p, os.W_OK):
+            raise InputError(f"{what} {p} is not writable; choose another path")
+        for name in files:
+            if (p / name).is_dir():
+                raise InputError(f"cannot write {p / name}: it is a folder; remove it or choose another {what}")
+        return p
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot create {what} {p}: {ancestor} is not a folder; choose another path")
+    if not os.access(ancestor, os.W_OK):
+        raise InputError(f"cannot create {what} {p}: {ancestor} is not writable; choose another path")
+    return p
+
+
+def write_outputs(items: list[tuple[Path, bytes]]) -> None:
+    """Write every (path, bytes) atomically, creating parent folders; call once all are built."""
+    for path, data in items:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create folder {path.parent}: {exc.strerror or exc}; choose another path") from None
+        atomic_write_bytes(path, data)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``, else delete it."""
@@ -87,9 +120,14 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], Any]) ->
         writer(tmp)
 
 
+def report_json(obj: Any) -> str:
+    """The JSON text privaudit writes: indented, and never NaN or Infinity (not JSON)."""
+    return json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> str:
     """Write ``obj`` as indented JSON to ``path`` atomically (``-`` means stdout). Returns the text."""
-    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    text = report_json(obj)
     if str(path) == "-":
         import sys
 

@@ -65,6 +65,8 @@ class ModelSpec:
     use_dropout: bool = True
 
     def build(self, size: int, input_nc: int = 3, output_nc: int = 3) -> UnetArch:
+        if self.ngf < 1:
+            raise InputError(f"--ngf must be at least 1, not {self.ngf}")
         depth = self.num_downs or default_num_downs(size)
         arch = UnetArch(input_nc=input_nc, output_nc=output_nc, num_downs=depth, ngf=self.ngf, norm=self.norm, use_dropout=self.use_dropout)
         arch.validate()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privaudit.data.images import to_float
-from privaudit.errors import CheckpointError, InputError
+from privaudit.errors import CheckpointError, InputError, check_seed
 from privaudit.io import atomic_path
 from privaudit.models.checkpoint import resolve_device, safe_torch_load
 from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
@@ -53,8 +53,11 @@ class TrainConfig:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
         if not self.lr > 0:
             raise InputError(f"--lr must be positive, not {self.lr}")
-        if self.lambda_l1 < 0:
-            raise InputError(f"--lambda-l1 must be 0 or more, not {self.lambda_l1}")
+        if not self.lambda_l1 >= 0 or not math.isfinite(self.lambda_l1):
+            raise InputError(f"--lambda-l1 must be a finite number >= 0, not {self.lambda_l1}")
+        if self.ndf < 1:
+            raise InputError(f"--ndf must be at least 1, not {self.ndf}")
+        check_seed(self.seed)
         if self.decay_epochs is not None and not 0 <= self.decay_epochs <= self.epochs:
             raise InputError(f"--decay-epochs must be between 0 and --epochs ({self.epochs}), not {self.decay_epochs}")
 
@@ -151,6 +154,8 @@ def fit(
     state_file = _state_path(out)
     if resume:
         start_epoch, history = _load_state(state_file, fp, generator, D, opt_g, opt_d, sched, device)
+        if start_epoch >= cfg.epochs:
+            raise InputError(f"--resume: {state_file} already holds {start_epoch} epochs; pass --epochs greater than {start_epoch} to train on")
     use_amp = cfg.amp and device.type == "cuda"
     targets = targets.float()
     steps_per_epoch = math.ceil(n / cfg.batch_size)

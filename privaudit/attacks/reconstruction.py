@@ -14,7 +14,7 @@ import torch
 
 from privaudit.attacks.metrics import DEFAULT_FPRS, AttackMetrics, attack_metrics
 from privaudit.data.images import ImageSet, to_float, to_uint8
-from privaudit.errors import CheckpointError, InputError
+from privaudit.errors import CheckpointError, InputError, check_seed
 from privaudit.models.checkpoint import LoadedModel
 from privaudit.models.inference import check_image_size, iter_outputs
 
@@ -44,6 +44,7 @@ class AttackConfig:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.n_bootstrap < 0:
             raise InputError(f"--bootstrap must be 0 or more, not {self.n_bootstrap}")
+        check_seed(self.seed)
 
 
 @dataclass

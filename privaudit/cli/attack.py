@@ -14,9 +14,12 @@ from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
 from privaudit.cli.render import attack_table, show
 from privaudit.errors import InputError
-from privaudit.io import atomic_write_text, check_dir_writable, check_writable, write_json
+from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
 from privaudit.models.checkpoint import ArchOverrides
 from privaudit.pipeline import attack as run
+
+
+PLOTS = ("roc.png", "loss_hist.png")
 
 
 @guarded
@@ -46,29 +49,34 @@ def attack(
     """Attack MODEL with the per-sample reconstruction loss and report AUC, TPR at low FPR, advantage."""
     if fail_above_auc is not None and not 0.0 <= fail_above_auc <= 1.0:
         raise InputError(f"--fail-above-auc must be between 0 and 1, not {fail_above_auc}")
-    # Check every output before the work, so a bad path never leaves half the outputs behind.
+    # Check every output before the work, build them all in memory, then write: a bad path or a
+    # failed plot never leaves half the outputs behind (nor an empty plot folder).
     if json_out is not None:
         check_writable(json_out, what="report")
     if scores is not None:
         check_writable(scores, what="scores file")
     if plot_dir is not None:
-        check_dir_writable(plot_dir, what="plot folder")
+        check_dir_creatable(plot_dir, what="plot folder", files=PLOTS)
     config = AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap)
     overrides = ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
     with progress(disable=quiet) as bar:
         task = bar.add_task("attack", total=None, info="")
         report, result = run(model, members, nonmembers, config, direction=direction, size=size, overrides=overrides, device=device,
                              on_batch=lambda k: bar.update(task, advance=k))
-    if json_out is not None:
-        write_json(json_out, report)
+    outputs: list[tuple[Path, bytes]] = []
+    if json_out is not None and str(json_out) != "-":
+        outputs.append((json_out, report_json(report).encode()))
     if scores is not None:
-        atomic_write_text(scores, scores_csv(result))
+        outputs.append((scores, scores_csv(result).encode()))
     if plot_dir is not None:
         from privaudit.evaluation.plots import plot_loss_histogram, plot_roc
 
-        m = result.metrics
-        plot_roc([(Path(str(model)).name, m.fpr, m.tpr, m.auc)], plot_dir / "roc.png")
-        plot_loss_histogram(result.member_losses, result.nonmember_losses, plot_dir / "loss_hist.png", title=f"{Path(str(model)).name}: AUC {m.auc:.3f}")
+        m, name = result.metrics, Path(str(model)).name
+        outputs.append((plot_dir / PLOTS[0], plot_roc([(name, m.fpr, m.tpr, m.auc)])))
+        outputs.append((plot_dir / PLOTS[1], plot_loss_histogram(result.member_losses, result.nonmember_losses, title=f"{name}: AUC {m.auc:.3f}")))
+    write_outputs(outputs)
+    if json_out is not None and str(json_out) == "-":
+        write_json("-", report)
     if not quiet:
         show(attack_table(report))
     if fail_above_auc is not None and result.metrics.auc > fail_above_auc:

@@ -67,12 +67,12 @@ def defend(
 
         if noise_multiplier is None and target_epsilon is None:
             noise_multiplier = 1.0
-        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size or 8, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)
+        tcfg = TrainConfig(epochs=epochs, batch_size=8 if batch_size is None else batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)
         cfg = DPConfig(train=tcfg, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
         cfg.validate()
         direction = direction or "AtoB"
         pairs = load_pairs(train_data, direction=direction, size=size, what="training data")
-        arch = ModelSpec(num_downs=num_downs, ngf=ngf or 64, norm="group").build(pairs.size, pairs.inputs.shape[1], pairs.targets.shape[1])
+        arch = ModelSpec(num_downs=num_downs, ngf=64 if ngf is None else ngf, norm="group").build(pairs.size, pairs.inputs.shape[1], pairs.targets.shape[1])
         with progress(disable=quiet) as bar:
             task = bar.add_task("dpsgd", total=None, info="")
             result = train_dpsgd(pairs, out, direction=direction, arch=arch, cfg=cfg, resume=resume, on_step=epoch_callback(bar, task, epochs),
@@ -102,10 +102,13 @@ def defend(
             proxy_set = load_inputs(proxy, direction=direction, size=size or teacher.image_size, input_nc=in_nc, layout=proxy_layout)
             override = None
             if ngf is not None or num_downs is not None or norm is not None or teacher.arch.get("type") != "unet":
-                base = ModelSpec(num_downs=num_downs, ngf=ngf or int(teacher.arch.get("ngf", 64)), norm=norm or str(teacher.arch.get("norm", "batch")).replace("group", "batch"))
+                if norm is not None and norm not in ("batch", "instance", "none"):
+                    raise InputError(f"invalid --norm {norm!r} for the student; use batch, instance or none")
+                width = int(teacher.arch.get("ngf", 64)) if ngf is None else ngf
+                base = ModelSpec(num_downs=num_downs, ngf=width, norm=norm or str(teacher.arch.get("norm", "batch")).replace("group", "batch"))
                 override = base.build(proxy_set.size, in_nc, int(teacher.arch.get("output_nc", 3)))
             arch = student_arch(teacher, override)
-            cfg = TrainConfig(epochs=epochs, batch_size=batch_size or 1, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)
+            cfg = TrainConfig(epochs=epochs, batch_size=1 if batch_size is None else batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)
             with progress(disable=quiet) as bar:
                 task = bar.add_task(method, total=None, info="")
                 distill(teacher, proxy_set, out, method=method, arch=arch, cfg=cfg, direction=direction, resume=resume, on_step=epoch_callback(bar, task, epochs))

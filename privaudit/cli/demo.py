@@ -11,6 +11,7 @@ from privaudit.cli import options as o
 from privaudit.cli.common import guarded, stderr
 from privaudit.cli.render import compare_table, show
 from privaudit.demo import DemoConfig, build_data, run_demo
+from privaudit.errors import InputError, check_seed
 from privaudit.io import check_dir_writable
 
 
@@ -24,6 +25,9 @@ def demo(
 ) -> None:
     """Train a small teacher on procedural facades until it overfits, attack it, defend it with AKD,
     evaluate both, compare them and show the release gate's verdict."""
+    if not 0.0 <= max_auc <= 1.0:
+        raise InputError(f"--max-auc must be between 0 and 1, not {max_auc}")
+    check_seed(seed)
     check_dir_writable(out, what="demo folder")
     base = DemoConfig.quick() if quick else DemoConfig()
     cfg = DemoConfig(**{**base.__dict__, "seed": seed, "max_auc": max_auc})

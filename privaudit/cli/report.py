@@ -10,8 +10,9 @@ import typer
 from privaudit.cli.common import guarded
 from privaudit.cli.render import compare_table, show
 from privaudit.errors import InputError
-from privaudit.evaluation.compare import load_report, roc_figure, row, save_figure, to_html, to_markdown, tradeoff_figure
-from privaudit.io import atomic_write_text, check_writable
+from privaudit.evaluation.compare import load_report, roc_figure, row, to_html, to_markdown, tradeoff_figure
+from privaudit.evaluation.plots import figure_png
+from privaudit.io import check_writable, write_outputs
 
 
 @guarded
@@ -24,6 +25,9 @@ def report(
     names: Annotated[Optional[str], typer.Option("--names", help="Comma-separated names for the reports (default: file names).")] = None,
 ) -> None:
     """Compare audit reports: AUC, TPR@1%FPR, NKID, gap and ε side by side."""
+    for flag, out in (("--plot", plot), ("--roc", roc)):
+        if out is not None and str(out) == "-":
+            raise InputError(f"{flag} writes a PNG and needs a file name, not '-'")
     for out in (markdown, plot, roc, html_out):
         if out is not None and str(out) != "-":
             check_writable(out)
@@ -34,16 +38,17 @@ def report(
         if len(labels) != len(reports):
             raise InputError(f"--names gives {len(labels)} names for {len(reports)} reports; give one per report")
     rows = [row(n, r) for n, r in zip(labels, loaded)]
-    show(compare_table(rows))
-    if markdown is not None:
-        text = to_markdown(rows)
-        if str(markdown) == "-":
-            typer.echo(text)
-        else:
-            atomic_write_text(markdown, text)
+    # Build every output in memory first, so a failure leaves none of them behind.
+    files: list[tuple[Path, bytes]] = []
+    stdout: list[str] = []
+    for out, text in ((markdown, lambda: to_markdown(rows)), (html_out, lambda: to_html(rows, list(zip(labels, loaded))))):
+        if out is not None:
+            (stdout.append(text()) if str(out) == "-" else files.append((out, text().encode())))
     if plot is not None:
-        save_figure(tradeoff_figure(rows), plot)
+        files.append((plot, figure_png(tradeoff_figure(rows))))
     if roc is not None:
-        save_figure(roc_figure(list(zip(labels, loaded))), roc)
-    if html_out is not None:
-        atomic_write_text(html_out, to_html(rows, list(zip(labels, loaded))))
+        files.append((roc, figure_png(roc_figure(list(zip(labels, loaded))))))
+    show(compare_table(rows))
+    write_outputs(files)
+    for text in stdout:
+        typer.echo(text)

@@ -151,7 +151,13 @@ def load_pairs(
     if layout == "folders":
         src, dst = ("A", "B") if direction == "AtoB" else ("B", "A")
         src_files = _list_images(folder / src, what)
-        dst_files = {p.stem: p for p in _list_images(folder / dst, what)}
+        dst_list = _list_images(folder / dst, what)
+        for files in (src_files, dst_list):
+            stems = [p.stem for p in files]
+            dup = next((s for s in stems if stems.count(s) > 1), None)
+            if dup is not None:
+                raise DataError(f"{files[0].parent} holds two images named {dup!r} (different extensions); keep one, pairs are matched by name")
+        dst_files = {p.stem: p for p in dst_list}
         src_stems = {p.stem for p in src_files}
         unmatched = [p.name for p in src_files if p.stem not in dst_files] + [p.name for s, p in dst_files.items() if s not in src_stems]
         if unmatched:

@@ -374,6 +374,8 @@ def train_dpsgd(
     start_epoch = 0
     if resume:
         start_epoch, history = _load_state(state_file, fp, G, D, opt_g_base, opt_d_base, sched, engine, noise_g, noise_d)
+        if start_epoch >= tc.epochs:
+            raise InputError(f"--resume: {state_file} already holds {start_epoch} epochs; pass --epochs greater than {start_epoch} to train on")
 
     def defense_record(epochs_done: int, eps: float) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -381,6 +383,7 @@ def train_dpsgd(
             "noise_multiplier": sigma,
             "max_grad_norm": cfg.max_grad_norm,
             "epsilon": eps if math.isfinite(eps) else None,
+            "epsilon_infinite": not math.isfinite(eps),  # JSON has no inf; sigma = 0 gives no guarantee
             "delta": delta,
             "accountant": cfg.accountant,
             "sample_rate": q,

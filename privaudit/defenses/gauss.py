@@ -26,10 +26,13 @@ def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction
             f"{teacher.path} is a {teacher.format} model; the Gauss defense re-saves U-Net weights, so give a privaudit or pix2pix checkpoint "
             "(for other models add the noise in the serving code)"
         )
+    size = image_size or teacher.image_size or 0
+    if image_size is not None and (image_size < 1 or image_size % net.arch.min_size):
+        raise InputError(f"--size {image_size} does not fit this U-Net: it must be a positive multiple of {net.arch.min_size}")
     save_checkpoint(
         out,
         generator=net,
-        image_size=image_size or teacher.image_size or 0,
+        image_size=size,
         direction=direction,
         defense={"method": "gauss", "sigma": float(sigma), "clamp": [-1.0, 1.0], "teacher": {"path": teacher.path, "sha256": teacher.sha256}},
         provenance={"from": teacher.path, **({"teacher_provenance": teacher.provenance} if teacher.provenance else {})},

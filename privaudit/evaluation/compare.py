@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import html
 import io
 from dataclasses import dataclass
@@ -39,6 +40,18 @@ class Row:
 
 
 def row(name: str, r: dict[str, Any]) -> Row:
+    """One table row from a report; ReportError when a field has the wrong type or is not finite."""
+    try:
+        out = _row(name, r)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        raise ReportError(f"report {name} has a malformed field ({type(exc).__name__}: {str(exc)[:80]}); write it again with privaudit attack/evaluate --json") from None
+    numbers = [out.auc, *out.auc_ci95] + [v for v in (out.tpr_1, out.tpr_10, out.nkid, out.gap, out.l1, out.ssim) if v is not None]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+        raise ReportError(f"report {name} holds a metric that is not a finite number; write it again with privaudit attack/evaluate --json")
+    return out
+
+
+def _row(name: str, r: dict[str, Any]) -> Row:
     a, u, g = r["attack"], r.get("utility") or {}, r.get("generalization_gap") or {}
     d = (r.get("model") or {}).get("defense") or {}
     rep = r.get("repeats") or {}
@@ -51,7 +64,7 @@ def row(name: str, r: dict[str, Any]) -> Row:
         name=name,
         method=method if method != "none" else "regular",
         auc=float(a["auc"]),
-        auc_ci95=tuple(a.get("auc_ci95") or (a["auc"], a["auc"])),
+        auc_ci95=tuple(float(v) for v in (a.get("auc_ci95") or (a["auc"], a["auc"]))[:2]),
         tpr_1=(a.get("tpr_at_fpr") or {}).get("0.01"),
         tpr_10=(a.get("tpr_at_fpr") or {}).get("0.1"),
         nkid=u.get("nkid"),
@@ -123,8 +136,8 @@ def roc_figure(reports: list[tuple[str, dict[str, Any]]]):
     for ax, log in zip(axes, (False, True)):
         for name, r in reports:
             roc = r["attack"].get("roc")
-            if not roc:
-                continue
+            if not isinstance(roc, dict) or not isinstance(roc.get("fpr"), list) or not isinstance(roc.get("tpr"), list) or len(roc["fpr"]) != len(roc["tpr"]):
+                continue  # an attack report without a usable curve is left out of the overlay
             fpr, tpr = roc["fpr"], roc["tpr"]
             if log:
                 pts = [(a, b) for a, b in zip(fpr, tpr) if a > 0 and b > 0]
@@ -141,12 +154,10 @@ def roc_figure(reports: list[tuple[str, dict[str, Any]]]):
 
 
 def save_figure(fig, path: Path) -> None:
-    from privaudit.io import atomic_path
+    from privaudit.evaluation.plots import figure_png
+    from privaudit.io import atomic_write_bytes
 
-    plt = _plt()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    atomic_write_bytes(path, figure_png(fig))
 
 
 def to_html(rows: list[Row], reports: list[tuple[str, dict[str, Any]]]) -> str:

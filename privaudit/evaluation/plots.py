@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from privaudit.io import atomic_path
 
 
 def _plt():
@@ -19,13 +17,18 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+def figure_png(fig) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
 
 
-def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], path: Path) -> None:
-    """ROC curves (label, fpr, tpr, auc) side by side on linear and log-log axes."""
+def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> bytes:
+    """ROC curves (label, fpr, tpr, auc) side by side on linear and log-log axes, as PNG bytes."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     for ax, log in zip(axes, (False, True)):
@@ -45,12 +48,11 @@ def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], path: 
             ax.set_ylim(1e-3, 1)
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3)
-    _save(fig, path)
-    plt.close(fig)
+    return figure_png(fig)
 
 
-def plot_loss_histogram(member_losses: np.ndarray, nonmember_losses: np.ndarray, path: Path, *, title: str = "") -> None:
-    """Member versus non-member reconstruction loss (the AKD paper's Fig. 7)."""
+def plot_loss_histogram(member_losses: np.ndarray, nonmember_losses: np.ndarray, *, title: str = "") -> bytes:
+    """Member versus non-member reconstruction loss (the AKD paper's Fig. 7), as PNG bytes."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     lo = float(min(member_losses.min(), nonmember_losses.min()))
@@ -62,5 +64,4 @@ def plot_loss_histogram(member_losses: np.ndarray, nonmember_losses: np.ndarray,
     ax.set_ylabel("density")
     ax.set_title(title or "reconstruction loss")
     ax.legend()
-    _save(fig, path)
-    plt.close(fig)
+    return figure_png(fig)

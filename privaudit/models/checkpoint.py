@@ -437,7 +437,52 @@ def _load_torchscript(p: Path, digest: str, dev: torch.device) -> LoadedModel:
     return LoadedModel(module=module, path=str(p), sha256=digest, format="torchscript", arch={"type": "torchscript"})
 
 
+def _vet_export_archive(p: Path) -> None:
+    """Refuse a ``.pt2`` archive that ``torch.export.load`` would unpickle unsafely.
+
+    torch.export.load opens embedded ``.pt`` files (sample inputs) with ``weights_only=False``,
+    unpickles tensor payloads marked ``use_pickle`` and opaque/custom-object constants. Every such
+    piece must either be absent or load under ``weights_only=True`` first; a pickle the restricted
+    unpickler accepts can only call the allow-listed tensor constructors, so loading it again
+    unrestricted runs nothing else.
+    """
+    import io
+    import json
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"refusing to load {p}: {why}, which torch.export.load would unpickle and could run code; re-export the model with plain tensors")
+
+    with zipfile.ZipFile(p) as zf:
+        names = zf.namelist()
+        if not any(n.endswith("archive_format") for n in names):
+            raise CheckpointError(f"{p} is an older torch.export archive that privaudit cannot vet safely; re-export it with torch.export.save (torch >= 2.6)")
+        for name in names:
+            base = name.rsplit("/", 1)[-1]
+            if "custom_obj" in base or "opaque_obj" in base:
+                raise refuse(f"it holds a custom-object constant ({name})")
+            if base.endswith("config.json"):
+                try:
+                    config = json.loads(zf.read(name)).get("config", {})
+                except (ValueError, AttributeError):
+                    raise CheckpointError(f"{p} has an unreadable {name}; export the model again") from None
+                pickled = [k for k, v in config.items() if isinstance(v, dict) and v.get("use_pickle")]
+                if pickled:
+                    raise refuse(f"its payload {pickled[0]} is stored as a pickle")
+            elif "/data/weights/" in name or "/data/constants/" in name:
+                continue  # raw tensor bytes, read with torch.frombuffer
+            else:
+                data = zf.read(name)
+                if base.endswith((".pt", ".pth", ".pkl")) or data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                    except Exception:  # any failure of the restricted unpickler means "not provably safe"
+                        raise refuse(f"its member {name} is not a plain-tensor pickle") from None
+
+
 def _load_export(p: Path, digest: str, dev: torch.device) -> LoadedModel:
+    _vet_export_archive(p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -20,10 +20,9 @@ def check_image_size(model: LoadedModel, size: int) -> None:
     if num_downs:
         step = 2 ** int(num_downs)
         if size % step:
-            lower, upper = max(step, size // step * step), (size // step + 1) * step
-            raise InputError(
-                f"image size {size} is not a multiple of {step} (a U-Net with {num_downs} downsamplings); pass --size {lower} or --size {upper}"
-            )
+            lower, upper = size // step * step, (size // step + 1) * step
+            hint = f"--size {lower} or --size {upper}" if lower else f"--size {upper}"
+            raise InputError(f"image size {size} is not a multiple of {step} (a U-Net with {num_downs} downsamplings); pass {hint}")
 
 
 def iter_outputs(
