@@ -175,3 +175,12 @@ def test_same_name_twice_in_a_folder_pair(tmp_path, tiny_checkpoint):
     (tmp_path / "tmp" / "A" / "img000.png").rename(root / "A" / "img000.png")
     r = runner.invoke(app, ["attack", str(tiny_checkpoint), "--members", str(root), "--nonmembers", str(root)])
     _bad(r, "img000")
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"hello world\n"])
+def test_garbage_model_files_are_named_not_misread_as_malicious(tmp_path, data, content):
+    model = tmp_path / "m.pt"
+    model.write_bytes(content)
+    r = runner.invoke(app, ["attack", str(model), "--members", str(data / "m"), "--nonmembers", str(data / "n")])
+    _bad(r, "m.pt")
+    assert "could run code" not in r.stderr

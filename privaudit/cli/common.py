@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -46,9 +45,9 @@ def guarded(fn: F) -> F:
 
 
 def progress(disable: bool = False) -> Progress:
-    """A Rich progress bar on stderr (hidden when stderr is not a terminal unless forced)."""
+    """A Rich progress bar on stderr; off with ``disable``, PRIVAUDIT_NO_PROGRESS=1, or no terminal."""
     quiet = disable or os.environ.get("PRIVAUDIT_NO_PROGRESS") == "1"
-    return Progress(
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -56,16 +55,18 @@ def progress(disable: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=stderr,
-        disable=quiet,
-        transient=not sys.stderr.isatty(),
+        # No live bar in a log file or CI (it would leave blank lines); training logs one line per epoch instead.
+        disable=quiet or not stderr.is_terminal,
     )
+    bar.log_epochs = not quiet and not stderr.is_terminal  # type: ignore[attr-defined]
+    return bar
 
 
 def epoch_callback(bar: Progress, task: Any, epochs: int) -> Callable[[int, int, int, dict[str, float]], None]:
     """An ``on_step`` for the training loops that drives a progress bar with the running losses."""
 
     def on_step(epoch: int, step: int, steps_per_epoch: int, losses: dict[str, float]) -> None:
-        if not stderr.is_terminal and not bar.disable and step == steps_per_epoch - 1:
+        if getattr(bar, "log_epochs", False) and step == steps_per_epoch - 1:
             # No live bar in a log file or CI: one line per epoch instead.
             stderr.print(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
         bar.update(

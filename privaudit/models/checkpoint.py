@@ -226,15 +226,15 @@ def safe_torch_load(path: str | Path, *, what: str = "checkpoint") -> Any:
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if "Weights only load failed" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+        if "GLOBAL" in msg or "Unsupported global" in msg:
             raise CheckpointError(
                 f"refusing to load {p}: it holds pickled Python objects that could run code when loaded; "
                 "privaudit loads tensors and plain data only, so re-save it as a state_dict "
                 "(torch.save(model.state_dict(), path)) or export it with torch.export"
             ) from None
-        raise CheckpointError(f"{p} is not a PyTorch checkpoint ({_first_line(msg)}); check the file") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, KeyError) as exc:
-        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({_first_line(str(exc))}); the file may be truncated or of another kind") from None
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (the restricted unpickler cannot read it); the file is corrupt or of another kind") from None
+    except Exception as exc:  # torch.load raises many types on garbage (IndexError, KeyError, RuntimeError, ...)
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(str(exc))}); the file may be truncated or of another kind") from None
 
 
 def _first_line(msg: str) -> str:
