@@ -234,23 +234,42 @@ def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.
         torch.save(state, tmp)
 
 
-def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, device) -> tuple[int, list[EpochStats]]:
-    if not path.exists():
-        raise InputError(f"--resume: no saved state {path} from an earlier run; drop --resume to start afresh")
-    state = safe_torch_load(path, what="training state")
-    if not isinstance(state, dict) or state.get("format") != "privaudit.train-state/1":
-        raise CheckpointError(f"{path} is not a privaudit training state; drop --resume to start afresh")
-    old = state.get("fingerprint", {})
-    diff = sorted(k for k in set(old.get("config", {})) | set(fp["config"]) if old.get("config", {}).get(k) != fp["config"].get(k))
-    diff += sorted(k for k in set(old) | set(fp) if k != "config" and old.get(k) != fp.get(k))
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("config", "train"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_fingerprint(path: Path, old: dict[str, Any], new: dict[str, Any], *, ignore: tuple[str, ...] = ("epochs", "decay_epochs")) -> None:
+    """Refuse ``--resume`` when the saved run used other settings or data (run length aside)."""
+    a, b = _flatten(old), _flatten(new)
+    diff = sorted(k.rsplit(".", 1)[-1] for k in set(a) | set(b) if k.rsplit(".", 1)[-1] not in ignore and a.get(k) != b.get(k))
     if diff:
         raise InputError(f"--resume: the run in {path} used different settings or data ({', '.join(diff)}); use the same options or drop --resume")
+
+
+def restore_networks(state: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d) -> None:
+    """Load the generator, discriminator and their optimizers from a resume state."""
     G.load_state_dict(state["generator"])
     if D is not None:
         D.load_state_dict(state["discriminator"])
     opt_g.load_state_dict(state["opt_g"])
     if opt_d is not None:
         opt_d.load_state_dict(state["opt_d"])
+
+
+def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, device) -> tuple[int, list[EpochStats]]:
+    if not path.exists():
+        raise InputError(f"--resume: no saved state {path} from an earlier run; drop --resume to start afresh")
+    state = safe_torch_load(path, what="training state")
+    if not isinstance(state, dict) or state.get("format") != "privaudit.train-state/1":
+        raise CheckpointError(f"{path} is not a privaudit training state; drop --resume to start afresh")
+    check_resume_fingerprint(path, state.get("fingerprint", {}), fp)
+    restore_networks(state, G, D, opt_g, opt_d)
     epoch = int(state["epoch"])
     for s in sched:
         s.last_epoch = epoch - 1

@@ -58,7 +58,7 @@ from privaudit.errors import CheckpointError, InputError
 from privaudit.io import atomic_path
 from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
-from privaudit.training import EpochStats, GANLoss, TrainConfig, jitter, lr_factor
+from privaudit.training import EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, jitter, lr_factor, restore_networks
 
 # The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
 # fire on outputs only; that is expected here and says nothing a user can act on.
@@ -549,20 +549,8 @@ def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, engin
     state = safe_torch_load(path, what="training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a privaudit DP-SGD training state; drop --resume to start afresh")
-    old = state.get("fingerprint", {})
-    old_cfg, new_cfg = dict(old.get("config", {})), dict(fp["config"])
-    old_train, new_train = dict(old_cfg.pop("train", {})), dict(new_cfg.pop("train", {}))
-    diff = sorted(k for k in set(old_train) | set(new_train) if k != "epochs" and old_train.get(k) != new_train.get(k))
-    diff += sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
-    diff += sorted(k for k in set(old) | set(fp) if k != "config" and old.get(k) != fp.get(k))
-    if diff:
-        raise InputError(f"--resume: the run in {path} used different settings or data ({', '.join(diff)}); use the same options or drop --resume")
-    G.load_state_dict(state["generator"])
-    if D is not None:
-        D.load_state_dict(state["discriminator"])
-    opt_g.load_state_dict(state["opt_g"])
-    if opt_d is not None:
-        opt_d.load_state_dict(state["opt_d"])
+    check_resume_fingerprint(path, state.get("fingerprint", {}), fp, ignore=("epochs",))
+    restore_networks(state, G, D, opt_g, opt_d)
     acc = state["accountant"]
     engine.accountant.load_state_dict({"mechanism": acc["mechanism"], "history": [tuple(h) for h in acc["history"]]})
     noise_g.set_state(state["noise_g"])
