@@ -18,7 +18,6 @@ from privaudit import __version__
 from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
 from privaudit.data.images import ImageSet, check_direction, load_pairs, to_float
 from privaudit.errors import InputError
-from privaudit.io import sha256_file
 from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model, save_checkpoint
 from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
 from privaudit.training import EpochStats, TrainConfig, fit
@@ -187,7 +186,3 @@ def attack(
     m, n, direction = load_attack_sets(model, members, nonmembers, direction=direction, size=size)
     result = run_attack(model, m, n, config, on_batch=on_batch)
     return attack_report(model, m, n, result, direction=direction), result
-
-
-def model_sha(path: str | Path) -> str:
-    return sha256_file(path)

@@ -217,9 +217,10 @@ def fit(
     return history
 
 
-def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d, history) -> None:
-    state = {
-        "format": "privaudit.train-state/1",
+def train_state(epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d, history, *, fmt: str = "privaudit.train-state/1") -> dict[str, Any]:
+    """What ``--resume`` needs: networks, optimizers, RNG states, history, and the run's fingerprint."""
+    return {
+        "format": fmt,
         "epoch": epoch,
         "fingerprint": fp,
         "generator": G.state_dict(),
@@ -230,8 +231,11 @@ def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": [{"epoch": h.epoch, "losses": h.losses} for h in history],
     }
+
+
+def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d, history) -> None:
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(train_state(epoch, fp, G, D, opt_g, opt_d, history), tmp)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -21,24 +21,11 @@ from privaudit.demo import DemoConfig, build_data, make_facades
 from privaudit.evaluation.kid import WEIGHTS_ENV
 
 try:
-    from tests.inception_helpers import make_random_inception_weights
+    from tests.inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from inception_helpers import make_random_inception_weights
+    from inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_cpu():
-    """One intra-op thread (a busy 2-core machine), and Inception fed 75x75 (16x less work)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)
-        yield
-    torch.set_num_threads(before)
 
 
 def invoke(*args):

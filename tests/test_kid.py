@@ -22,30 +22,11 @@ from privaudit.evaluation.kid import (
 from privaudit.io import sha256_file
 
 try:
-    from tests.inception_helpers import make_random_inception_weights, noisy_copy, smooth_images
+    from tests.inception_helpers import fast_cpu_inception, make_random_inception_weights, noisy_copy, smooth_images  # noqa: F401 (fixture)
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from inception_helpers import make_random_inception_weights, noisy_copy, smooth_images
+    from inception_helpers import fast_cpu_inception, make_random_inception_weights, noisy_copy, smooth_images  # noqa: F401 (fixture)
 
 N = 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_cpu_inception():
-    """One intra-op thread, and Inception fed 75x75 instead of 299x299 (16x less work).
-
-    With two threads on a busy shared CPU each forward can take seconds (threads waiting on each
-    other). torch-fidelity resizes every input to the class attribute ``INPUT_IMAGE_SIZE``; 75 is the
-    smallest InceptionV3 accepts, and nothing tested here depends on it except the comparison with
-    ``torch_fidelity.calculate_metrics``, which runs at the real 299.
-    """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ from privaudit.errors import CheckpointError, InputError
 from privaudit.io import atomic_path
 from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
-from privaudit.training import EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, jitter, lr_factor, restore_networks
+from privaudit.training import EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, jitter, lr_factor, restore_networks, train_state
 
 # The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
 # fire on outputs only; that is expected here and says nothing a user can act on.
@@ -525,19 +525,10 @@ def _freeze(D: Any, frozen: bool) -> None:
 def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d, engine, noise_g, noise_d, history) -> None:
     acc = engine.accountant.state_dict()
     state = {
-        "format": STATE_FORMAT,
-        "epoch": epoch,
-        "fingerprint": fp,
-        "generator": G.state_dict(),
-        "discriminator": D.state_dict() if D is not None else None,
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict() if opt_d is not None else None,
+        **train_state(epoch, fp, G, D, opt_g, opt_d, history, fmt=STATE_FORMAT),
         "accountant": {"mechanism": acc.get("mechanism"), "history": [list(h) for h in acc.get("history", [])]},
         "noise_g": noise_g.get_state(),
         "noise_d": noise_d.get_state(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "history": [{"epoch": h.epoch, "losses": h.losses} for h in history],
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

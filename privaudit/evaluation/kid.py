@@ -433,6 +433,15 @@ def _check_args(fake: torch.Tensor, real: torch.Tensor, subsets: int, seed: int)
         raise InputError(f"KID seed must be in [0, 2**32), got {seed}")
 
 
+def _prepare(fake, real, weights, subset_size, subsets, seed, cache, device):
+    """Checks, the subset size used, the vetted extractor and the (cached) real features."""
+    _check_args(fake, real, subsets, seed)
+    size = _subset_size(subset_size, fake.shape[0], real.shape[0])
+    device = _device(device)
+    ex, sha = _extractor(weights, device)
+    return size, device, ex, sha, _cached_features(ex, real, sha, device, cache)
+
+
 def compute_kid(
     fake: torch.Tensor,
     real: torch.Tensor,
@@ -451,11 +460,7 @@ def compute_kid(
     clamped to the smaller set; the value used is in the result. Real features go through ``cache``.
     ``device=None``: CUDA when available, else the CPU.
     """
-    _check_args(fake, real, subsets, seed)
-    size = _subset_size(subset_size, fake.shape[0], real.shape[0])
-    device = _device(device)
-    ex, sha = _extractor(weights, device)
-    f_real = _cached_features(ex, real, sha, device, cache)
+    size, device, ex, sha, f_real = _prepare(fake, real, weights, subset_size, subsets, seed, cache, device)
     f_fake = _features(ex, fake, device)
     kid, std = _kid(f_fake, f_real, size, int(subsets), int(seed))
     return KIDResult(kid, std, size, int(subsets), int(seed), _extractor_info(sha))
@@ -478,11 +483,7 @@ def compute_nkid(
     images, same subset size and seed (the paper's KID_max). Raises DataError if KID_black <= 0
     (real images that are themselves near black, or degenerate weights): NKID is then undefined.
     """
-    _check_args(fake, real, subsets, seed)
-    size = _subset_size(subset_size, fake.shape[0], real.shape[0])
-    device = _device(device)
-    ex, sha = _extractor(weights, device)
-    f_real = _cached_features(ex, real, sha, device, cache)
+    size, device, ex, sha, f_real = _prepare(fake, real, weights, subset_size, subsets, seed, cache, device)
     f_black = _cached_features(ex, torch.zeros_like(fake), sha, device, cache)
     f_fake = _features(ex, fake, device)
     kid, std = _kid(f_fake, f_real, size, int(subsets), int(seed))

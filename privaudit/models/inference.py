@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterator
 
 import torch
@@ -60,7 +59,3 @@ def iter_outputs(
         if on_batch:
             on_batch(stop - start)
         yield slice(start, stop), out
-
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))
