@@ -266,6 +266,16 @@ def restore_networks(state: dict[str, Any], G: nn.Module, D: nn.Module | None, o
         opt_d.load_state_dict(state["opt_d"])
 
 
+def restore_schedules(sched, epoch: int) -> None:
+    """Set learning-rate schedules to where ``epoch`` finished epochs left them."""
+    for s in sched:
+        s.last_epoch = epoch - 1
+        with warnings.catch_warnings():
+            # Restoring the schedule steps it before any optimizer step; torch warns, needlessly here.
+            warnings.simplefilter("ignore", UserWarning)
+            s.step()
+
+
 def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, device) -> tuple[int, list[EpochStats]]:
     if not path.exists():
         raise InputError(f"--resume: no saved state {path} from an earlier run; drop --resume to start afresh")
@@ -275,12 +285,7 @@ def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, devic
     check_resume_fingerprint(path, state.get("fingerprint", {}), fp)
     restore_networks(state, G, D, opt_g, opt_d)
     epoch = int(state["epoch"])
-    for s in sched:
-        s.last_epoch = epoch - 1
-        with warnings.catch_warnings():
-            # Restoring the schedule steps it before any optimizer step; torch warns, needlessly here.
-            warnings.simplefilter("ignore", UserWarning)
-            s.step()
+    restore_schedules(sched, epoch)
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state.get("rng_cuda"):
         torch.cuda.set_rng_state_all(state["rng_cuda"])

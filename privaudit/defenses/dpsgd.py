@@ -58,7 +58,17 @@ from privaudit.errors import CheckpointError, InputError
 from privaudit.io import atomic_path
 from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
-from privaudit.training import EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, jitter, lr_factor, restore_networks, train_state
+from privaudit.training import (
+    EpochStats,
+    GANLoss,
+    TrainConfig,
+    check_resume_fingerprint,
+    jitter,
+    lr_factor,
+    restore_networks,
+    restore_schedules,
+    train_state,
+)
 
 # The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
 # fire on outputs only; that is expected here and says nothing a user can act on.
@@ -547,9 +557,7 @@ def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, engin
     noise_g.set_state(state["noise_g"])
     noise_d.set_state(state["noise_d"])
     epoch = int(state["epoch"])
-    for s in sched:
-        s.last_epoch = epoch - 1
-        s.step()
+    restore_schedules(sched, epoch)
     torch.set_rng_state(state["rng_cpu"])
     if torch.cuda.is_available() and state.get("rng_cuda"):
         torch.cuda.set_rng_state_all(state["rng_cuda"])
