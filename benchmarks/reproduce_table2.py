@@ -53,10 +53,11 @@ PAPER = {
 # image size, widths, (epochs, batch size) of the teacher, the students and DP-SGD, default seeds
 SCALES = {
     "quick": dict(size=32, ngf=4, ndf=8, teacher=(3, 4), student=(3, 1), dp=(2, 4), augment=False, seeds=[0]),
-    "cpu": dict(size=64, ngf=32, ndf=32, teacher=(100, 4), student=(100, 1), dp=(30, 16), augment=True, seeds=[0, 1, 2]),
+    "cpu": dict(size=64, ngf=32, ndf=32, teacher=(100, 4), student=(50, 1), dp=(20, 16), augment=True, seeds=[0, 1, 2]),
     "paper": dict(size=256, ngf=64, ndf=64, teacher=(200, 1), student=(200, 1), dp=(200, 16), augment=True, seeds=[0, 1, 2, 3, 4]),
 }
-SWEEP = {"gauss": [0.05, 0.1, 0.2, 0.3, 0.5], "dpsgd": [0.1, 0.3, 1.0, 3.0], "akd_lambda": [10.0, 100.0]}
+# --sweep: extra trade-off points (on --sweep-seeds only). DP noise 0 is clipping alone (ε = ∞).
+SWEEP = {"gauss": [0.05, 0.1, 0.2, 0.3, 0.5], "dpsgd": [0.0, 0.1, 0.3, 1.0], "akd_lambda": [10.0, 100.0]}
 
 
 @dataclass(frozen=True)
@@ -101,40 +102,60 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dp-noise", type=float, nargs="+", default=[1.0, 0.1], metavar="σ", help="DP-SGD noise multipliers (lowest and highest face the paper's two rows)")
     p.add_argument("--inception-weights", metavar="FILE", help="torch-fidelity Inception weights for KID (default: $PRIVAUDIT_INCEPTION_WEIGHTS or the torch hub cache; none: KID skipped)")
     p.add_argument("--sweep", action="store_true", help="extra trade-off points: AKD λ {10, 100} × epochs {E/2, E}, a Gauss σ grid, a DP noise grid")
+    p.add_argument("--sweep-seeds", type=int, nargs="+", metavar="K", help="seeds that train the --sweep points (default: the first of --seeds)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate everything, even what OUT already holds")
     return p.parse_args(argv)
 
 
-def stage(timings: dict[str, Any], key: str, what: str, fn: Callable[[], Any]) -> Any:
+def stage(timings: dict[str, Any], key: str, what: str, fn: Callable[[], Any], earlier: Callable[[], float | None] = lambda: None) -> Any:
     """Run one stage (``fn`` returns its outcome, or (result, outcome)); print one progress line to
-    stderr and record the wall time under ``key``. Returns what ``fn`` returned."""
+    stderr and record the wall time under ``key``. A reused stage also records the seconds it took
+    when it was done (``earlier()``), so the summary of a resumed run still adds up. Returns what
+    ``fn`` returned."""
     print(f"{key}: {what} ... ", end="", file=sys.stderr, flush=True)
     t = time.perf_counter()
     res = fn()
     dt = time.perf_counter() - t
     outcome = res if isinstance(res, str) else res[1]
     timings[key] = {"s": round(dt, 3), "outcome": outcome}
+    if outcome == "reused" and (first := earlier()) is not None:
+        timings[key]["first_s"] = first
     print(f"{outcome} ({dt:.1f}s)", file=sys.stderr, flush=True)
     return res
 
 
-def build(final: Path, force: bool, train: Callable[[Path, bool], None], after: Path | None = None) -> str:
+def _seconds(path: Path, *keys: str) -> float | None:
+    """A recorded wall time in a JSON file (``keys`` lead to it), or None."""
+    try:
+        v: Any = json.loads(path.read_text(encoding="utf-8"))
+        for k in keys:
+            v = v[k]
+        return float(v)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def build(final: Path, force: bool, train: Callable[[Path, bool], None], after: Path | None = None) -> tuple[None, str]:
     """Train into ``<name>.partial.pt`` (resuming from its ``.state`` after an interruption), then
     rename it to ``final``. A finished ``final`` is reused unless ``force`` or older than ``after``
-    (the teacher it was made from)."""
+    (the teacher it was made from). The training's wall time is kept beside the checkpoint
+    (``<name>.train.json``) so that a later run's summary still reports it."""
     part = final.with_name(final.stem + ".partial.pt")
     state = part.with_name(part.name + ".state")
+    log = final.with_name(final.stem + ".train.json")
     if final.exists() and not force and (after is None or final.stat().st_mtime >= after.stat().st_mtime):
-        return "reused"
+        return None, "reused"
     if force:
         part.unlink(missing_ok=True)
         state.unlink(missing_ok=True)
     resume = state.exists()
+    t = time.perf_counter()
     train(part, resume)
+    write_json(log, {"s": round(time.perf_counter() - t, 3), "outcome": "resumed" if resume else "trained"})
     os.replace(part, final)
     state.unlink(missing_ok=True)  # optimiser state is large at 256 px; a finished model needs none
-    return "resumed" if resume else "trained"
+    return None, "resumed" if resume else "trained"
 
 
 def quick_data(root: Path) -> Path:
@@ -205,8 +226,9 @@ def audit(job: Job, seed: int, ckpt: Path, ctx: dict[str, Any]) -> tuple[dict[st
             return old, "reused"
     cfg = EvaluateConfig(attack=AttackConfig(seed=seed), kid=ctx["weights"] is not None, inception_weights=ctx["weights"],
                          feature_cache=str(a.out / "kid_cache"), proxy_pairs=str(data / "val") if job.method in ("dmp", "akd") else None)
+    t = time.perf_counter()
     rep = evaluate(ckpt, data / "train", data / "test", cfg, direction=a.direction, size=ctx["scale"]["size"], device=a.device)
-    rep["benchmark"] = {"name": job.name, "label": job.label, "seed": seed, "key": key}
+    rep["benchmark"] = {"name": job.name, "label": job.label, "seed": seed, "key": key, "seconds": round(time.perf_counter() - t, 3)}
     write_json(out, rep)
     return rep, "evaluated"
 
@@ -239,46 +261,51 @@ def cell(m: dict[str, Any], s: dict[str, Any], k: str, pct: bool = False, digits
 
 def table(models: dict[str, Any], sweep: bool, gap_kind: str) -> list[str]:
     pct_gap = gap_kind == "NKID"
-    head = ["model", "AUC %", "TPR@10%FPR %", "NKID %", "L1", "SSIM", f"gap ({gap_kind}{' %' if pct_gap else ''})", "ε", "proxy AUC %", "paper AUC %", "paper NKID %"]
+    head = ["model", "seeds", "AUC %", "TPR@10%FPR %", "NKID %", "L1", "SSIM", f"gap ({gap_kind}{' %' if pct_gap else ''})", "ε", "proxy AUC %", "paper AUC %", "paper NKID %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in (m for m in models.values() if m["sweep"] == sweep):
         mu, sd, pp = m["mean"], m["std"], m["paper"]
-        lines.append("| " + " | ".join([m["label"], cell(mu, sd, "auc", True), cell(mu, sd, "tpr10", True), cell(mu, sd, "nkid", True),
-                                        cell(mu, sd, "l1", digits=4), cell(mu, sd, "ssim"), cell(mu, sd, "gap", pct_gap, digits=4), cell(mu, sd, "epsilon", digits=3),
+        eps = "∞" if m["method"] == "dpsgd" and m["params"].get("noise_multiplier") == 0 else cell(mu, sd, "epsilon", digits=3)
+        lines.append("| " + " | ".join([m["label"], str(len(m["per_seed"])), cell(mu, sd, "auc", True), cell(mu, sd, "tpr10", True), cell(mu, sd, "nkid", True),
+                                        cell(mu, sd, "l1", digits=4), cell(mu, sd, "ssim"), cell(mu, sd, "gap", pct_gap, digits=4), eps,
                                         cell(mu, sd, "proxy_auc", True), f"{pp['auc']:.2f}" if pp else "–", f"{pp['nkid']:.2f}" if pp else "–"]) + " |")
     return lines
 
 
 def plot(models: dict[str, Any], use_nkid: bool, path: Path) -> None:
-    """Attack AUC against NKID (or test L1), mean ± std over seeds; lines join a method's settings."""
+    """Attack AUC against each utility measure (NKID when measured, test L1, test SSIM), one panel
+    each, mean ± std over seeds; dotted lines join a method's settings, as in the paper's Fig. 3."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    xk, scale = ("nkid", 100.0) if use_nkid else ("l1", 1.0)
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    for method in METHODS:
-        pts = sorted((m for m in models.values() if m["method"] == method), key=lambda m: m["mean"][xk])
-        if not pts:
-            continue
-        x = [scale * m["mean"][xk] for m in pts]
-        y = [100 * m["mean"]["auc"] for m in pts]
-        xe = [scale * (m["std"][xk] or 0.0) for m in pts]
-        ye = [100 * (m["std"]["auc"] or 0.0) for m in pts]
-        ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o:" if len(pts) > 1 else "o", capsize=3, color=f"C{METHODS.index(method)}", label=method)
-        for m, xi, yi in zip(pts, x, y):
-            ax.annotate(m["label"], (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    if use_nkid:  # the paper's rows share these axes only when NKID was measured
-        ax.scatter([v[2] for v in PAPER.values()], [v[1] for v in PAPER.values()], marker="x", color="grey", label="paper (Table II)")
-        for lab, auc, nkid in PAPER.values():
-            ax.annotate(lab, (nkid, auc), textcoords="offset points", xytext=(5, -9), fontsize=6, color="grey")
-    ax.axhline(50, color="grey", lw=0.6, ls="--")
-    ax.set_xlabel("NKID % on the test set (lower is better)" if use_nkid else "L1 on the test set (lower is better; KID skipped)")
-    ax.set_ylabel("attack AUC % (50 = chance)")
-    ax.set_title("utility-privacy trade-off, mean ± std over seeds")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    axes_spec = ([("nkid", 100.0, "NKID % on the test set (lower is better)")] if use_nkid else []) + [
+        ("l1", 1.0, "L1 on the test set (lower is better)"), ("ssim", 1.0, "SSIM on the test set (higher is better)")]
+    fig, axs = plt.subplots(1, len(axes_spec), figsize=(6.2 * len(axes_spec), 5.2), squeeze=False)
+    for ax, (xk, scale, xlabel) in zip(axs[0], axes_spec):
+        for method in METHODS:
+            pts = sorted((m for m in models.values() if m["method"] == method and m["mean"][xk] is not None), key=lambda m: m["mean"][xk])
+            if not pts:
+                continue
+            x = [scale * m["mean"][xk] for m in pts]
+            y = [100 * m["mean"]["auc"] for m in pts]
+            xe = [scale * (m["std"][xk] or 0.0) for m in pts]
+            ye = [100 * (m["std"]["auc"] or 0.0) for m in pts]
+            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o:" if len(pts) > 1 else "o", capsize=3, color=f"C{METHODS.index(method)}", label=method)
+            for m, xi, yi in zip(pts, x, y):
+                if not m["sweep"]:
+                    ax.annotate(m["label"], (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if xk == "nkid":  # the paper's rows share these axes only when NKID was measured
+            ax.scatter([v[2] for v in PAPER.values()], [v[1] for v in PAPER.values()], marker="x", color="grey", label="paper (Table II)")
+            for lab, auc, nkid in PAPER.values():
+                ax.annotate(lab, (nkid, auc), textcoords="offset points", xytext=(5, -9), fontsize=6, color="grey")
+        ax.axhline(50, color="grey", lw=0.6, ls="--")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("attack AUC % (50 = chance)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("utility-privacy trade-off, mean ± std over seeds (labelled: Table II rows; unlabelled: sweep)")
     save_figure(fig, path)
 
 
@@ -318,17 +345,23 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     reports: dict[str, dict[int, dict[str, Any]]] = {j.name: {} for j in jobs}
     teacher = Job("regular", "regular", "regular (teacher)")
     to_train = ([teacher] if any(j.method != "dpsgd" for j in jobs) else []) + [j for j in jobs if j.method != "regular"]
+    sweep_seeds = set(a.sweep_seeds if a.sweep_seeds is not None else seeds[:1])
     for seed in seeds:
         d = a.out / f"seed{seed}"
         d.mkdir(parents=True, exist_ok=True)
-        for job in to_train:
+        mine = [j for j in jobs if not j.sweep or seed in sweep_seeds]
+        for job in [j for j in to_train if not j.sweep or seed in sweep_seeds]:
             what, train = train_job(job, seed, d, ctx)
             after = None if job.method in ("regular", "dpsgd") else d / "regular.pt"
-            stage(timings, f"seed{seed}/{job.name}/train", what, lambda: build(d / f"{job.name}.pt", a.force, train, after))
-        for job in jobs:
+            ckpt = d / f"{job.name}.pt"
+            stage(timings, f"seed{seed}/{job.name}/train", what, lambda: build(ckpt, a.force, train, after),
+                  lambda: _seconds(ckpt.with_name(ckpt.stem + ".train.json"), "s"))
+        for job in mine:
             what = "attack + utility" + (" + KID" if weights else "")
-            reports[job.name][seed] = stage(timings, f"seed{seed}/{job.name}/evaluate", what, lambda: audit(job, seed, d / f"{job.name}.pt", ctx))[0]
-        atomic_write_text(d / "comparison.md", to_markdown([row(j.label, reports[j.name][seed]) for j in jobs], title=f"seed {seed}"))
+            ckpt = d / f"{job.name}.pt"
+            reports[job.name][seed] = stage(timings, f"seed{seed}/{job.name}/evaluate", what, lambda: audit(job, seed, ckpt, ctx),
+                                            lambda: _seconds(ckpt.with_suffix(".json"), "benchmark", "seconds"))[0]
+        atomic_write_text(d / "comparison.md", to_markdown([row(j.label, reports[j.name][seed]) for j in mine], title=f"seed {seed}"))
     write_summary(ctx, settings, seeds, jobs, reports, timings, kid_skip, cmdline, t0)
     return 0
 
@@ -368,11 +401,13 @@ def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int
     md += ["", "## Settings", ""] + [f"- {k}: `{json.dumps(v, ensure_ascii=False)}`" for k, v in options.items()]
     md += ["", "## Machine", ""] + [f"- {k}: `{v}`" for k, v in info.items()]
     md += ["", "## Wall time per stage", "", "| stage | outcome | seconds |", "|---|---|---|"]
-    md += [f"| {k} | {v['outcome']} | {v['s']:.1f} |" for k, v in timings.items()] + [f"| **total** | | {total:.1f} |", ""]
+    md += [f"| {k} | {v['outcome']} | {v.get('first_s', v['s']):.1f} |" for k, v in timings.items()]
+    done = sum(v.get("first_s", v["s"]) for v in timings.values())
+    md += [f"| **sum of stages** (as first done; reused stages count their first run) | | {done:.1f} |", f"| **this invocation** | | {total:.1f} |", ""]
     atomic_write_text(a.out / "summary.md", "\n".join(md))
     write_json(a.out / "summary.json", {"schema": "privaudit.table2/1", "command": command, "settings": options, "seeds": seeds,
                                         "kid": use_nkid, "kid_skipped": kid_skip, "machine": info, "models": models,
-                                        "timings_s": timings, "total_s": round(total, 3)})
+                                        "timings_s": timings, "total_s": round(total, 3), "stages_s": round(done, 3)})
     print("\n".join(table(models, False, gap_kind)))
     if not use_nkid:
         print("(KID skipped: no Inception weights; NKID shows –)")

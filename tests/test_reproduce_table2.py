@@ -67,13 +67,17 @@ def test_quick_run_summarises_every_method_and_reuses_checkpoints(table2, tmp_pa
 
     # Second run: nothing is trained or evaluated again, and no file is rewritten.
     files = sorted((out / "seed0").glob("*.pt")) + sorted((out / "seed0").glob("*.json"))
-    assert len(files) == 2 * len(MODELS)
+    assert len(files) == 3 * len(MODELS)  # checkpoint, report, training time
     before = {f: f.stat().st_mtime_ns for f in files}
     _forbid(monkeypatch, table2, "train_regular", "add_output_noise", "train_dpsgd", "distill", "evaluate")
     assert table2.main(["--quick", "--out", str(out)]) == 0
     assert {f: f.stat().st_mtime_ns for f in files} == before
     again = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert {v["outcome"] for v in again["timings_s"].values()} == {"reused"}
+    # a reused stage reports the seconds it took when it was done, so the summary still adds up
+    for key, v in summary["timings_s"].items():
+        assert again["timings_s"][key]["first_s"] == pytest.approx(v["s"], abs=0.25), key  # the stage less its bookkeeping
+    assert again["stages_s"] == pytest.approx(summary["stages_s"], abs=0.25 * len(summary["timings_s"]))
     assert again["models"]["akd"]["per_seed"] == summary["models"]["akd"]["per_seed"]
 
     # OUT holds models of other settings: refused before any work, exit code 2
@@ -112,3 +116,22 @@ def test_interrupted_training_resumes_to_the_same_student(table2, tmp_path, monk
     fresh_sd = torch.load(fresh / "seed0" / "akd.pt", weights_only=True)["state_dict"]
     assert resumed_sd.keys() == fresh_sd.keys()
     assert all(torch.equal(resumed_sd[k], fresh_sd[k]) for k in resumed_sd)
+
+
+def test_sweep_points_train_on_the_sweep_seeds_only(table2, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--quick", "--out", str(out), "--seeds", "0", "1", "--methods", "regular", "gauss", "--sweep"]
+    assert table2.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    grid = {f"gauss_s{x:g}" for x in table2.SWEEP["gauss"]} - {"gauss_s0.1", "gauss_s0.3"}
+    assert set(summary["models"]) == {"regular", "gauss_s0.1", "gauss_s0.3"} | grid
+    for name, m in summary["models"].items():
+        assert m["sweep"] == (name in grid), name
+        assert list(m["per_seed"]) == (["0"] if name in grid else ["0", "1"]), name
+        assert (m["std"]["auc"] is None) == (name in grid), name  # one seed: no spread
+    assert not list((out / "seed1").glob("gauss_s0.05*")) and (out / "seed0" / "gauss_s0.05.pt").exists()
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "## Sweep" in md and "| Gauss σ=0.05 | 1 |" in md and "| regular | 2 |" in md
+    # more output noise costs fidelity on the very same teacher
+    l1 = [summary["models"][f"gauss_s{x:g}"]["per_seed"]["0"]["l1"] for x in sorted(table2.SWEEP["gauss"])]
+    assert l1 == sorted(l1)
