@@ -102,9 +102,9 @@ def test_evaluate_report_has_utility_and_gap(evaluated):
     r = evaluated.report
     assert r["schema"] == "privaudit.report/1"
     u, g = r["utility"], r["generalization_gap"]
-    assert {"kid", "kid_std", "kid_black", "nkid", "l1", "psnr", "ssim", "feature_extractor", "kid_subset_size"} <= set(u)
+    assert {"kid", "kid_std", "kid_black", "nkid", "l1", "psnr", "ssim", "sharpness", "feature_extractor", "kid_subset_size"} <= set(u)
     assert {"nkid_train", "nkid_test", "gap", "l1_train", "l1_test"} <= set(g)
-    for k in ("kid", "kid_std", "kid_black", "nkid", "l1", "psnr", "ssim"):
+    for k in ("kid", "kid_std", "kid_black", "nkid", "l1", "psnr", "ssim", "sharpness"):
         assert isinstance(u[k], float) and math.isfinite(u[k]), (k, u[k])
     assert u["kid"] != 0.0 and u["kid_black"] > 0.0 and u["kid_std"] > 0.0
     assert u["nkid"] == pytest.approx(u["kid"] / u["kid_black"], rel=1e-9)

@@ -52,6 +52,7 @@ def test_quick_run_summarises_every_method_and_reuses_checkpoints(table2, tmp_pa
         assert 0.0 <= auc <= 1.0, name
         assert m["mean"]["auc"] == auc and m["std"]["auc"] is None  # one seed: no spread
         assert m["mean"]["nkid"] is None
+        assert m["mean"]["sharpness"] > 0, name
         assert (m["mean"]["proxy_auc"] is not None) == (m["method"] in ("dmp", "akd")), name
         assert (m["mean"]["epsilon"] is not None) == (m["method"] == "dpsgd"), name
     # the larger noise multiplier spends less ε and faces the paper's more private DP-SGD row
@@ -135,3 +136,13 @@ def test_sweep_points_train_on_the_sweep_seeds_only(table2, tmp_path):
     # more output noise costs fidelity on the very same teacher
     l1 = [summary["models"][f"gauss_s{x:g}"]["per_seed"]["0"]["l1"] for x in sorted(table2.SWEEP["gauss"])]
     assert l1 == sorted(l1)
+
+    # a report written before the summary read sharpness is evaluated again; the others are reused
+    rep_file = out / "seed1" / "regular.json"
+    rep = json.loads(rep_file.read_text(encoding="utf-8"))
+    del rep["utility"]["sharpness"]
+    rep_file.write_text(json.dumps(rep), encoding="utf-8")
+    assert table2.main(argv) == 0
+    timings = json.loads((out / "summary.json").read_text(encoding="utf-8"))["timings_s"]
+    assert [k for k, v in timings.items() if v["outcome"] != "reused"] == ["seed1/regular/evaluate"]
+    assert "sharpness" in json.loads(rep_file.read_text(encoding="utf-8"))["utility"]

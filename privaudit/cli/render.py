@@ -51,6 +51,8 @@ def evaluate_table(report: dict[str, Any]) -> Table:
     else:
         t.add_row("KID / NKID", "skipped (--no-kid)")
     t.add_row("L1 / PSNR / SSIM (test)", f"{u['l1']:.4f} / {u['psnr']:.2f} dB / {u['ssim']:.4f}")
+    if u.get("sharpness") is not None:
+        t.add_row("sharpness (test; 1 = as detailed as real)", f"{u['sharpness']:.3f}")
     t.add_row("L1 train / test", f"{g['l1_train']:.4f} / {g['l1_test']:.4f}")
     if report.get("proxy_leakage"):
         p = report["proxy_leakage"]

@@ -19,7 +19,7 @@ from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_att
 from privaudit.data.images import ImageSet, load_pairs
 from privaudit.errors import InputError
 from privaudit.evaluation.kid import FeatureCache, compute_nkid, resolve_inception_weights, vet_inception_weights
-from privaudit.evaluation.pixel import pixel_metrics
+from privaudit.evaluation.pixel import pixel_metrics, sharpness_ratio
 from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
 from privaudit.pipeline import attack_report, load_attack_sets
 
@@ -47,7 +47,7 @@ class EvaluateConfig:
 def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, weights: Path | None, cache: FeatureCache | None, seed: int, device) -> tuple[dict, dict]:
     px_test = pixel_metrics(fake_test, real_test)
     px_train = pixel_metrics(fake_train, real_train)
-    utility: dict[str, Any] = {"evaluated_on": "nonmembers", **px_test}
+    utility: dict[str, Any] = {"evaluated_on": "nonmembers", **px_test, "sharpness": sharpness_ratio(fake_test, real_test)}
     gap: dict[str, Any] = {
         "l1_train": px_train["l1"],
         "l1_test": px_test["l1"],
