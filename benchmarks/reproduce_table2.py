@@ -45,6 +45,7 @@ from privaudit.pipeline import ModelSpec, data_fingerprint, train_regular
 from privaudit.training import TrainConfig
 
 METHODS = ("regular", "gauss", "dpsgd", "dmp", "akd")
+PART_OF = {"nodp": "dpsgd"}  # a control trained and reported with the method it explains
 # Table II, CMP Facades (400 train / 100 proxy / 106 test), five runs: (row, AUCROC %, NKID %)
 PAPER = {
     "regular": ("regular", 96.46, 5.93), "gauss": ("Gauss", 96.40, 6.49), "dp_low": ("DP-SGD σ=2.02e-3", 89.20, 8.21),
@@ -84,13 +85,15 @@ def plan(a: argparse.Namespace, s: dict[str, Any]) -> list[Job]:
     paper_dp = {main_dp[0]: "dp_low", main_dp[-1]: "dp_high"} if len(main_dp) >= 2 else {}
     noises = list(dict.fromkeys(a.dp_noise + (SWEEP["dpsgd"] if a.sweep else [])))
     jobs += [Job(f"dpsgd_n{x:g}", "dpsgd", f"DP-SGD noise={x:g}", {"noise_multiplier": x}, x not in a.dp_noise, paper_dp.get(x)) for x in noises]
+    if a.sweep:  # the DP-SGD network, epochs and batch without clipping or noise: what the budget alone does
+        jobs.append(Job("nodp_budget", "nodp", "no DP, DP-SGD's net and budget", {}, True))
     jobs += [Job("dmp", "dmp", "DMP", {"lambda_l1": 100.0, "epochs": E}, paper="dmp"), Job("akd", "akd", "AKD", {"lambda_l1": 100.0, "epochs": E}, paper="akd")]
     if a.sweep:
         for lam in SWEEP["akd_lambda"]:
             for ep in sorted({max(1, E // 2), E}):
                 if (lam, ep) != (100.0, E):
                     jobs.append(Job(f"akd_l{lam:g}_e{ep}", "akd", f"AKD λ={lam:g}, {ep} ep", {"lambda_l1": lam, "epochs": ep}, True))
-    return [j for j in jobs if j.method in a.methods]
+    return [j for j in jobs if PART_OF.get(j.method, j.method) in a.methods]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -195,7 +198,7 @@ def find_weights(explicit: str | None) -> tuple[str | None, str | None]:
 def train_job(job: Job, seed: int, d: Path, ctx: dict[str, Any]) -> tuple[str, Callable[[Path, bool], None]]:
     """(what it does, in words; ``train(out, resume)`` writing the checkpoint ``out``)."""
     s, data, a = ctx["scale"], ctx["data"], ctx["args"]
-    E, B = {"regular": s["teacher"], "dpsgd": s["dp"]}.get(job.method, (job.params.get("epochs"), s["student"][1]))
+    E, B = {"regular": s["teacher"], "dpsgd": s["dp"], "nodp": s["dp"]}.get(job.method, (job.params.get("epochs"), s["student"][1]))
 
     def tcfg(**kw: Any) -> TrainConfig:
         return TrainConfig(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], seed=seed, device=a.device, **kw)
@@ -203,6 +206,8 @@ def train_job(job: Job, seed: int, d: Path, ctx: dict[str, Any]) -> tuple[str, C
     def train(out: Path, resume: bool) -> None:
         if job.method == "regular":  # the teacher, on the private pairs
             train_regular(data / "train", out, direction=a.direction, size=s["size"], spec=ModelSpec(ngf=s["ngf"]), cfg=tcfg(), resume=resume)
+        elif job.method == "nodp":  # GroupNorm generator as DP-SGD trains it, ordinary Adam steps
+            train_regular(data / "train", out, direction=a.direction, size=s["size"], spec=ModelSpec(ngf=s["ngf"], norm="group"), cfg=tcfg(), resume=resume)
         elif job.method == "gauss":
             teacher = load_model(d / "regular.pt", device=a.device, seed=seed)
             add_output_noise(teacher, out, sigma=job.params["sigma"], direction=a.direction, image_size=s["size"])
@@ -288,7 +293,7 @@ def plot(models: dict[str, Any], use_nkid: bool, path: Path) -> None:
         ("l1", 1.0, "L1 on the test set (lower is better)"), ("ssim", 1.0, "SSIM on the test set (higher is better)")]
     fig, axs = plt.subplots(1, len(axes_spec), figsize=(6.2 * len(axes_spec), 5.2), squeeze=False)
     for ax, (xk, scale, xlabel) in zip(axs[0], axes_spec):
-        for method in METHODS:
+        for method in (*METHODS, "nodp"):
             pts = sorted((m for m in models.values() if m["method"] == method and m["mean"][xk] is not None), key=lambda m: m["mean"][xk])
             if not pts:
                 continue
@@ -296,7 +301,7 @@ def plot(models: dict[str, Any], use_nkid: bool, path: Path) -> None:
             y = [100 * m["mean"]["auc"] for m in pts]
             xe = [scale * (m["std"][xk] or 0.0) for m in pts]
             ye = [100 * (m["std"]["auc"] or 0.0) for m in pts]
-            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o:" if len(pts) > 1 else "o", capsize=3, color=f"C{METHODS.index(method)}", label=method)
+            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o:" if len(pts) > 1 else "o", capsize=3, color=f"C{(*METHODS, 'nodp').index(method)}", label=method)
             for m, xi, yi in zip(pts, x, y):
                 if not m["sweep"]:
                     ax.annotate(m["label"], (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
@@ -348,7 +353,7 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     timings: dict[str, Any] = {}
     reports: dict[str, dict[int, dict[str, Any]]] = {j.name: {} for j in jobs}
     teacher = Job("regular", "regular", "regular (teacher)")
-    to_train = ([teacher] if any(j.method != "dpsgd" for j in jobs) else []) + [j for j in jobs if j.method != "regular"]
+    to_train = ([teacher] if any(j.method not in ("dpsgd", "nodp") for j in jobs) else []) + [j for j in jobs if j.method != "regular"]
     sweep_seeds = set(a.sweep_seeds if a.sweep_seeds is not None else seeds[:1])
     for seed in seeds:
         d = a.out / f"seed{seed}"
@@ -356,7 +361,7 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
         mine = [j for j in jobs if not j.sweep or seed in sweep_seeds]
         for job in [j for j in to_train if not j.sweep or seed in sweep_seeds]:
             what, train = train_job(job, seed, d, ctx)
-            after = None if job.method in ("regular", "dpsgd") else d / "regular.pt"
+            after = None if job.method in ("regular", "dpsgd", "nodp") else d / "regular.pt"
             ckpt = d / f"{job.name}.pt"
             stage(timings, f"seed{seed}/{job.name}/train", what, lambda: build(ckpt, a.force, train, after),
                   lambda: _seconds(ckpt.with_name(ckpt.stem + ".train.json"), "s"))

@@ -146,3 +146,14 @@ def test_sweep_points_train_on_the_sweep_seeds_only(table2, tmp_path):
     timings = json.loads((out / "summary.json").read_text(encoding="utf-8"))["timings_s"]
     assert [k for k, v in timings.items() if v["outcome"] != "reused"] == ["seed1/regular/evaluate"]
     assert "sharpness" in json.loads(rep_file.read_text(encoding="utf-8"))["utility"]
+
+
+def test_dp_sweep_has_its_noise_grid_and_a_no_dp_control(table2, tmp_path):
+    out = tmp_path / "out"
+    assert table2.main(["--quick", "--out", str(out), "--methods", "dpsgd", "--sweep"]) == 0
+    models = json.loads((out / "summary.json").read_text(encoding="utf-8"))["models"]
+    assert set(models) == {f"dpsgd_n{x:g}" for x in table2.SWEEP["dpsgd"]} | {"nodp_budget"}
+    assert not (out / "seed0" / "regular.pt").exists()  # DP-SGD and its control need no teacher
+    control = torch.load(out / "seed0" / "nodp_budget.pt", weights_only=True)
+    assert control["arch"]["norm"] == "group" and models["nodp_budget"]["mean"]["epsilon"] is None
+    assert "| DP-SGD noise=0 | 1 |" in (out / "summary.md").read_text(encoding="utf-8") and "| ∞ |" in (out / "summary.md").read_text(encoding="utf-8")
