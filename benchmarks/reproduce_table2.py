@@ -115,35 +115,36 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def stage(timings: dict[str, Any], key: str, what: str, fn: Callable[[], Any], earlier: Callable[[], float | None] = lambda: None) -> Any:
+def stage(timings: dict[str, Any], key: str, what: str, fn: Callable[[], Any], earlier: Callable[[], dict[str, Any] | None] = lambda: None) -> Any:
     """Run one stage (``fn`` returns its outcome, or (result, outcome)); print one progress line to
-    stderr and record the wall time under ``key``. A reused stage also records the seconds it took
-    when it was done (``earlier()``), so the summary of a resumed run still adds up. Returns what
-    ``fn`` returned."""
+    stderr and record the wall time under ``key``. A reused stage also records how it was first
+    done (``earlier()``: ``{"s", "outcome"}``), so the summary of a resumed run still adds up.
+    Returns what ``fn`` returned."""
     print(f"{key}: {what} ... ", end="", file=sys.stderr, flush=True)
     t = time.perf_counter()
     res = fn()
     dt = time.perf_counter() - t
     outcome = res if isinstance(res, str) else res[1]
     timings[key] = {"s": round(dt, 3), "outcome": outcome}
-    if outcome == "reused" and (first := earlier()) is not None:
-        timings[key]["first_s"] = first
+    if outcome == "reused":
+        first = earlier()
+        timings[key]["first"] = first  # None: done by an older version of this script, time unknown
     print(f"{outcome} ({dt:.1f}s)", file=sys.stderr, flush=True)
     return res
 
 
-def _seconds(path: Path, *keys: str) -> float | None:
-    """A recorded wall time in a JSON file (``keys`` lead to it), or None."""
+def _record(path: Path, *keys: str, outcome: str | None = None) -> dict[str, Any] | None:
+    """``{"s", "outcome"}`` recorded in a JSON file (``keys`` lead to it), or None."""
     try:
         v: Any = json.loads(path.read_text(encoding="utf-8"))
         for k in keys:
             v = v[k]
-        return float(v)
+        return {"s": float(v["s"]), "outcome": str(v["outcome"])} if outcome is None else {"s": float(v), "outcome": outcome}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def build(final: Path, force: bool, train: Callable[[Path, bool], None], after: Path | None = None) -> tuple[None, str]:
+def build(final: Path, force: bool, train: Callable[[Path, bool], None], after: Path | None = None) -> str:
     """Train into ``<name>.partial.pt`` (resuming from its ``.state`` after an interruption), then
     rename it to ``final``. A finished ``final`` is reused unless ``force`` or older than ``after``
     (the teacher it was made from). The training's wall time is kept beside the checkpoint
@@ -152,17 +153,17 @@ def build(final: Path, force: bool, train: Callable[[Path, bool], None], after: 
     state = part.with_name(part.name + ".state")
     log = final.with_name(final.stem + ".train.json")
     if final.exists() and not force and (after is None or final.stat().st_mtime >= after.stat().st_mtime):
-        return None, "reused"
+        return "reused"
     if force:
         part.unlink(missing_ok=True)
         state.unlink(missing_ok=True)
     resume = state.exists()
     t = time.perf_counter()
     train(part, resume)
-    write_json(log, {"s": round(time.perf_counter() - t, 3), "outcome": "resumed" if resume else "trained"})
+    write_json(log, {"s": round(time.perf_counter() - t, 3), "outcome": "resumed" if resume else "trained"})  # resumed: this segment only
     os.replace(part, final)
     state.unlink(missing_ok=True)  # optimiser state is large at 256 px; a finished model needs none
-    return None, "resumed" if resume else "trained"
+    return "resumed" if resume else "trained"
 
 
 def quick_data(root: Path) -> Path:
@@ -251,8 +252,9 @@ def metrics(name: str, rep: dict[str, Any]) -> dict[str, Any]:
 
 def aggregate(per_seed: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """mean and sample std (ddof 1; None for one seed) of each metric over seeds; None where any seed lacks it."""
-    mean, std = {}, {}
-    for k in next(iter(per_seed.values())):
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for k in next(iter(per_seed.values()), {}):
         vals = [m[k] for m in per_seed.values()]
         ok = all(v is not None for v in vals)
         mean[k] = float(np.mean(vals)) if ok else None
@@ -274,7 +276,7 @@ def table(models: dict[str, Any], sweep: bool, gap_kind: str) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in (m for m in models.values() if m["sweep"] == sweep):
         mu, sd, pp = m["mean"], m["std"], m["paper"]
-        eps = "∞" if m["method"] == "dpsgd" and m["params"].get("noise_multiplier") == 0 else cell(mu, sd, "epsilon", digits=3)
+        eps = "∞" if m["epsilon_infinite"] else cell(mu, sd, "epsilon", digits=3)
         lines.append("| " + " | ".join([m["label"], str(len(m["per_seed"])), cell(mu, sd, "auc", True), cell(mu, sd, "tpr10", True), cell(mu, sd, "nkid", True),
                                         cell(mu, sd, "l1", digits=4), cell(mu, sd, "ssim"), cell(mu, sd, "sharpness"), cell(mu, sd, "gap", pct_gap, digits=4), eps,
                                         cell(mu, sd, "proxy_auc", True), f"{pp['auc']:.2f}" if pp else "–", f"{pp['nkid']:.2f}" if pp else "–"]) + " |")
@@ -301,7 +303,14 @@ def plot(models: dict[str, Any], use_nkid: bool, path: Path) -> None:
             y = [100 * m["mean"]["auc"] for m in pts]
             xe = [scale * (m["std"][xk] or 0.0) for m in pts]
             ye = [100 * (m["std"]["auc"] or 0.0) for m in pts]
-            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o:" if len(pts) > 1 else "o", capsize=3, color=f"C{(*METHODS, 'nodp').index(method)}", label=method)
+            color = f"C{(*METHODS, 'nodp').index(method)}"
+            ax.plot(x, y, ":", color=color, lw=1)
+            main = [i for i, m in enumerate(pts) if not m["sweep"]]
+            sweep = [i for i, m in enumerate(pts) if m["sweep"]]
+            if main:
+                ax.errorbar([x[i] for i in main], [y[i] for i in main], xerr=[xe[i] for i in main], yerr=[ye[i] for i in main], fmt="o", capsize=3, color=color, label=method)
+            if sweep:  # one seed each: hollow, no error bars
+                ax.scatter([x[i] for i in sweep], [y[i] for i in sweep], facecolors="none", edgecolors=color, label=None if main else method)
             for m, xi, yi in zip(pts, x, y):
                 if not m["sweep"]:
                     ax.annotate(m["label"], (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
@@ -314,7 +323,7 @@ def plot(models: dict[str, Any], use_nkid: bool, path: Path) -> None:
         ax.set_ylabel("attack AUC % (50 = chance)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle("utility-privacy trade-off, mean ± std over seeds (labelled: Table II rows; unlabelled: sweep)")
+    fig.suptitle("utility-privacy trade-off: filled, labelled = Table II rows (mean ± std over seeds); hollow = sweep points (sweep seeds)")
     save_figure(fig, path)
 
 
@@ -336,6 +345,10 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     for split in ("train", "val", "test") if a.data is not None else ():
         if not (a.data / split).is_dir():
             raise InputError(f"{a.data / split} is not a folder: --data needs train/ (members), val/ (proxy) and test/ (non-members)")
+    if a.sweep_seeds is not None and not a.sweep:
+        raise InputError("--sweep-seeds needs --sweep")
+    if a.sweep_seeds is not None and not set(a.sweep_seeds) <= set(seeds):
+        raise InputError(f"--sweep-seeds {' '.join(map(str, a.sweep_seeds))} must be among --seeds {' '.join(map(str, seeds))}")
     check_dir_writable(a.out)
     data = a.data if a.data is not None else quick_data(a.out / "data")
     weights, kid_skip = find_weights(a.inception_weights)
@@ -364,18 +377,18 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
             after = None if job.method in ("regular", "dpsgd", "nodp") else d / "regular.pt"
             ckpt = d / f"{job.name}.pt"
             stage(timings, f"seed{seed}/{job.name}/train", what, lambda: build(ckpt, a.force, train, after),
-                  lambda: _seconds(ckpt.with_name(ckpt.stem + ".train.json"), "s"))
+                  lambda: _record(ckpt.with_name(ckpt.stem + ".train.json")))
         for job in mine:
             what = "attack + utility" + (" + KID" if weights else "")
             ckpt = d / f"{job.name}.pt"
             reports[job.name][seed] = stage(timings, f"seed{seed}/{job.name}/evaluate", what, lambda: audit(job, seed, ckpt, ctx),
-                                            lambda: _seconds(ckpt.with_suffix(".json"), "benchmark", "seconds"))[0]
+                                            lambda: _record(ckpt.with_suffix(".json"), "benchmark", "seconds", outcome="evaluated"))[0]
         atomic_write_text(d / "comparison.md", to_markdown([row(j.label, reports[j.name][seed]) for j in mine], title=f"seed {seed}"))
-    write_summary(ctx, settings, seeds, jobs, reports, timings, kid_skip, cmdline, t0)
+    write_summary(ctx, settings, seeds, sorted(sweep_seeds) if a.sweep else [], jobs, reports, timings, kid_skip, cmdline, t0)
     return 0
 
 
-def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int], jobs: list[Job], reports: dict[str, Any],
+def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int], sweep_seeds: list[int], jobs: list[Job], reports: dict[str, Any],
                   timings: dict[str, Any], kid_skip: str | None, cmdline: list[str], t0: float) -> None:
     """OUT/summary.md, OUT/summary.json and OUT/tradeoff.png; the main table to stdout."""
     a, s, data, weights = ctx["args"], ctx["scale"], ctx["data"], ctx["weights"]
@@ -384,7 +397,9 @@ def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int
         per_seed = {seed: metrics(j.label, rep) for seed, rep in reports[j.name].items()}
         mean, std = aggregate(per_seed)
         pp = PAPER.get(j.paper) if j.paper else None
+        unbounded = all(((rep.get("model") or {}).get("defense") or {}).get("epsilon_infinite") is True for rep in reports[j.name].values())
         models[j.name] = {"label": j.label, "method": j.method, "params": j.params, "sweep": j.sweep, "per_seed": {str(k): v for k, v in per_seed.items()},
+                          "epsilon_infinite": unbounded,
                           "mean": mean, "std": std, "paper": {"row": pp[0], "auc": pp[1], "nkid": pp[2]} if pp else None}
     use_nkid = weights is not None
     plot(models, use_nkid, a.out / "tradeoff.png")
@@ -393,7 +408,7 @@ def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int
     command = shlex.join([Path(sys.executable).name, *cmdline])
     gap_kind = "NKID" if use_nkid else "L1"
     counts = next(iter(reports[jobs[0].name].values()))["data"]
-    options = {**settings, "seeds": seeds, "methods": a.methods, "gauss_sigmas": a.gauss_sigmas, "dp_noise": a.dp_noise, "sweep": a.sweep, "inception_weights": weights}
+    options = {**settings, "seeds": seeds, "methods": a.methods, "gauss_sigmas": a.gauss_sigmas, "dp_noise": a.dp_noise, "sweep": a.sweep, "sweep_seeds": sweep_seeds, "inception_weights": weights}
     md = [f"# AKD paper, Table II (CMP Facades) reproduced: scale {settings['scale']}, seeds {' '.join(map(str, seeds))}", "",
           f"Command: `{command}`", "",
           f"Members: {counts['members']['count']} pairs in {data / 'train'}; non-members: {counts['nonmembers']['count']} in {data / 'test'}; "
@@ -410,9 +425,17 @@ def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int
     md += ["", "## Settings", ""] + [f"- {k}: `{json.dumps(v, ensure_ascii=False)}`" for k, v in options.items()]
     md += ["", "## Machine", ""] + [f"- {k}: `{v}`" for k, v in info.items()]
     md += ["", "## Wall time per stage", "", "| stage | outcome | seconds |", "|---|---|---|"]
-    md += [f"| {k} | {v['outcome']} | {v.get('first_s', v['s']):.1f} |" for k, v in timings.items()]
-    done = sum(v.get("first_s", v["s"]) for v in timings.values())
-    md += [f"| **sum of stages** (as first done; reused stages count their first run) | | {done:.1f} |", f"| **this invocation** | | {total:.1f} |", ""]
+    def first(v: dict[str, Any]) -> tuple[str, float]:
+        if v["outcome"] != "reused":
+            return v["outcome"], v["s"]
+        if v.get("first") is None:
+            return "reused (first time unknown)", 0.0
+        return f"reused; first {v['first']['outcome']}", v["first"]["s"]
+
+    md += [f"| {k} | {first(v)[0]} | {first(v)[1]:.1f} |" for k, v in timings.items()]
+    done = sum(first(v)[1] for v in timings.values())
+    md += [f"| **sum of stages** (as first done; a resumed training counts the segment after its resume) | | {done:.1f} |",
+           f"| **this invocation** | | {total:.1f} |", ""]
     atomic_write_text(a.out / "summary.md", "\n".join(md))
     write_json(a.out / "summary.json", {"schema": "privaudit.table2/1", "command": command, "settings": options, "seeds": seeds,
                                         "kid": use_nkid, "kid_skipped": kid_skip, "machine": info, "models": models,

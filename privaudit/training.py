@@ -266,7 +266,7 @@ def restore_networks(state: dict[str, Any], G: nn.Module, D: nn.Module | None, o
         opt_d.load_state_dict(state["opt_d"])
 
 
-def restore_schedules(sched, epoch: int) -> None:
+def restore_schedules(sched: list[torch.optim.lr_scheduler.LRScheduler], epoch: int) -> None:
     """Set learning-rate schedules to where ``epoch`` finished epochs left them."""
     for s in sched:
         s.last_epoch = epoch - 1

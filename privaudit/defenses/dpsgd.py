@@ -58,17 +58,7 @@ from privaudit.errors import CheckpointError, InputError
 from privaudit.io import atomic_path
 from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
-from privaudit.training import (
-    EpochStats,
-    GANLoss,
-    TrainConfig,
-    check_resume_fingerprint,
-    jitter,
-    lr_factor,
-    restore_networks,
-    restore_schedules,
-    train_state,
-)
+from privaudit.training import EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, jitter, lr_factor, restore_networks, restore_schedules, train_state
 
 # The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
 # fire on outputs only; that is expected here and says nothing a user can act on.
