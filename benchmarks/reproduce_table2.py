@@ -58,7 +58,7 @@ SCALES = {
     "paper": dict(size=256, ngf=64, ndf=64, teacher=(200, 1), student=(200, 1), dp=(200, 16), augment=True, seeds=[0, 1, 2, 3, 4]),
 }
 # --sweep: extra trade-off points (on --sweep-seeds only). DP noise 0 is clipping alone (ε = ∞).
-SWEEP = {"gauss": [0.05, 0.1, 0.2, 0.3, 0.5], "dpsgd": [0.0, 0.1, 0.3, 1.0], "akd_lambda": [10.0, 100.0]}
+SWEEP = {"gauss": [0.05, 0.1, 0.2, 0.3, 0.5], "dpsgd": [0.0, 0.03, 0.1, 0.3, 1.0], "akd_lambda": [10.0, 100.0]}
 
 
 # the utility keys the summary reads: an older report without one of them is evaluated again
