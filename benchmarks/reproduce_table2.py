@@ -112,6 +112,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep-seeds", type=int, nargs="+", metavar="K", help="seeds that train the --sweep points (default: the first of --seeds)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate everything, even what OUT already holds")
+    p.add_argument("--no-train", action="store_true", help="train nothing: summarise the checkpoints OUT holds (a model missing for a seed is left out for that seed)")
     return p.parse_args(argv)
 
 
@@ -345,6 +346,8 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     for split in ("train", "val", "test") if a.data is not None else ():
         if not (a.data / split).is_dir():
             raise InputError(f"{a.data / split} is not a folder: --data needs train/ (members), val/ (proxy) and test/ (non-members)")
+    if a.no_train and a.force:
+        raise InputError("--no-train and --force contradict each other (--force retrains everything); drop one")
     if a.sweep_seeds is not None and not a.sweep:
         raise InputError("--sweep-seeds needs --sweep")
     if a.sweep_seeds is not None and not set(a.sweep_seeds) <= set(seeds):
@@ -371,8 +374,8 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     for seed in seeds:
         d = a.out / f"seed{seed}"
         d.mkdir(parents=True, exist_ok=True)
-        mine = [j for j in jobs if not j.sweep or seed in sweep_seeds]
-        for job in [j for j in to_train if not j.sweep or seed in sweep_seeds]:
+        mine = [j for j in jobs if (not j.sweep or seed in sweep_seeds) and (not a.no_train or (d / f"{j.name}.pt").exists())]
+        for job in [j for j in to_train if (not j.sweep or seed in sweep_seeds) and not a.no_train]:
             what, train = train_job(job, seed, d, ctx)
             after = None if job.method in ("regular", "dpsgd", "nodp") else d / "regular.pt"
             ckpt = d / f"{job.name}.pt"
@@ -383,7 +386,8 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
             ckpt = d / f"{job.name}.pt"
             reports[job.name][seed] = stage(timings, f"seed{seed}/{job.name}/evaluate", what, lambda: audit(job, seed, ckpt, ctx),
                                             lambda: _record(ckpt.with_suffix(".json"), "benchmark", "seconds", outcome="evaluated"))[0]
-        atomic_write_text(d / "comparison.md", to_markdown([row(j.label, reports[j.name][seed]) for j in mine], title=f"seed {seed}"))
+        if mine:
+            atomic_write_text(d / "comparison.md", to_markdown([row(j.label, reports[j.name][seed]) for j in mine], title=f"seed {seed}"))
     write_summary(ctx, settings, seeds, sorted(sweep_seeds) if a.sweep else [], jobs, reports, timings, kid_skip, cmdline, t0)
     return 0
 
@@ -393,6 +397,9 @@ def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int
     """OUT/summary.md, OUT/summary.json and OUT/tradeoff.png; the main table to stdout."""
     a, s, data, weights = ctx["args"], ctx["scale"], ctx["data"], ctx["weights"]
     models: dict[str, Any] = {}
+    jobs = [j for j in jobs if reports[j.name]]  # --no-train: models OUT holds for no seed
+    if not jobs:
+        raise InputError(f"{a.out} holds no finished model for these seeds and methods; run without --no-train first")
     for j in jobs:
         per_seed = {seed: metrics(j.label, rep) for seed, rep in reports[j.name].items()}
         mean, std = aggregate(per_seed)

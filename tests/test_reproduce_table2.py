@@ -171,3 +171,19 @@ def test_dp_sweep_has_its_noise_grid_and_a_no_dp_control(table2, tmp_path):
     control = torch.load(out / "seed0" / "nodp_budget.pt", weights_only=True)
     assert control["arch"]["norm"] == "group" and models["nodp_budget"]["mean"]["epsilon"] is None
     assert "| DP-SGD noise=0 | 1 |" in (out / "summary.md").read_text(encoding="utf-8") and "| ∞ |" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+def test_no_train_summarises_what_out_holds(table2, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    argv = ["--quick", "--out", str(out), "--methods", "regular", "gauss"]
+    assert table2.main([*argv, "--no-train"]) == 2  # nothing trained yet
+    assert "holds no finished model" in capsys.readouterr().err
+    assert table2.main([*argv, "--seeds", "0"]) == 0
+    (out / "seed0" / "gauss_s0.3.pt").unlink()
+    _forbid(monkeypatch, table2, "train_regular", "add_output_noise")
+    assert table2.main([*argv, "--seeds", "0", "1", "--no-train"]) == 0
+    models = json.loads((out / "summary.json").read_text(encoding="utf-8"))["models"]
+    assert list(models) == ["regular", "gauss_s0.1"]  # gauss σ=0.3 is in OUT for no seed
+    assert all(list(m["per_seed"]) == ["0"] for m in models.values())
+    assert not list((out / "seed1").glob("*.pt"))
+    assert table2.main([*argv, "--no-train", "--force"]) == 2
