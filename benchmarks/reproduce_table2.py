@@ -375,11 +375,11 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
         d = a.out / f"seed{seed}"
         d.mkdir(parents=True, exist_ok=True)
         mine = [j for j in jobs if (not j.sweep or seed in sweep_seeds) and (not a.no_train or (d / f"{j.name}.pt").exists())]
-        for job in [j for j in to_train if (not j.sweep or seed in sweep_seeds) and not a.no_train]:
+        for job in [j for j in to_train if (not j.sweep or seed in sweep_seeds) and (not a.no_train or (d / f"{j.name}.pt").exists())]:
             what, train = train_job(job, seed, d, ctx)
             after = None if job.method in ("regular", "dpsgd", "nodp") else d / "regular.pt"
             ckpt = d / f"{job.name}.pt"
-            stage(timings, f"seed{seed}/{job.name}/train", what, lambda: build(ckpt, a.force, train, after),
+            stage(timings, f"seed{seed}/{job.name}/train", what, (lambda: "reused") if a.no_train else (lambda: build(ckpt, a.force, train, after)),
                   lambda: _record(ckpt.with_name(ckpt.stem + ".train.json")))
         for job in mine:
             what = "attack + utility" + (" + KID" if weights else "")

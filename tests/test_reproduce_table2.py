@@ -185,5 +185,8 @@ def test_no_train_summarises_what_out_holds(table2, tmp_path, monkeypatch, capsy
     models = json.loads((out / "summary.json").read_text(encoding="utf-8"))["models"]
     assert list(models) == ["regular", "gauss_s0.1"]  # gauss σ=0.3 is in OUT for no seed
     assert all(list(m["per_seed"]) == ["0"] for m in models.values())
+    timings = json.loads((out / "summary.json").read_text(encoding="utf-8"))["timings_s"]
+    assert timings["seed0/regular/train"]["outcome"] == "reused" and timings["seed0/regular/train"]["first"]["outcome"] == "trained"
+    assert "seed1/regular/train" not in timings
     assert not list((out / "seed1").glob("*.pt"))
     assert table2.main([*argv, "--no-train", "--force"]) == 2
