@@ -374,8 +374,11 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     for seed in seeds:
         d = a.out / f"seed{seed}"
         d.mkdir(parents=True, exist_ok=True)
-        mine = [j for j in jobs if (not j.sweep or seed in sweep_seeds) and (not a.no_train or (d / f"{j.name}.pt").exists())]
-        for job in [j for j in to_train if (not j.sweep or seed in sweep_seeds) and (not a.no_train or (d / f"{j.name}.pt").exists())]:
+        def runs_here(j: Job) -> bool:  # a sweep point only on the sweep seeds; with --no-train, only what OUT holds
+            return (not j.sweep or seed in sweep_seeds) and (not a.no_train or (d / f"{j.name}.pt").exists())
+
+        mine = [j for j in jobs if runs_here(j)]
+        for job in [j for j in to_train if runs_here(j)]:
             what, train = train_job(job, seed, d, ctx)
             after = None if job.method in ("regular", "dpsgd", "nodp") else d / "regular.pt"
             ckpt = d / f"{job.name}.pt"
@@ -439,8 +442,9 @@ def write_summary(ctx: dict[str, Any], settings: dict[str, Any], seeds: list[int
             return "reused (first time unknown)", 0.0
         return f"reused; first {v['first']['outcome']}", v["first"]["s"]
 
-    md += [f"| {k} | {first(v)[0]} | {first(v)[1]:.1f} |" for k, v in timings.items()]
-    done = sum(first(v)[1] for v in timings.values())
+    firsts = {k: first(v) for k, v in timings.items()}
+    md += [f"| {k} | {how} | {sec:.1f} |" for k, (how, sec) in firsts.items()]
+    done = sum(sec for _, sec in firsts.values())
     md += [f"| **sum of stages** (as first done; a resumed training counts the segment after its resume) | | {done:.1f} |",
            f"| **this invocation** | | {total:.1f} |", ""]
     atomic_write_text(a.out / "summary.md", "\n".join(md))

@@ -81,18 +81,21 @@ def pixel_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
     return {k: float(v.mean()) for k, v in per.items()}
 
 
-def laplacian_variance(images: torch.Tensor) -> np.ndarray:
-    """Per-image variance of the Laplacian of the luma: uint8 (N, 3, H, W) -> float64 array (N,)."""
+def _laplacian_variance(a: np.ndarray) -> np.ndarray:
     from scipy.ndimage import laplace
 
-    a, _ = _as_numpy(images, images)
     luma = np.tensordot(np.array([0.299, 0.587, 0.114]), a.astype(np.float64) / 255.0, axes=([0], [1]))  # (N, H, W)
     return np.array([laplace(y, mode="reflect").var() for y in luma], dtype=np.float64)
+
+
+def laplacian_variance(images: torch.Tensor) -> np.ndarray:
+    """Per-image variance of the Laplacian of the luma: uint8 (N, 3, H, W) -> float64 array (N,)."""
+    return _laplacian_variance(_as_numpy(images, images)[0])
 
 
 def sharpness_ratio(fake: torch.Tensor, real: torch.Tensor) -> float | None:
     """Mean Laplacian variance of ``fake`` over that of ``real`` (see the module notes); None when
     ``real`` has none."""
-    _as_numpy(fake, real)  # same checks (and shape match) as the other metrics
-    ref = float(laplacian_variance(real).mean())
-    return float(laplacian_variance(fake).mean()) / ref if ref > 0 else None
+    a, b = _as_numpy(fake, real)  # the same checks (and shape match) as the other metrics
+    ref = float(_laplacian_variance(b).mean())
+    return float(_laplacian_variance(a).mean()) / ref if ref > 0 else None
