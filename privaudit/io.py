@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from privaudit.errors import InputError
+from privaudit.errors import EnvironmentProblem, InputError, describe_os_error
 
 
 def check_writable(path: str | os.PathLike, *, what: str = "output") -> Path:
@@ -83,14 +83,55 @@ def write_outputs(items: list[tuple[Path, bytes]]) -> None:
         atomic_write_bytes(path, data)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: the process exists but is another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete ``.<name>.<pid>.*.tmp`` files next to ``target`` left by a process that no longer runs
+    (killed with ``kill -9`` mid-write). Returns what was removed."""
+    removed = []
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        candidates = list(parent.glob(f".{glob_escape(target.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        parts = tmp.name[len(target.name) + 2 :].split(".")
+        if not parts or not parts[0].isdigit():
+            continue
+        pid = int(parts[0])
+        if pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it over ``path``, else delete it."""
+    """Yield a temporary path next to ``path``; on success rename it over ``path``, else delete it.
+
+    The temporary name carries the writer's PID, so a later writer can remove what a killed one
+    left behind. An OSError while writing (disk full, permissions) becomes an EnvironmentProblem
+    (exit 2) naming the file, and the target is left as it was.
+    """
     target = Path(path)
+    remove_stale_temporaries(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
     except OSError as exc:
-        raise InputError(f"cannot write {target}: {exc.strerror or exc}; choose another path") from None
+        raise EnvironmentProblem(describe_os_error(_with_name(exc, target), action="write")) from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -99,10 +140,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise EnvironmentProblem(describe_os_error(_with_name(exc, target), action="write")) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _with_name(exc: OSError, target: Path) -> OSError:
+    """The error with the user's file name in place of our temporary one."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(target))
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` atomically. Serialised in memory first: torch's own writer reports a full disk
+    as a RuntimeError, while a plain file write raises the OSError that names the problem."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from privaudit.data.images import to_float
-from privaudit.errors import CheckpointError, InputError, check_seed
-from privaudit.io import atomic_path
+from privaudit.errors import CheckpointError, InputError, TrainingError, check_seed
+from privaudit.io import atomic_torch_save
 from privaudit.models.checkpoint import resolve_device, safe_torch_load
 from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
 
@@ -200,7 +200,7 @@ def fit(
                     p.requires_grad_(True)
             losses["G_L1"] = loss_l1.item()
             if not math.isfinite(loss_g.item()):
-                raise CheckpointError(f"training diverged at epoch {epoch + 1} (loss is {loss_g.item()}); lower --lr or check the data")
+                raise TrainingError(f"training diverged at epoch {epoch + 1} (loss is {loss_g.item()}); lower --lr or check the data")
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             if on_step:
@@ -234,8 +234,7 @@ def train_state(epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | Non
 
 
 def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d, history) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(train_state(epoch, fp, G, D, opt_g, opt_d, history), tmp)
+    atomic_torch_save(path, train_state(epoch, fp, G, D, opt_g, opt_d, history))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

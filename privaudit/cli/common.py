@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
+import traceback
 from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from privaudit.errors import PrivauditError
+from privaudit import __version__
+from privaudit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, PrivauditError, describe_os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,14 +22,35 @@ if not stderr.is_terminal:
     stderr.width = 200  # logs and CI: no terminal to fit, so do not squeeze tables to 80 columns
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     """One line on stderr, then exit."""
     typer.echo(f"privaudit: error: {message}", err=True)
     raise typer.Exit(code)
 
 
+ISSUES_URL = "https://github.com/privaudit/privaudit/issues"
+
+
+def _environment_message(exc: BaseException) -> str | None:
+    """One line for failures of the machine rather than of privaudit: out of memory, a full disk,
+    a permission denied, an image too large to decode safely. None when ``exc`` is none of these."""
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a smaller --batch-size or --size, or free memory"
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "OutOfMemoryError" or "CUDA out of memory" in text or "can't allocate memory" in text:
+        return "out of memory; use a smaller --batch-size or --size, or free memory"
+    if name == "DecompressionBombError":
+        return f"an image is too large to decode safely ({text.strip()[:120]}); remove it or shrink it"
+    return None
+
+
 def guarded(fn: F) -> F:
-    """Turn a PrivauditError into one line on stderr and exit code 2 (never a traceback)."""
+    """The exit-code contract (see privaudit.errors): a PrivauditError or an environment failure
+    becomes one line on stderr and exit 2; any other exception is a bug: its traceback is kept,
+    the user is asked to report it, and the exit code is 3."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,8 +61,15 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("privaudit: interrupted", err=True)
             raise typer.Exit(130)
-        except MemoryError:
-            fail("out of memory; use a smaller --batch-size or --size")
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:  # noqa: BLE001  (the one place that sorts every failure)
+            message = _environment_message(exc)
+            if message is not None:
+                fail(message.replace("\n", " "), EXIT_BAD_INPUT)
+            typer.echo(traceback.format_exc(), err=True, nl=False)
+            fail(f"internal error ({type(exc).__name__}): this is a bug in privaudit {__version__}; please report it with the "
+                 f"command and the traceback above at {ISSUES_URL}", EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
 

@@ -54,8 +54,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privaudit.data.images import ImageSet, check_direction, to_float
-from privaudit.errors import CheckpointError, InputError
-from privaudit.io import atomic_path
+from privaudit.errors import CheckpointError, InputError, TrainingError
+from privaudit.io import atomic_torch_save
 from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
 from privaudit.training import EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, jitter, lr_factor, restore_networks, restore_schedules, train_state
@@ -456,7 +456,7 @@ def train_dpsgd(
                         _freeze(D_dp, False)
                 losses["G_L1"] = loss_l1.item()
                 if not math.isfinite(loss_g.item()):
-                    raise CheckpointError(f"DP-SGD training diverged at epoch {epoch + 1} (loss is {loss_g.item()}); lower --lr or check the data")
+                    raise TrainingError(f"DP-SGD training diverged at epoch {epoch + 1} (loss is {loss_g.item()}); lower --lr or check the data")
             opt_g.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -530,8 +530,7 @@ def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.
         "noise_g": noise_g.get_state(),
         "noise_d": noise_d.get_state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    atomic_torch_save(path, state)
 
 
 def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, engine, noise_g, noise_d) -> tuple[int, list[EpochStats]]:

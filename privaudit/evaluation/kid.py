@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from privaudit.errors import DataError, InputError, PrivauditError, WeightsError
-from privaudit.io import atomic_path
+from privaudit.io import atomic_torch_save
 
 EXTRACTOR_NAME = "inception-v3-compat"
 FEATURE_LAYER = "2048"
@@ -310,8 +310,7 @@ class FeatureCache:
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.root / f"{key}.pt") as tmp:
-                torch.save(feats.contiguous(), tmp)
+            atomic_torch_save(self.root / f"{key}.pt", feats.contiguous())
         except (OSError, PrivauditError):
             pass  # a read-only cache folder costs time, not correctness
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from privaudit import __version__
 from privaudit.errors import CheckpointError
-from privaudit.io import atomic_path, sha256_file
+from privaudit.io import atomic_torch_save, sha256_file
 from privaudit.models.networks import NORMS, UnetArch, UnetGenerator
 
 CHECKPOINT_FORMAT = "privaudit.checkpoint/1"
@@ -199,8 +199,7 @@ def save_checkpoint(
         "provenance": {"tool": f"privaudit {__version__}", "created": _now(), **(provenance or {})},
         "state_dict": state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    atomic_torch_save(path, ckpt)
 
 
 def _now() -> str:
