@@ -20,7 +20,7 @@ from privaudit.data.images import ImageSet, check_direction, load_pairs, to_floa
 from privaudit.errors import InputError
 from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model, save_checkpoint
 from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
-from privaudit.training import EpochStats, TrainConfig, fit
+from privaudit.training import EpochStats, TrainConfig, fit, training_record
 
 from privaudit.report import REPORT_SCHEMA  # noqa: E402
 
@@ -84,6 +84,7 @@ def train_regular(
     cfg: TrainConfig,
     resume: bool = False,
     on_step: Callable[[int, int, int, dict[str, float]], None] | None = None,
+    keep_state: bool = False,
 ) -> tuple[list[EpochStats], ImageSet]:
     """Regular pix2pix training of a teacher on the private pairs in ``data``."""
     check_direction(direction)
@@ -97,7 +98,8 @@ def train_regular(
     provenance = {"trained_on": {"path": str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": cfg.to_dict()}
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
-        save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch})
+        save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
+                        training=training_record(epoch, cfg.epochs))
 
     history = fit(
         G,
@@ -109,6 +111,7 @@ def train_regular(
         resume=resume,
         fingerprint={"data": provenance["trained_on"]["sha256"], "arch": arch.to_dict(), "direction": direction},
         on_step=on_step,
+        keep_state=keep_state,
     )
     return history, pairs
 
@@ -152,6 +155,7 @@ def base_report(model: LoadedModel, members: ImageSet, nonmembers: ImageSet, *, 
             "arch": model.arch,
             "image_size": members.size,
             "defense": defense,
+            "training": model.training,  # {complete, epochs_done, epochs_total}; None when the file does not say
         },
         "data": {
             "direction": direction,
@@ -160,6 +164,17 @@ def base_report(model: LoadedModel, members: ImageSet, nonmembers: ImageSet, *, 
         },
         "environment": {"torch": torch.__version__, "device": str(model.device), "python": platform.python_version()},
     }
+
+
+def unfinished_warnings(model: dict[str, Any]) -> list[str]:
+    """Warnings for a report's ``model`` section: the checkpoint (or the teacher it was distilled
+    from) is the model of an unfinished run. Unknown (older files, foreign formats) warns nothing."""
+    out = []
+    for who, training in ((f"{model.get('path')}", model.get("training")), ("its teacher", ((model.get("defense") or {}).get("teacher") or {}).get("training"))):
+        if isinstance(training, dict) and training.get("complete") is False:
+            out.append(f"{who} is an unfinished model: its training stopped after epoch {training.get('epochs_done')} of {training.get('epochs_total')} "
+                       "(interrupted or diverged); finish the run with --resume, or use a finished model")
+    return out
 
 
 def attack_report(model: LoadedModel, members: ImageSet, nonmembers: ImageSet, result: AttackResult, *, direction: str) -> dict[str, Any]:

@@ -6,7 +6,11 @@ discriminator and keeps only the λ·L1 term. One loop serves all three.
 
 Per epoch the loop writes the model checkpoint and a resume state (``<out>.state``), both
 atomically; ``resume=True`` continues from the state and, on the CPU, reaches the same weights as
-an uninterrupted run.
+an uninterrupted run. The checkpoint records whether training finished (``training_record``),
+and a finished run deletes its state unless ``keep_state`` (it is several times the model's size).
+
+A run that diverges (a non-finite or impossible loss, non-finite weights) stops with a
+``TrainingError`` before it saves that epoch, so the checkpoint on disk stays the last good one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import nn
 
 from privaudit.data.images import to_float
 from privaudit.errors import CheckpointError, InputError, TrainingError, check_seed
-from privaudit.io import atomic_torch_save
+from privaudit.io import atomic_torch_save, remove_stale_temporaries
 from privaudit.models.checkpoint import resolve_device, safe_torch_load
 from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
 
@@ -110,6 +114,73 @@ def _state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
 
 
+def state_path(out: Path) -> Path:
+    """Where the resume state of a run writing ``out`` lives: ``<out>.state``."""
+    return _state_path(Path(out))
+
+
+def discard_state(out: Path) -> None:
+    """Delete the resume state of a finished run (and temporaries a killed writer left beside it).
+    A failure is not worth failing a finished run for: the state is only a cache."""
+    path = state_path(out)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    remove_stale_temporaries(path)
+
+
+def training_record(epochs_done: int, epochs_total: int) -> dict[str, Any]:
+    """What a checkpoint says about its training: ``complete`` False for the checkpoint of an
+    interrupted (or diverged) run, written after epoch ``epochs_done`` of ``epochs_total``."""
+    return {"complete": epochs_done >= epochs_total, "epochs_done": int(epochs_done), "epochs_total": int(epochs_total)}
+
+
+def missing_state_message(path: Path, what: str = "") -> str:
+    return (f"--resume: no saved state {path} from an earlier{what} run (a finished run deletes it unless trained with --keep-state); "
+            "drop --resume to start afresh")
+
+
+# ----------------------------------------------------------------------------------------------
+# divergence: bounds that no healthy run comes near
+
+# The L1 between images in [-1, 1] cannot exceed 2.
+MAX_L1 = 2.0
+# Binary cross-entropy of the PatchGAN's logits: healthy pix2pix runs stay near 0.3-3 (about 100
+# even at --lr 1); 1000 means logits off by a thousand on average, a discriminator that blew up.
+MAX_GAN_LOSS = 1e3
+LOSS_BOUNDS = {"G_L1": MAX_L1, "G_GAN": MAX_GAN_LOSS, "D_real": MAX_GAN_LOSS, "D_fake": MAX_GAN_LOSS}
+
+
+def divergence(losses: dict[str, float]) -> str | None:
+    """Why these losses of one step show a diverged run, or None: a non-finite value, or a value
+    above its bound in ``LOSS_BOUNDS``."""
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            return f"{name} loss is {value}"
+        bound = LOSS_BOUNDS.get(name)
+        if bound is not None and value > bound * (1 + 1e-6):
+            return f"{name} loss {value:.3g} is above {bound:g}, which healthy training never reaches"
+    return None
+
+
+def nonfinite_weights(*nets: nn.Module | None) -> str | None:
+    """The first parameter or buffer holding NaN or inf, as a reason, or None."""
+    for net in nets:
+        if net is None:
+            continue
+        for name, t in net.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return f"non-finite weights in {name}"
+    return None
+
+
+def diverged(epoch: int, reason: str, *, lr: float, out: Path, what: str = "training") -> TrainingError:
+    """The one-line error of a run that diverged in ``epoch`` (1-based); that epoch was not saved."""
+    kept = f"{out} keeps the model of epoch {epoch - 1} (unfinished)" if epoch > 1 else "no model was written"
+    return TrainingError(f"{what} diverged at epoch {epoch} ({reason}); lower --lr (it was {lr:g}; pix2pix uses 2e-4) and train again; {kept}")
+
+
 def fit(
     generator: UnetGenerator,
     inputs: torch.Tensor,
@@ -122,6 +193,7 @@ def fit(
     discriminator: nn.Module | None = None,
     fingerprint: dict[str, Any] | None = None,
     on_step: Callable[[int, int, int, dict[str, float]], None] | None = None,
+    keep_state: bool = False,
 ) -> list[EpochStats]:
     """Train ``generator`` on (inputs, targets) with the pix2pix objective.
 
@@ -129,7 +201,9 @@ def fit(
     regular training, teacher outputs for distillation). ``cfg.adversarial`` False gives DMP
     (L1 only). ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress.
     ``save_model(path, G, epoch)`` writes the model checkpoint after every epoch.
-    ``fingerprint`` (the data and settings) must match on ``resume``.
+    ``fingerprint`` (the data and settings) must match on ``resume``. The resume state is deleted
+    when the run finishes, unless ``keep_state``. Raises ``TrainingError`` when the run diverges
+    (see ``divergence``), before that epoch is saved.
     """
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -199,21 +273,28 @@ def fit(
                 for p in D.parameters():
                     p.requires_grad_(True)
             losses["G_L1"] = loss_l1.item()
-            if not math.isfinite(loss_g.item()):
-                raise TrainingError(f"training diverged at epoch {epoch + 1} (loss is {loss_g.item()}); lower --lr or check the data")
+            reason = divergence({**losses, "G": loss_g.item()})
+            if reason:
+                raise diverged(epoch + 1, reason, lr=cfg.lr, out=out)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             if on_step:
                 on_step(epoch, step, steps_per_epoch, {k: v / (step + 1) for k, v in sums.items()})
         for s in sched:
             s.step()
+        reason = nonfinite_weights(generator, D)
+        if reason:
+            raise diverged(epoch + 1, reason, lr=cfg.lr, out=out)
         stats = EpochStats(epoch + 1, {k: v / steps_per_epoch for k, v in sums.items()})
         history.append(stats)
         generator.eval()
         save_model(out, generator, epoch + 1)
         generator.train()
-        _save_state(state_file, epoch + 1, fp, generator, D, opt_g, opt_d, history)
+        if keep_state or epoch + 1 < cfg.epochs:
+            _save_state(state_file, epoch + 1, fp, generator, D, opt_g, opt_d, history)
     generator.eval()
+    if not keep_state:
+        discard_state(out)
     return history
 
 
@@ -277,7 +358,7 @@ def restore_schedules(sched: list[torch.optim.lr_scheduler.LRScheduler], epoch: 
 
 def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, device) -> tuple[int, list[EpochStats]]:
     if not path.exists():
-        raise InputError(f"--resume: no saved state {path} from an earlier run; drop --resume to start afresh")
+        raise InputError(missing_state_message(path))
     state = safe_torch_load(path, what="training state")
     if not isinstance(state, dict) or state.get("format") != "privaudit.train-state/1":
         raise CheckpointError(f"{path} is not a privaudit training state; drop --resume to start afresh")

@@ -85,7 +85,8 @@ def test_train_writes_a_self_describing_checkpoint(env):
     assert ckpt["defense"] == {"method": "none"}
     assert ckpt["provenance"]["epoch"] == 2
     assert ckpt["provenance"]["trained_on"]["count"] == 8
-    assert (env.model.parent / "model.pt.state").exists()
+    assert ckpt["training"] == {"complete": True, "epochs_done": 2, "epochs_total": 2}
+    assert not (env.model.parent / "model.pt.state").exists()  # a finished run keeps no resume state (--keep-state does)
     assert not [p for p in env.model.parent.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -105,7 +106,7 @@ def test_resume_extends_a_run_to_the_same_weights(env, tmp_path):
     flags = ["--size", "32", "--ngf", "4", "--ndf", "8", "--batch-size", "4", "--decay-epochs", "0", "-q"]
     full, part = tmp_path / "full.pt", tmp_path / "part.pt"
     assert invoke("train", env.members, "--out", full, "--epochs", "2", *flags).exit_code == 0
-    r1 = invoke("train", env.members, "--out", part, "--epochs", "1", *flags)
+    r1 = invoke("train", env.members, "--out", part, "--epochs", "1", "--keep-state", *flags)
     assert r1.exit_code == 0, r1.output
     assert torch.load(part, weights_only=True)["provenance"]["epoch"] == 1
     r2 = invoke("train", env.members, "--out", part, "--epochs", "2", "--resume", *flags)
@@ -137,7 +138,7 @@ def test_resume_after_an_interruption_matches_the_uninterrupted_run(env, tmp_pat
 
 def test_resume_with_other_settings_is_refused(env, tmp_path):
     out = tmp_path / "m.pt"
-    assert invoke("train", env.members, "--out", out, "--size", "32", "--ngf", "4", "--ndf", "8", "--epochs", "1", "-q").exit_code == 0
+    assert invoke("train", env.members, "--out", out, "--size", "32", "--ngf", "4", "--ndf", "8", "--epochs", "1", "--keep-state", "-q").exit_code == 0
     r = invoke("train", env.members, "--out", out, "--size", "32", "--ngf", "4", "--ndf", "8", "--epochs", "1", "--lr", "1e-3", "--resume", "-q")
     assert_bad_input(r, mentions="lr")
 

@@ -104,7 +104,7 @@ def test_defend_rejects_zero_sizes_instead_of_defaulting(tmp_path, tiny_checkpoi
 def test_resume_with_nothing_left_to_train(tmp_path, data):
     out = tmp_path / "t.pt"
     args = ["train", str(data / "m"), "--ngf", "4", "--ndf", "8", "--batch-size", "4", "--no-augment", "--out", str(out), "--quiet"]
-    assert runner.invoke(app, args + ["--epochs", "2"]).exit_code == 0
+    assert runner.invoke(app, args + ["--epochs", "2", "--keep-state"]).exit_code == 0
     before = out.read_bytes()
     r = runner.invoke(app, args + ["--epochs", "1", "--resume"])
     _bad(r, "already holds 2 epochs")

@@ -134,7 +134,7 @@ def test_resume_refuses_other_settings(tiny_checkpoint, tmp_path):
     p = write_pairs(tmp_path / "p", 4, seed=5)
     base = ["defend", str(tiny_checkpoint), "--method", "dmp", "--proxy", str(p), "--out", str(tmp_path / "s.pt"), "--epochs", "1",
             "--batch-size", "2", "--device", "cpu", "--quiet"]
-    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, base + ["--keep-state"]).exit_code == 0
     r = runner.invoke(app, base + ["--resume", "--lr", "0.01"])
     assert r.exit_code == 2 and "lr" in r.stderr
 

@@ -98,7 +98,8 @@ def test_checkpoint_loads_with_group_norm_and_dp_record(run: tuple[DPResult, Pat
     with torch.no_grad():
         y = model.module(torch.zeros(1, 3, 32, 32))
     assert y.shape == (1, 3, 32, 32) and torch.isfinite(y).all()
-    assert out.with_name(out.name + ".state").exists()
+    assert model.training == {"complete": True, "epochs_done": 2, "epochs_total": 2}
+    assert not out.with_name(out.name + ".state").exists()  # a finished run keeps no resume state (keep_state=True does)
 
 
 def test_epsilon_matches_an_independent_opacus_accountant(run: tuple[DPResult, Path]) -> None:
@@ -238,10 +239,10 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
 
 def test_resume_continues_with_the_same_weights_and_epsilon(tmp_path: Path) -> None:
     full = train_dpsgd(make_set(), tmp_path / "full.pt", direction="AtoB", arch=ARCH, cfg=dp_cfg(epochs=2))
-    train_dpsgd(make_set(), tmp_path / "part.pt", direction="AtoB", arch=ARCH, cfg=dp_cfg(epochs=1))
+    train_dpsgd(make_set(), tmp_path / "part.pt", direction="AtoB", arch=ARCH, cfg=dp_cfg(epochs=1), keep_state=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        resumed = train_dpsgd(make_set(), tmp_path / "part.pt", direction="AtoB", arch=ARCH, cfg=dp_cfg(epochs=2), resume=True)
+        resumed = train_dpsgd(make_set(), tmp_path / "part.pt", direction="AtoB", arch=ARCH, cfg=dp_cfg(epochs=2), resume=True, keep_state=True)
     assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]  # restoring the schedule is no misuse
     wf, wr = weights(tmp_path / "full.pt"), weights(tmp_path / "part.pt")
     assert all(torch.equal(wf[k], wr[k]) for k in wf)

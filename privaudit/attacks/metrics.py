@@ -13,7 +13,11 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from privaudit.errors import EnvironmentProblem
+
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
+# Scores per bootstrap block (rows x (members + non-members)); 256 rows up to 16,384 samples.
+BOOTSTRAP_BLOCK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -70,16 +74,25 @@ def bootstrap_auc_ci(
         return (auc, auc)
     rng = np.random.default_rng(seed)
     m, n = len(scores_members), len(scores_nonmembers)
-    aucs = np.empty(n_bootstrap)
     # Replicates in blocks, each AUC from the Mann-Whitney U statistic (ties count one half),
     # which is exactly the ROC AUC; a loop over roc_auc_score would dominate the attack's time.
-    for start in range(0, n_bootstrap, 256):
-        b = min(256, n_bootstrap - start)
-        sm = scores_members[rng.integers(0, m, (b, m))]
-        sn = scores_nonmembers[rng.integers(0, n, (b, n))]
-        ranks = rankdata(np.concatenate([sm, sn], axis=1), axis=1)
-        u = ranks[:, :m].sum(axis=1) - m * (m + 1) / 2.0
-        aucs[start : start + b] = u / (m * n)
+    # A block holds (block, m + n) scores: 256 rows, fewer for very large sets, so the memory
+    # stays bounded and a large --bootstrap costs time, not memory.
+    block = max(1, min(256, BOOTSTRAP_BLOCK_ELEMENTS // (m + n)))
+    try:
+        aucs = np.empty(n_bootstrap)
+        for start in range(0, n_bootstrap, block):
+            b = min(block, n_bootstrap - start)
+            sm = scores_members[rng.integers(0, m, (b, m))]
+            sn = scores_nonmembers[rng.integers(0, n, (b, n))]
+            ranks = rankdata(np.concatenate([sm, sn], axis=1), axis=1)
+            u = ranks[:, :m].sum(axis=1) - m * (m + 1) / 2.0
+            aucs[start : start + b] = u / (m * n)
+    except MemoryError:
+        raise EnvironmentProblem(
+            f"out of memory while bootstrapping the AUC interval ({n_bootstrap} resamples of {m} members and {n} non-members); "
+            "pass a smaller --bootstrap (0 skips the interval) or free memory"
+        ) from None
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(aucs, [alpha, 1.0 - alpha])
     return (float(lo), float(hi))

@@ -15,6 +15,7 @@ import torch
 from privaudit.attacks.metrics import DEFAULT_FPRS, AttackMetrics, attack_metrics
 from privaudit.data.images import ImageSet, to_float, to_uint8
 from privaudit.errors import CheckpointError, InputError, check_seed
+from privaudit.limits import MAX_BOOTSTRAP, MAX_SAMPLES, check_at_most
 from privaudit.models.checkpoint import LoadedModel
 from privaudit.models.inference import check_image_size, iter_outputs
 
@@ -38,12 +39,14 @@ class AttackConfig:
             raise InputError(f"invalid --loss {self.loss!r}; use l1 or l2")
         if self.samples < 1:
             raise InputError(f"--samples must be at least 1, not {self.samples}")
+        check_at_most(self.samples, MAX_SAMPLES, "--samples", "each draw is a full pass over both sets")
         if self.samples > 1 and not self.stochastic:
             raise InputError("--samples K averages K dropout draws and needs --stochastic; add --stochastic or drop --samples")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.n_bootstrap < 0:
             raise InputError(f"--bootstrap must be 0 or more, not {self.n_bootstrap}")
+        check_at_most(self.n_bootstrap, MAX_BOOTSTRAP, "--bootstrap", "the 95% interval is stable long before that")
         check_seed(self.seed)
 
 

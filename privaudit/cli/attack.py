@@ -12,7 +12,7 @@ import typer
 from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import attack_table, show
+from privaudit.cli.render import attack_table, show, warn_unfinished
 from privaudit.errors import InputError
 from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
 from privaudit.models.checkpoint import ArchOverrides
@@ -79,6 +79,7 @@ def attack(
         write_json("-", report)
     if not quiet:
         show(attack_table(report))
+    warn_unfinished(report["model"])
     if fail_above_auc is not None and result.metrics.auc > fail_above_auc:
         typer.echo(f"privaudit: attack AUC {result.metrics.auc:.4f} exceeds --fail-above-auc {fail_above_auc}", err=True)
         raise typer.Exit(1)

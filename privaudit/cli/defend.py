@@ -11,6 +11,7 @@ from rich.table import Table
 
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
+from privaudit.cli.render import warn_unfinished
 from privaudit.data.images import check_direction, load_inputs, load_pairs
 from privaudit.defenses import check_method
 from privaudit.errors import InputError
@@ -48,6 +49,7 @@ def defend(
     seed: o.Seed = 0,
     device: o.Device = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.state.")] = False,
+    keep_state: o.KeepState = False,
     quiet: o.Quiet = False,
 ) -> None:
     """Harden a generator against membership inference and record exactly what was done."""
@@ -76,7 +78,7 @@ def defend(
         with progress(disable=quiet) as bar:
             task = bar.add_task("dpsgd", total=None, info="")
             result = train_dpsgd(pairs, out, direction=direction, arch=arch, cfg=cfg, resume=resume, on_step=epoch_callback(bar, task, epochs),
-                                 provenance={"trained_on": {"path": str(train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}})
+                                 provenance={"trained_on": {"path": str(train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}}, keep_state=keep_state)
         summary.update({"ε spent": f"{result.epsilon:.4g}", "δ": f"{result.delta:.3g}", "noise multiplier σ": f"{result.noise_multiplier:.4g}",
                         "max grad norm C": f"{max_grad_norm:g}", "sample rate": f"{result.sample_rate:.4g}", "steps": str(result.steps),
                         "accountant": result.accountant})
@@ -84,6 +86,7 @@ def defend(
         if model is None:
             raise InputError(f"--method {method} needs the teacher MODEL as the first argument")
         teacher = load_model(model, device=device, seed=seed, overrides=ArchOverrides())
+        warn_unfinished({"path": str(model), "training": teacher.training, "defense": teacher.defense})
         direction = direction or teacher.direction or "AtoB"
         check_direction(direction)
         if method == "gauss":
@@ -111,7 +114,8 @@ def defend(
             cfg = TrainConfig(epochs=epochs, batch_size=1 if batch_size is None else batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)
             with progress(disable=quiet) as bar:
                 task = bar.add_task(method, total=None, info="")
-                distill(teacher, proxy_set, out, method=method, arch=arch, cfg=cfg, direction=direction, resume=resume, on_step=epoch_callback(bar, task, epochs))
+                distill(teacher, proxy_set, out, method=method, arch=arch, cfg=cfg, direction=direction, resume=resume, on_step=epoch_callback(bar, task, epochs),
+                        keep_state=keep_state)
             summary.update({"teacher": str(model), "proxy inputs": f"{len(proxy_set)} ({proxy_set.layout})", "λ": f"{lambda_l1:g}", "epochs": str(epochs),
                             "student": f"U-Net num_downs={arch.num_downs} ngf={arch.ngf} norm={arch.norm}"})
     summary["time"] = f"{time.perf_counter() - t0:.1f}s"

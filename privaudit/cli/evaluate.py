@@ -10,7 +10,7 @@ import typer
 from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import evaluate_table, show
+from privaudit.cli.render import evaluate_table, show, warn_unfinished
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate as run
 from privaudit.io import check_writable, write_json
 from privaudit.models.checkpoint import ArchOverrides
@@ -67,3 +67,4 @@ def evaluate(
         write_json(json_out, report)
     if not quiet:
         show(evaluate_table(report))
+    warn_unfinished(report["model"])

@@ -18,3 +18,4 @@ Ngf = Annotated[Optional[int], typer.Option("--ngf", help="U-Net width (filters 
 Norm = Annotated[Optional[str], typer.Option("--norm", help="batch, instance or none; inferred when omitted.")]
 Dropout = Annotated[Optional[bool], typer.Option("--dropout/--no-dropout", help="Whether the U-Net has dropout (cannot be seen in a state_dict; pix2pix's default is on).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")]
+KeepState = Annotated[bool, typer.Option("--keep-state", help="Keep the resume state OUT.state (several times the model's size) after the run finishes, so that --resume with a larger --epochs can extend it later.")]

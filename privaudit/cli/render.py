@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import typer
 from rich.table import Table
 
 from privaudit.cli.common import stderr
@@ -33,7 +34,19 @@ def attack_table(report: dict[str, Any]) -> Table:
     defense = report["model"].get("defense", {}).get("method", "none")
     if defense != "none":
         t.add_row("defense", defense)
+    training = report["model"].get("training")
+    if isinstance(training, dict) and training.get("complete") is False:
+        t.add_row("training", f"[bold red]UNFINISHED[/]: epoch {training.get('epochs_done')} of {training.get('epochs_total')}")
     return t
+
+
+def warn_unfinished(model: dict[str, Any]) -> None:
+    """One warning line on stderr per unfinished model behind a report's ``model`` section (shown
+    even with --quiet: the numbers describe a model nobody meant to release)."""
+    from privaudit.pipeline import unfinished_warnings
+
+    for line in unfinished_warnings(model):
+        typer.echo(f"privaudit: warning: {line}", err=True)
 
 
 def show(table: Table) -> None:

@@ -37,6 +37,7 @@ def train(
     seed: o.Seed = 0,
     device: o.Device = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.state.")] = False,
+    keep_state: o.KeepState = False,
     quiet: o.Quiet = False,
 ) -> None:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on private pairs."""
@@ -50,7 +51,8 @@ def train(
     t0 = time.perf_counter()
     with progress(disable=quiet) as bar:
         task = bar.add_task("train", total=None, info="")
-        history, pairs = train_regular(data, out, direction=direction, size=size, spec=spec, cfg=cfg, resume=resume, on_step=epoch_callback(bar, task, epochs))
+        history, pairs = train_regular(data, out, direction=direction, size=size, spec=spec, cfg=cfg, resume=resume, on_step=epoch_callback(bar, task, epochs),
+                                       keep_state=keep_state)
     secs = time.perf_counter() - t0
     if not quiet:
         last = history[-1].losses if history else {}

@@ -23,7 +23,7 @@ from privaudit.models.checkpoint import LoadedModel, save_checkpoint
 from privaudit.models.inference import check_image_size, iter_outputs
 from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
 from privaudit.pipeline import data_fingerprint
-from privaudit.training import EpochStats, TrainConfig, fit
+from privaudit.training import EpochStats, TrainConfig, fit, training_record
 
 
 @torch.inference_mode()
@@ -59,8 +59,10 @@ def distill(
     direction: str,
     resume: bool = False,
     on_step: Callable[[int, int, int, dict[str, float]], None] | None = None,
+    keep_state: bool = False,
 ) -> list[EpochStats]:
-    """Train a student of ``arch`` on the proxy inputs and the teacher's outputs; write ``out``."""
+    """Train a student of ``arch`` on the proxy inputs and the teacher's outputs; write ``out``.
+    The resume state ``<out>.state`` is deleted when the run finishes, unless ``keep_state``."""
     if method not in ("akd", "dmp"):
         raise InputError(f"distillation method must be akd or dmp, not {method!r}")
     if proxy.targets is not None:
@@ -78,13 +80,14 @@ def distill(
         "lambda_l1": cfg.lambda_l1,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
-        "teacher": {"path": teacher.path, "sha256": teacher.sha256, "format": teacher.format, "mode": "eval"},
+        "teacher": {"path": teacher.path, "sha256": teacher.sha256, "format": teacher.format, "mode": "eval",
+                    **({"training": teacher.training} if teacher.training is not None else {})},
         "proxy": {k: proxy_info[k] for k in ("path", "count", "layout")},
     }
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=proxy.size, direction=direction, defense={**defense, "epochs_done": epoch},
-                        provenance={"training": cfg.to_dict(), "epoch": epoch})
+                        provenance={"training": cfg.to_dict(), "epoch": epoch}, training=training_record(epoch, cfg.epochs))
 
     return fit(
         student,
@@ -96,4 +99,5 @@ def distill(
         resume=resume,
         fingerprint={"teacher": teacher.sha256, "proxy": proxy_info["sha256"], "arch": arch.to_dict(), "method": method},
         on_step=on_step,
+        keep_state=keep_state,
     )

@@ -54,11 +54,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privaudit.data.images import ImageSet, check_direction, to_float
-from privaudit.errors import CheckpointError, InputError, TrainingError
+from privaudit.errors import CheckpointError, InputError
 from privaudit.io import atomic_torch_save
 from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
-from privaudit.training import EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, jitter, lr_factor, restore_networks, restore_schedules, train_state
+from privaudit.training import (EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, discard_state, divergence, diverged, jitter, lr_factor,
+                                missing_state_message, nonfinite_weights, restore_networks, restore_schedules, train_state, training_record)
 
 # The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
 # fire on outputs only; that is expected here and says nothing a user can act on.
@@ -265,6 +266,7 @@ def train_dpsgd(
     resume: bool = False,
     on_step: Callable[[int, int, int, dict[str, float]], None] | None = None,
     provenance: dict[str, Any] | None = None,
+    keep_state: bool = False,
 ) -> DPResult:
     """Train a U-Net generator from scratch on the private ``pairs`` with DP-SGD (Opacus).
 
@@ -272,7 +274,9 @@ def train_dpsgd(
     False), generator and discriminator both private under one ``PrivacyEngine``. The generator
     uses norm "group" whatever ``arch.norm`` asks (recorded as ``requested_norm``). Per epoch it
     writes the checkpoint ``out`` (atomically, plain ``UnetGenerator`` keys, ``defense`` with ε
-    spent so far) and the resume state ``<out>.state``; ``resume=True`` continues from the latter.
+    spent so far) and the resume state ``<out>.state``; ``resume=True`` continues from the latter,
+    which is deleted when the run finishes unless ``keep_state``. A diverged run (``training.divergence``)
+    raises ``TrainingError`` before that epoch is saved.
     ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress. Seeded: on the CPU the
     same ``cfg.train.seed`` gives the same weights, because Opacus's ``secure_mode`` is off and its
     Poisson sampling and noise draw from seeded ``torch.Generator``s (right for audits and
@@ -455,8 +459,9 @@ def train_dpsgd(
                     if frozen:
                         _freeze(D_dp, False)
                 losses["G_L1"] = loss_l1.item()
-                if not math.isfinite(loss_g.item()):
-                    raise TrainingError(f"DP-SGD training diverged at epoch {epoch + 1} (loss is {loss_g.item()}); lower --lr or check the data")
+                reason = divergence({**losses, "G": loss_g.item()})
+                if reason:
+                    raise diverged(epoch + 1, reason, lr=tc.lr, out=out, what="DP-SGD training")
             opt_g.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -465,6 +470,9 @@ def train_dpsgd(
                 on_step(epoch, step, steps_per_epoch, {k: sums[k] / counts[k] for k in sums})
         for s in sched:
             s.step()
+        reason = nonfinite_weights(G, D)
+        if reason:
+            raise diverged(epoch + 1, reason, lr=tc.lr, out=out, what="DP-SGD training")
         eps = _epsilon(engine, delta)
         stats = EpochStats(epoch + 1, {**{k: sums[k] / counts[k] for k in sums}, "epsilon": eps})
         history.append(stats)
@@ -481,10 +489,14 @@ def train_dpsgd(
                 **(provenance or {}),
                 "epoch": epoch + 1,
             },
+            training=training_record(epoch + 1, tc.epochs),
         )
         G.train()
-        _save_state(state_file, epoch + 1, fp, G, D, opt_g_base, opt_d_base, engine, noise_g, noise_d, history)
+        if keep_state or epoch + 1 < tc.epochs:
+            _save_state(state_file, epoch + 1, fp, G, D, opt_g_base, opt_d_base, engine, noise_g, noise_d, history)
     G.eval()
+    if not keep_state:
+        discard_state(out)
     eps = _epsilon(engine, delta)
     return DPResult(
         epsilon=eps,
@@ -535,7 +547,7 @@ def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.
 
 def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, engine, noise_g, noise_d) -> tuple[int, list[EpochStats]]:
     if not path.exists():
-        raise InputError(f"--resume: no saved state {path} from an earlier DP-SGD run; drop --resume to start afresh")
+        raise InputError(missing_state_message(path, " DP-SGD"))
     state = safe_torch_load(path, what="training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a privaudit DP-SGD training state; drop --resume to start afresh")

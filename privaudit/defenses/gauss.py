@@ -36,4 +36,5 @@ def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction
         direction=direction,
         defense={"method": "gauss", "sigma": float(sigma), "clamp": [-1.0, 1.0], "teacher": {"path": teacher.path, "sha256": teacher.sha256}},
         provenance={"from": teacher.path, **({"teacher_provenance": teacher.provenance} if teacher.provenance else {})},
+        training=teacher.training,  # the teacher's weights, so the teacher's training status
     )

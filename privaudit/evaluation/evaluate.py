@@ -21,6 +21,7 @@ from privaudit.errors import InputError
 from privaudit.evaluation.kid import FeatureCache, compute_nkid, resolve_inception_weights, vet_inception_weights
 from privaudit.evaluation.pixel import pixel_metrics, sharpness_ratio
 from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
+from privaudit.limits import MAX_KID_SUBSETS, MAX_REPEAT, check_at_most
 from privaudit.pipeline import attack_report, load_attack_sets
 
 
@@ -40,8 +41,10 @@ class EvaluateConfig:
         self.attack.validate()
         if self.repeat < 1:
             raise InputError(f"--repeat must be at least 1, not {self.repeat}")
+        check_at_most(self.repeat, MAX_REPEAT, "--repeat", "each seed is a full audit")
         if self.kid_subsets < 1:
             raise InputError(f"--kid-subsets must be at least 1, not {self.kid_subsets}")
+        check_at_most(self.kid_subsets, MAX_KID_SUBSETS, "--kid-subsets", "the KID estimate is stable long before that")
 
 
 def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, weights: Path | None, cache: FeatureCache | None, seed: int, device) -> tuple[dict, dict]:

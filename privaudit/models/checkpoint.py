@@ -81,6 +81,8 @@ class LoadedModel:
     direction: str | None = None
     defense: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
     provenance: dict[str, Any] = field(default_factory=dict)
+    # {complete, epochs_done, epochs_total} as recorded by save_checkpoint; None: unknown (older or foreign files)
+    training: dict[str, Any] | None = None
     fixed_batch: int | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -187,8 +189,13 @@ def save_checkpoint(
     direction: str | None,
     defense: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> None:
-    """Write a self-describing privaudit checkpoint atomically (temporary file, then rename)."""
+    """Write a self-describing privaudit checkpoint atomically (temporary file, then rename).
+
+    ``training``: ``{complete, epochs_done, epochs_total}`` (``training.training_record``) for a
+    model a training run wrote; a checkpoint written after epoch k < epochs_total says it is unfinished.
+    """
     state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
     ckpt = {
         "format": CHECKPOINT_FORMAT,
@@ -199,6 +206,8 @@ def save_checkpoint(
         "provenance": {"tool": f"privaudit {__version__}", "created": _now(), **(provenance or {})},
         "state_dict": state,
     }
+    if training is not None:
+        ckpt["training"] = dict(training)
     atomic_torch_save(path, ckpt)
 
 
@@ -342,7 +351,18 @@ def _load_privaudit(obj: dict[str, Any], p: Path, digest: str, overrides: ArchOv
         direction=obj.get("direction"),
         defense=defense,
         provenance=obj.get("provenance") or {},
+        training=_training_status(obj.get("training")),
     )
+
+
+def _training_status(rec: Any) -> dict[str, Any] | None:
+    """The checkpoint's ``training`` record, or None (unknown) when absent or malformed."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("complete"), bool):
+        return None
+    done, total = rec.get("epochs_done"), rec.get("epochs_total")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (done, total)):
+        return None
+    return {"complete": rec["complete"], "epochs_done": done, "epochs_total": total}
 
 
 def _clean_state_dict(state: dict[str, Any], p: Path) -> dict[str, torch.Tensor]:
