@@ -150,6 +150,9 @@ MAX_L1 = 2.0
 # even at --lr 1); 1000 means logits off by a thousand on average, a discriminator that blew up.
 MAX_GAN_LOSS = 1e3
 LOSS_BOUNDS = {"G_L1": MAX_L1, "G_GAN": MAX_GAN_LOSS, "D_real": MAX_GAN_LOSS, "D_fake": MAX_GAN_LOSS}
+# Weights start near N(0, 0.02) (BatchNorm scales near 1) and Adam moves each by about --lr per
+# step: at pix2pix's 2e-4 reaching 1e5 would take 5e8 steps, while --lr 1e6 gets there in one.
+MAX_WEIGHT = 1e5
 
 
 def divergence(losses: dict[str, float]) -> str | None:
@@ -164,14 +167,21 @@ def divergence(losses: dict[str, float]) -> str | None:
     return None
 
 
-def nonfinite_weights(*nets: nn.Module | None) -> str | None:
-    """The first parameter or buffer holding NaN or inf, as a reason, or None."""
+def weight_problem(*nets: nn.Module | None) -> str | None:
+    """Why the networks' weights show a diverged run, or None: a parameter or buffer holding NaN
+    or inf, or a parameter above ``MAX_WEIGHT`` in magnitude. (The losses of a step are computed
+    before its update, so a single huge step shows in the weights first.)"""
     for net in nets:
         if net is None:
             continue
+        params = {name for name, _ in net.named_parameters()}
         for name, t in net.state_dict().items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            if not t.is_floating_point():
+                continue
+            if not bool(torch.isfinite(t).all()):
                 return f"non-finite weights in {name}"
+            if name in params and t.numel() and (big := float(t.abs().max())) > MAX_WEIGHT:
+                return f"a weight of {big:.3g} in {name}, above {MAX_WEIGHT:g}, which healthy training never reaches"
     return None
 
 
@@ -282,7 +292,7 @@ def fit(
                 on_step(epoch, step, steps_per_epoch, {k: v / (step + 1) for k, v in sums.items()})
         for s in sched:
             s.step()
-        reason = nonfinite_weights(generator, D)
+        reason = weight_problem(generator, D)
         if reason:
             raise diverged(epoch + 1, reason, lr=cfg.lr, out=out)
         stats = EpochStats(epoch + 1, {k: v / steps_per_epoch for k, v in sums.items()})

@@ -59,7 +59,7 @@ from privaudit.io import atomic_torch_save
 from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
 from privaudit.training import (EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, discard_state, divergence, diverged, jitter, lr_factor,
-                                missing_state_message, nonfinite_weights, restore_networks, restore_schedules, train_state, training_record)
+                                missing_state_message, weight_problem, restore_networks, restore_schedules, train_state, training_record)
 
 # The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
 # fire on outputs only; that is expected here and says nothing a user can act on.
@@ -470,7 +470,7 @@ def train_dpsgd(
                 on_step(epoch, step, steps_per_epoch, {k: sums[k] / counts[k] for k in sums})
         for s in sched:
             s.step()
-        reason = nonfinite_weights(G, D)
+        reason = weight_problem(G, D)
         if reason:
             raise diverged(epoch + 1, reason, lr=tc.lr, out=out, what="DP-SGD training")
         eps = _epsilon(engine, delta)

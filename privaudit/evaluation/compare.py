@@ -60,9 +60,13 @@ def _row(name: str, r: dict[str, Any]) -> Row:
         method = f"gauss σ={d.get('sigma')}"
     elif method == "dpsgd" and d.get("noise_multiplier") is not None:
         method = f"dpsgd σ={d.get('noise_multiplier'):.3g}"
+    method = method if method != "none" else "regular"
+    training = (r.get("model") or {}).get("training")
+    if isinstance(training, dict) and training.get("complete") is False:
+        method += f" (unfinished: epoch {training.get('epochs_done')}/{training.get('epochs_total')})"
     return Row(
         name=name,
-        method=method if method != "none" else "regular",
+        method=method,
         auc=float(a["auc"]),
         auc_ci95=tuple(float(v) for v in (a.get("auc_ci95") or (a["auc"], a["auc"]))[:2]),
         tpr_1=(a.get("tpr_at_fpr") or {}).get("0.01"),
