@@ -7,7 +7,9 @@ Two layouts are accepted for a data PATH:
 * a folder holding ``A/`` and ``B/`` with the same file names.
 
 Images are kept as uint8 tensors (N, C, H, W); ``to_float`` maps them to [-1, 1] as pix2pix's
-``Normalize((0.5,)*3, (0.5,)*3)`` does.
+``Normalize((0.5,)*3, (0.5,)*3)`` does. Every decoded image is checked before it is resized
+(``ResizeLog``): too small, too elongated or too large to decode safely is refused, naming the file;
+what resizing did is summarised on the ImageSet for the report.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class ImageSet:
     names: list[str]
     path: str
     layout: str
-    # What resizing did to this set (``ResizeLog.summary``): None when no image was resized.
+    # What resizing did to the folder this set was read from (``ResizeLog.summary``; a subset keeps
+    # its parent's): None when no image was resized.
     resized: dict[str, Any] | None = None
 
     def __len__(self) -> int:
