@@ -9,8 +9,9 @@
 #                   and latest_net_G.pth
 #   DATAROOT        the pix2pix data set root the run was trained on (aligned A|B images), with
 #                   train/ (the members) and test/ (the non-members)
-#   --direction     which half is the input, as in pix2pix's --direction (default AtoB;
-#                   facades label -> photo is BtoA)
+#   --direction     which half is the input, as in pix2pix's --direction (facades label -> photo
+#                   is BtoA); default: the run's own, read from CHECKPOINT_DIR/train_opt.txt (a
+#                   .pth does not record it, and guessing wrong makes a leaking model look clean)
 #   --out DIR       where the reports go (default: privaudit-audit/<run name> in the current folder)
 #   -- FLAGS...     passed on to every `privaudit attack`, e.g. -- --size 256 --stochastic --samples 4
 #
@@ -45,7 +46,7 @@ die_usage() {
 }
 
 # ---- arguments ---------------------------------------------------------------------------------
-direction=AtoB
+direction=""
 out=""
 positional=()
 extra=()
@@ -93,7 +94,7 @@ ckpt_dir=${positional[0]%/}
 dataroot=${positional[1]%/}
 
 case "$direction" in
-    AtoB | BtoA) ;;
+    "" | AtoB | BtoA) ;;
     *) die_usage "--direction must be AtoB or BtoA, not '$direction'" ;;
 esac
 
@@ -135,6 +136,16 @@ if [ "${#checkpoints[@]}" -eq 0 ]; then
         "(checkpoints/<name>/ with latest_net_G.pth, <epoch>_net_G.pth)" >&2
     exit 2
 fi
+
+# pix2pix writes its options to train_opt.txt, e.g. "                direction: BtoA    [default: AtoB]".
+if [ -z "$direction" ] && [ -f "$ckpt_dir/train_opt.txt" ]; then
+    direction=$(awk '$1 == "direction:" { print $2; exit }' "$ckpt_dir/train_opt.txt")
+    case "$direction" in
+        AtoB | BtoA) echo "$prog: direction $direction, from $ckpt_dir/train_opt.txt" >&2 ;;
+        *) direction="" ;;
+    esac
+fi
+[ -n "$direction" ] || die_usage "pass --direction AtoB or BtoA (which half of DATAROOT's images the generator takes as input): '$ckpt_dir' has no train_opt.txt that records it"
 
 mkdir -p "$out"
 echo "$prog: auditing ${#checkpoints[@]} checkpoint(s) of '$run_name' (direction $direction) into $out/" >&2

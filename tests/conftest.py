@@ -114,12 +114,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------------------------
 # overfit teacher: a model that clearly leaks membership
 
-OVERFIT_PAIRS = 8
+OVERFIT_PAIRS = 10  # the fewest an attack accepts without --allow-small
 OVERFIT_EPOCHS = 100
 
 
 def build_overfit_teacher(root: Path, *, epochs: int = OVERFIT_EPOCHS, seed: int = 0) -> tuple[Path, Path, Path]:
-    """Train a tiny pix2pix teacher on 8 member pairs until it memorises them.
+    """Train a tiny pix2pix teacher on OVERFIT_PAIRS member pairs until it memorises them.
 
     Returns (checkpoint, members dir, non-members dir); non-members come from the same
     distribution (another seed), so only memorisation separates the two sets.
@@ -130,12 +130,12 @@ def build_overfit_teacher(root: Path, *, epochs: int = OVERFIT_EPOCHS, seed: int
     members = write_pairs(root / "members", OVERFIT_PAIRS, seed=seed + 1, prefix="m")
     nonmembers = write_pairs(root / "nonmembers", OVERFIT_PAIRS, seed=seed + 2, prefix="n")
     ckpt = root / "teacher.pt"
-    cfg = TrainConfig(epochs=epochs, batch_size=4, augment=False, ndf=8, seed=seed, device="cpu", lr=1e-3)
+    cfg = TrainConfig(epochs=epochs, batch_size=5, augment=False, ndf=8, seed=seed, device="cpu", lr=1e-3)  # 2 steps an epoch
     train_regular(members, ckpt, direction="AtoB", size=32, spec=ModelSpec(ngf=8, num_downs=5), cfg=cfg)
     return ckpt, members, nonmembers
 
 
 @pytest.fixture(scope="session")
 def overfit_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(checkpoint path, members dir, non-members dir) of a teacher overfit on its 8 members. Read-only."""
+    """(checkpoint path, members dir, non-members dir) of a teacher overfit on its OVERFIT_PAIRS members. Read-only."""
     return build_overfit_teacher(tmp_path_factory.mktemp("overfit"))

@@ -65,7 +65,8 @@ def env(tmp_path_factory) -> SimpleNamespace:
 
 
 def attack_args(env, model=None, *extra) -> list:
-    return ["attack", model or env.model, "--members", env.members, "--nonmembers", env.nonmembers, *extra]
+    # 8 pairs a side keep the module fast; below 10 the attack needs --allow-small.
+    return ["attack", model or env.model, "--members", env.members, "--nonmembers", env.nonmembers, "--allow-small", *extra]
 
 
 # --- train ------------------------------------------------------------------------------------
@@ -184,8 +185,10 @@ def test_attack_report_has_every_design_key(env, tmp_path):
     assert m["defense"]["method"] == "none"
 
     d = r["data"]
-    assert d["members"] == {"path": str(env.members), "count": 8}
-    assert d["nonmembers"] == {"path": str(env.nonmembers), "count": 8}
+    assert d["members"] == {"path": str(env.members), "count": 8, "resized": None}
+    assert d["nonmembers"] == {"path": str(env.nonmembers), "count": 8, "resized": None}
+    assert d["direction"] == "AtoB" and d["direction_source"] == "model"
+    assert d["image_size"] == 32 and d["image_size_source"] == "model" and d["allow_small"] is True
 
     a = r["attack"]
     assert ATTACK_KEYS <= set(a)
@@ -336,7 +339,7 @@ def _make_case(case: str, env, tmp: Path) -> tuple[list, str | None]:
         mentions = "--size"
     else:
         raise AssertionError(case)
-    return ["attack", model, "--members", members, "--nonmembers", env.nonmembers, *extra], mentions
+    return ["attack", model, "--members", members, "--nonmembers", env.nonmembers, "--allow-small", *extra], mentions
 
 
 BAD_CASES = [

@@ -30,8 +30,8 @@ def _bad(result, needle: str | None = None) -> None:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("d")
-    write_pairs(root / "m", 4, seed=1)
-    write_pairs(root / "n", 4, seed=2)
+    write_pairs(root / "m", 10, seed=1)  # 10: the fewest an attack accepts without --allow-small
+    write_pairs(root / "n", 10, seed=2)
     return root
 
 
@@ -55,9 +55,9 @@ def test_export_archive_with_a_pickled_payload_is_refused_and_nothing_runs(tmp_p
         for info in zin.infolist():
             blob = payload.getvalue() if info.filename.endswith("sample_inputs/model.pt") else zin.read(info.filename)
             zout.writestr(info, blob)
-    ok = runner.invoke(app, ["attack", str(good), "--members", str(data / "m"), "--nonmembers", str(data / "n"), "--quiet"])
+    ok = runner.invoke(app, ["attack", str(good), "--members", str(data / "m"), "--nonmembers", str(data / "n"), "--direction", "AtoB", "--quiet"])
     assert ok.exit_code == 0, ok.output
-    r = runner.invoke(app, ["attack", str(evil), "--members", str(data / "m"), "--nonmembers", str(data / "n"), "--quiet"])
+    r = runner.invoke(app, ["attack", str(evil), "--members", str(data / "m"), "--nonmembers", str(data / "n"), "--direction", "AtoB", "--quiet"])
     _bad(r, "refusing")
     assert not marker.exists()
 

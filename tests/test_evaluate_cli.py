@@ -61,7 +61,8 @@ def env(tmp_path_factory, tiny_checkpoint) -> SimpleNamespace:
 
 
 def evaluate_args(env, *extra) -> list:
-    return ["evaluate", env.model, "--members", env.members, "--nonmembers", env.nonmembers, "--bootstrap", "50", "-q", *extra]
+    # 8 pairs a side (4 proxy pairs) keep KID fast; below 10 evaluate needs --allow-small.
+    return ["evaluate", env.model, "--members", env.members, "--nonmembers", env.nonmembers, "--bootstrap", "50", "-q", "--allow-small", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def no_kid_report(env) -> Path:
 @pytest.fixture(scope="module")
 def attack_report(env) -> Path:
     path = env.root / "attack.json"
-    result = invoke("attack", env.model, "--members", env.members, "--nonmembers", env.nonmembers, "--bootstrap", "50", "-q", "--json", path)
+    result = invoke("attack", env.model, "--members", env.members, "--nonmembers", env.nonmembers, "--bootstrap", "50", "-q", "--allow-small", "--json", path)
     assert result.exit_code == 0, result.output
     return path
 
@@ -135,7 +136,7 @@ def test_report_kid_equals_torch_fidelity_calculate_metrics(env, tmp_path, monke
     members = write_pairs(tmp_path / "m", 6, seed=11, prefix="m")
     nonmembers = write_pairs(tmp_path / "n", 6, seed=12, prefix="n")
     result = invoke("evaluate", env.model, "--members", members, "--nonmembers", nonmembers, "--inception-weights", env.weights,
-                    "--no-feature-cache", "--kid-subsets", "30", "--seed", "3", "--bootstrap", "20", "--json", "-", "-q")
+                    "--no-feature-cache", "--kid-subsets", "30", "--seed", "3", "--bootstrap", "20", "--json", "-", "-q", "--allow-small")
     assert result.exit_code == 0, result.output
     u = json.loads(result.stdout)["utility"]
     assert (u["kid_subset_size"], u["kid_subsets"], u["kid_seed"]) == (6, 30, 3)

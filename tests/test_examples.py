@@ -186,7 +186,7 @@ def test_audit_script_on_a_pix2pix_run(tmp_path: Path, dataroot: Path):
         torch.save(UnetGenerator(UnetArch(num_downs=5, ngf=4)).state_dict(), ckpt_dir / f"{name}_net_G.pth")
     (ckpt_dir / "5_net_D.pth").write_bytes(b"not a generator: must be ignored")
 
-    result = _run(tmp_path, str(ckpt_dir), str(dataroot), "--direction", "AtoB", "--", "--device", "cpu")
+    result = _run(tmp_path, str(ckpt_dir), str(dataroot), "--direction", "AtoB", "--", "--device", "cpu", "--allow-small")
     assert result.returncode == 0, result.stderr
 
     out = tmp_path / "privaudit-audit" / "facades"
@@ -223,3 +223,35 @@ def test_audit_script_usage_errors_exit_2(tmp_path: Path, dataroot: Path, args: 
     assert result.returncode == 2, result.stderr
     assert "usage:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _pix2pix_run(tmp_path: Path) -> Path:
+    ckpt_dir = tmp_path / "checkpoints" / "facades"
+    ckpt_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(UnetGenerator(UnetArch(num_downs=5, ngf=4)).state_dict(), ckpt_dir / "latest_net_G.pth")
+    return ckpt_dir
+
+
+def test_audit_script_reads_the_direction_from_the_runs_train_opt(tmp_path: Path, dataroot: Path):
+    ckpt_dir = _pix2pix_run(tmp_path)
+    # as pix2pix's BaseOptions.print_options writes it
+    (ckpt_dir / "train_opt.txt").write_text(
+        "----------------- Options ---------------\n"
+        "               batch_size: 1                             \n"
+        "                direction: BtoA                          \t[default: AtoB]\n"
+        "----------------- End -------------------\n"
+    )
+    result = _run(tmp_path, str(ckpt_dir), str(dataroot), "--", "--device", "cpu", "--allow-small")
+    assert result.returncode == 0, result.stderr
+    assert "direction BtoA, from" in result.stderr
+    report = json.loads((tmp_path / "privaudit-audit" / "facades" / "latest.json").read_text())
+    assert report["data"]["direction"] == "BtoA"
+
+
+def test_audit_script_without_a_known_direction_exits_2(tmp_path: Path, dataroot: Path):
+    ckpt_dir = _pix2pix_run(tmp_path)
+    result = _run(tmp_path, str(ckpt_dir), str(dataroot))
+    assert result.returncode == 2
+    assert "pass --direction AtoB or BtoA" in result.stderr and "usage:" in result.stderr
+    assert not (tmp_path / "privaudit-audit").exists()

@@ -45,8 +45,8 @@ def _bad(result, *needles: str) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lifecycle")
-    write_pairs(root / "m", 4, seed=1)
-    write_pairs(root / "n", 4, seed=2)
+    write_pairs(root / "m", 10, seed=1)
+    write_pairs(root / "n", 10, seed=2)
     return root
 
 

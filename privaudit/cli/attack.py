@@ -12,7 +12,7 @@ import typer
 from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import attack_table, show, warn_unfinished
+from privaudit.cli.render import attack_table, data_warnings, show, warn, warn_unfinished
 from privaudit.errors import InputError
 from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
 from privaudit.models.checkpoint import ArchOverrides
@@ -44,6 +44,7 @@ def attack(
     ngf: o.Ngf = None,
     norm: o.Norm = None,
     dropout: o.Dropout = None,
+    allow_small: o.AllowSmall = False,
     quiet: o.Quiet = False,
 ) -> None:
     """Attack MODEL with the per-sample reconstruction loss and report AUC, TPR at low FPR, advantage."""
@@ -62,7 +63,7 @@ def attack(
     with progress(disable=quiet) as bar:
         task = bar.add_task("attack", total=None, info="")
         report, result = run(model, members, nonmembers, config, direction=direction, size=size, overrides=overrides, device=device,
-                             on_batch=lambda k: bar.update(task, advance=k))
+                             on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small)
     outputs: list[tuple[Path, bytes]] = []
     if json_out is not None and str(json_out) != "-":
         outputs.append((json_out, report_json(report).encode()))
@@ -77,6 +78,7 @@ def attack(
     write_outputs(outputs)
     if json_out is not None and str(json_out) == "-":
         write_json("-", report)
+    warn(data_warnings(report))
     if not quiet:
         show(attack_table(report))
     warn_unfinished(report["model"])

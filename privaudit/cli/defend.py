@@ -11,13 +11,13 @@ from rich.table import Table
 
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
-from privaudit.cli.render import warn_unfinished
+from privaudit.cli.render import DIRECTION_SOURCES, warn, warn_unfinished
 from privaudit.data.images import check_direction, load_inputs, load_pairs
 from privaudit.defenses import check_method
 from privaudit.errors import InputError
 from privaudit.io import check_writable
 from privaudit.models.checkpoint import ArchOverrides, load_model
-from privaudit.pipeline import ModelSpec, data_fingerprint
+from privaudit.pipeline import ModelSpec, data_fingerprint, resolve_direction
 from privaudit.training import TrainConfig
 
 
@@ -72,14 +72,18 @@ def defend(
         tcfg = TrainConfig(epochs=epochs, batch_size=8 if batch_size is None else batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)
         cfg = DPConfig(train=tcfg, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
         cfg.validate()
+        # Like `train`, DP-SGD defines the direction rather than reading it: AtoB unless told, and said.
+        direction_note = "--direction" if direction else "the default; pass --direction BtoA if the right half or B/ is the input"
         direction = direction or "AtoB"
         pairs = load_pairs(train_data, direction=direction, size=size, what="training data")
+        warn([pairs.resize_warning("training data")])
         arch = ModelSpec(num_downs=num_downs, ngf=64 if ngf is None else ngf, norm="group").build(pairs.size, pairs.inputs.shape[1], pairs.targets.shape[1])
         with progress(disable=quiet) as bar:
             task = bar.add_task("dpsgd", total=None, info="")
             result = train_dpsgd(pairs, out, direction=direction, arch=arch, cfg=cfg, resume=resume, on_step=epoch_callback(bar, task, epochs),
                                  provenance={"trained_on": {"path": str(train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}}, keep_state=keep_state)
-        summary.update({"ε spent": f"{result.epsilon:.4g}", "δ": f"{result.delta:.3g}", "noise multiplier σ": f"{result.noise_multiplier:.4g}",
+        summary.update({"direction": f"{direction} ({direction_note})", "image size": f"{pairs.size}x{pairs.size} px",
+                        "ε spent": f"{result.epsilon:.4g}", "δ": f"{result.delta:.3g}", "noise multiplier σ": f"{result.noise_multiplier:.4g}",
                         "max grad norm C": f"{max_grad_norm:g}", "sample rate": f"{result.sample_rate:.4g}", "steps": str(result.steps),
                         "accountant": result.accountant})
     else:
@@ -87,15 +91,17 @@ def defend(
             raise InputError(f"--method {method} needs the teacher MODEL as the first argument")
         teacher = load_model(model, device=device, seed=seed, overrides=ArchOverrides())
         warn_unfinished({"path": str(model), "training": teacher.training, "defense": teacher.defense})
-        direction = direction or teacher.direction or "AtoB"
-        check_direction(direction)
+        direction, direction_from = resolve_direction(teacher, direction)
+        summary["direction"] = f"{direction} ({DIRECTION_SOURCES[direction_from]})"
         if method == "gauss":
             from privaudit.defenses.gauss import add_output_noise
 
             if sigma is None:
                 raise InputError("--method gauss needs --sigma (the output noise's standard deviation, e.g. 0.1)")
             add_output_noise(teacher, out, sigma=sigma, direction=direction, image_size=size or teacher.image_size)
-            summary.update({"σ": f"{sigma:g}", "teacher": str(model)})
+            recorded = size or teacher.image_size
+            summary.update({"image size": f"{recorded}x{recorded} px" if recorded else "not recorded (attacks use the images' own)",
+                            "σ": f"{sigma:g}", "teacher": str(model)})
         else:
             from privaudit.defenses.distill import distill, student_arch
 
@@ -103,6 +109,7 @@ def defend(
                 raise InputError(f"--method {method} needs --proxy PATH: unlabelled proxy inputs (only the input side is read)")
             in_nc = int(teacher.arch.get("input_nc", 3))
             proxy_set = load_inputs(proxy, direction=direction, size=size or teacher.image_size, input_nc=in_nc, layout=proxy_layout)
+            warn([proxy_set.resize_warning("proxy inputs")])
             override = None
             if ngf is not None or num_downs is not None or norm is not None or teacher.arch.get("type") != "unet":
                 if norm is not None and norm not in ("batch", "instance", "none"):
@@ -116,7 +123,7 @@ def defend(
                 task = bar.add_task(method, total=None, info="")
                 distill(teacher, proxy_set, out, method=method, arch=arch, cfg=cfg, direction=direction, resume=resume, on_step=epoch_callback(bar, task, epochs),
                         keep_state=keep_state)
-            summary.update({"teacher": str(model), "proxy inputs": f"{len(proxy_set)} ({proxy_set.layout})", "λ": f"{lambda_l1:g}", "epochs": str(epochs),
+            summary.update({"image size": f"{proxy_set.size}x{proxy_set.size} px", "teacher": str(model), "proxy inputs": f"{len(proxy_set)} ({proxy_set.layout})", "λ": f"{lambda_l1:g}", "epochs": str(epochs),
                             "student": f"U-Net num_downs={arch.num_downs} ngf={arch.ngf} norm={arch.norm}"})
     summary["time"] = f"{time.perf_counter() - t0:.1f}s"
     summary["wrote"] = str(out)

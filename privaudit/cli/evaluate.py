@@ -10,7 +10,7 @@ import typer
 from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import evaluate_table, show, warn_unfinished
+from privaudit.cli.render import data_warnings, evaluate_table, show, warn, warn_unfinished
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate as run
 from privaudit.io import check_writable, write_json
 from privaudit.models.checkpoint import ArchOverrides
@@ -43,6 +43,7 @@ def evaluate(
     ngf: o.Ngf = None,
     norm: o.Norm = None,
     dropout: o.Dropout = None,
+    allow_small: o.AllowSmall = False,
     quiet: o.Quiet = False,
 ) -> None:
     """Audit MODEL: attack AUC, KID/NKID and pixel metrics on the test set, and the generalization gap."""
@@ -62,9 +63,11 @@ def evaluate(
     with progress(disable=quiet) as bar:
         task = bar.add_task("evaluate", total=None, info="")
         report = run(model, members, nonmembers, cfg, direction=direction, size=size, device=device,
-                     overrides=ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout), on_batch=lambda k: bar.update(task, advance=k))
+                     overrides=ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout), on_batch=lambda k: bar.update(task, advance=k),
+                     allow_small=allow_small)
     if json_out is not None:
         write_json(json_out, report)
+    warn(data_warnings(report))
     if not quiet:
         show(evaluate_table(report))
     warn_unfinished(report["model"])

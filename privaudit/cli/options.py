@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-Direction = Annotated[Optional[str], typer.Option("--direction", help="AtoB: left half (or A/) is the input; BtoA: right half (or B/). Default: the checkpoint's, else AtoB.")]
+Direction = Annotated[Optional[str], typer.Option("--direction", help="AtoB: left half (or A/) is the input; BtoA: right half (or B/). A privaudit checkpoint records it (a contradicting flag is refused); a pix2pix .pth, .pt2 or TorchScript model does not, so it is required there.")]
+AllowSmall = Annotated[bool, typer.Option("--allow-small", help="Accept fewer than 10 members or non-members (the AUC is then a rough estimate; the report records it).")]
 Size = Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE. Default: the size recorded in a privaudit checkpoint, else the images' own size.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (same seed, same report).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]

@@ -14,9 +14,52 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+DIRECTION_SOURCES = {"model": "recorded in the model", "--direction": "--direction"}
+SIZE_SOURCES = {"model": "recorded in the model", "--size": "--size", "images": "the images' own"}
+
+
+def data_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the attack read: direction, image size, set sizes (with where each choice came from)."""
+    d = report["data"]
+    rows = []
+    if d.get("direction"):
+        src = DIRECTION_SOURCES.get(d.get("direction_source"))
+        rows.append(("direction", d["direction"] + (f" ({src})" if src else "")))
+    size = d.get("image_size") or report["model"].get("image_size")
+    if size:
+        notes = [SIZE_SOURCES.get(d.get("image_size_source"))]
+        resized = [name for key, name in (("members", "members"), ("nonmembers", "non-members")) if (d.get(key) or {}).get("resized")]
+        if resized:
+            notes.append(" and ".join(resized) + " resized")
+        note = ", ".join(n for n in notes if n)
+        rows.append(("image size", f"{size}x{size} px" + (f" ({note})" if note else "")))
+    counts = f"{d['members']['count']} / {d['nonmembers']['count']}"
+    rows.append(("members / non-members", counts + (" (--allow-small)" if d.get("allow_small") else "")))
+    return rows
+
+
+def data_warnings(report: dict[str, Any]) -> list[str]:
+    """One line per set whose resizing could change the scores (``data.<set>.resized.warned``)."""
+    from privaudit.data.images import resize_warning
+
+    out = []
+    sets = [("members", report["data"].get("members")), ("non-members", report["data"].get("nonmembers")), ("proxy pairs", report.get("proxy_leakage"))]
+    for what, d in sets:
+        line = resize_warning(d.get("resized"), what=what, path=d.get("path"), count=int(d.get("count", 0))) if d else None
+        if line:
+            out.append(line)
+    return out
+
+
+def warn(lines: list[str | None]) -> None:
+    """Warnings: one line each on stderr, also under --quiet (they change what a number means)."""
+    for line in lines:
+        if line:
+            typer.echo(f"privaudit: warning: {line}", err=True)
+
+
 def attack_table(report: dict[str, Any]) -> Table:
     a = report["attack"]
-    d = report["data"]
     t = Table(title=f"membership inference: {report['model']['path']}", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -29,7 +72,8 @@ def attack_table(report: dict[str, Any]) -> Table:
     t.add_row("threshold (loss)", f"{a['threshold']:.5f}")
     t.add_row("member loss", f"{a['member_loss']['mean']:.5f} ± {a['member_loss']['std']:.5f}")
     t.add_row("non-member loss", f"{a['nonmember_loss']['mean']:.5f} ± {a['nonmember_loss']['std']:.5f}")
-    t.add_row("members / non-members", f"{d['members']['count']} / {d['nonmembers']['count']}")
+    for k, v in data_rows(report):
+        t.add_row(k, v)
     t.add_row("generator mode", f"{a['generator_mode']} (samples={a['samples']}, loss={a['loss']})")
     defense = report["model"].get("defense", {}).get("method", "none")
     if defense != "none":

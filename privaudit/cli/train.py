@@ -10,6 +10,7 @@ import typer
 
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
+from privaudit.cli.render import warn
 from privaudit.data.images import check_direction
 from privaudit.errors import InputError
 from privaudit.io import check_writable
@@ -21,7 +22,7 @@ from privaudit.training import TrainConfig
 def train(
     data: Annotated[Path, typer.Argument(help="Training pairs: a folder of aligned A|B images, or a folder with A/ and B/.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the privaudit checkpoint (also written after every epoch; resume state goes to OUT.state).")],
-    direction: Annotated[str, typer.Option("--direction", help="AtoB or BtoA.")] = "AtoB",
+    direction: Annotated[Optional[str], typer.Option("--direction", help="AtoB (left half or A/ is the input, the default) or BtoA (right half or B/); recorded in the checkpoint.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (pix2pix: 200).")] = 200,
     decay_epochs: Annotated[Optional[int], typer.Option("--decay-epochs", help="Linear learning-rate decay over the last N epochs (default: half).")] = None,
     size: Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE (default: their own size).")] = None,
@@ -41,7 +42,10 @@ def train(
     quiet: o.Quiet = False,
 ) -> None:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on private pairs."""
-    check_direction(direction)
+    # Training defines the direction (and records it in the checkpoint), so a default is safe here;
+    # the summary says which one was used.
+    direction_note = "--direction" if direction is not None else "the default; pass --direction BtoA if the right half or B/ is the input"
+    direction = check_direction(direction or "AtoB")
     check_writable(out, what="checkpoint")
     if norm not in ("batch", "instance", "none"):
         raise InputError(f"invalid --norm {norm!r}; use batch, instance or none")
@@ -52,12 +56,12 @@ def train(
     with progress(disable=quiet) as bar:
         task = bar.add_task("train", total=None, info="")
         history, pairs = train_regular(data, out, direction=direction, size=size, spec=spec, cfg=cfg, resume=resume, on_step=epoch_callback(bar, task, epochs),
-                                       keep_state=keep_state)
+                                       keep_state=keep_state, on_data=lambda pairs: warn([pairs.resize_warning("training data")]))
     secs = time.perf_counter() - t0
     if not quiet:
         last = history[-1].losses if history else {}
         stderr.print(
-            f"trained {len(pairs)} pairs at {pairs.size}px for {epochs} epochs in {secs:.1f}s; "
+            f"trained {len(pairs)} pairs at {pairs.size}x{pairs.size} px, direction {direction} ({direction_note}), for {epochs} epochs in {secs:.1f}s; "
             + "  ".join(f"{k} {v:.4f}" for k, v in last.items())
             + f"\nwrote {out}"
         )

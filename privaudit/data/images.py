@@ -7,13 +7,17 @@ Two layouts are accepted for a data PATH:
 * a folder holding ``A/`` and ``B/`` with the same file names.
 
 Images are kept as uint8 tensors (N, C, H, W); ``to_float`` maps them to [-1, 1] as pix2pix's
-``Normalize((0.5,)*3, (0.5,)*3)`` does.
+``Normalize((0.5,)*3, (0.5,)*3)`` does. Every decoded image is checked before it is resized
+(``ResizeLog``): too small, too elongated or too large to decode safely is refused, naming the file;
+what resizing did is summarised on the ImageSet for the report.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +27,13 @@ from privaudit.errors import DataError, InputError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 DIRECTIONS = ("AtoB", "BtoA")
+# An image side below MIN_SIDE px, or longer than MAX_ASPECT times the other side, is refused rather
+# than resized: what comes out of such a resize is not the image the model was trained on.
+MIN_SIDE = 8
+MAX_ASPECT = 4.0
+# Resizing by more than this factor (up or down) is recorded and warned about, as is any stretching
+# of a non-square image and a set of mixed sizes: each can change the attack's scores.
+RESIZE_WARN_FACTOR = 2.0
 
 
 @dataclass
@@ -34,6 +45,9 @@ class ImageSet:
     names: list[str]
     path: str
     layout: str
+    # What resizing did to the folder this set was read from (``ResizeLog.summary``; a subset keeps
+    # its parent's): None when no image was resized.
+    resized: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -41,6 +55,10 @@ class ImageSet:
     @property
     def size(self) -> int:
         return int(self.inputs.shape[-1])
+
+    def resize_warning(self, what: str) -> str | None:
+        """One line when resizing this set could change the scores (see ``resize_warning``), else None."""
+        return resize_warning(self.resized, what=what, path=self.path, count=len(self))
 
     def subset(self, idx: list[int] | torch.Tensor) -> "ImageSet":
         index = torch.as_tensor(idx, dtype=torch.long)
@@ -50,6 +68,7 @@ class ImageSet:
             names=[self.names[i] for i in index.tolist()],
             path=self.path,
             layout=self.layout,
+            resized=self.resized,
         )
 
 
@@ -82,7 +101,12 @@ def _list_images(folder: Path, what: str) -> list[Path]:
 
 def _open(path: Path, mode: str) -> Image.Image:
     try:
-        with Image.open(path) as im:
+        # PIL warns (once per size) between MAX_IMAGE_PIXELS and twice that; such an image is decoded
+        # and its resizing is recorded like any other, so the warning would only be noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.load()
             if mode == "L":
                 return im.convert("L")
@@ -90,6 +114,11 @@ def _open(path: Path, mode: str) -> Image.Image:
             return im.convert("RGB")
     except UnidentifiedImageError:
         raise DataError(f"{path} is not an image file; remove it from the folder") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{path} is too large to decode safely ({str(exc).strip().rstrip('.')[:120]}); it may be a decompression bomb: remove it, "
+            "or shrink it to the size the model takes"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path} cannot be decoded ({str(exc).strip()[:100]}); the file is truncated or corrupt, replace or remove it") from None
 
@@ -105,6 +134,81 @@ def _resize(im: Image.Image, size: int | None) -> Image.Image:
     if size is None or im.size == (size, size):
         return im
     return im.resize((size, size), Image.BICUBIC)
+
+
+class ResizeLog:
+    """Checks the shape of every decoded image, resizes it to ``size`` and keeps what a report needs.
+
+    Refuses (DataError) an image with a side below MIN_SIDE or an aspect ratio beyond MAX_ASPECT,
+    whatever ``size`` is: such a file is a mistake in the data, not something to stretch.
+    """
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.first_of_size: dict[tuple[int, int], str] = {}  # (w, h) -> first file with that size
+        self.resized = 0  # pairs (or inputs) with at least one side resized
+        self.non_square = 0  # of those, the ones stretched because a side was not square
+        self.factor_max = 1.0
+
+    def fit(self, im: Image.Image, path: Path, *, half: bool = False) -> tuple[Image.Image, bool, bool]:
+        """(image resized to size×size, whether it was resized, whether it was stretched)."""
+        w, h = im.size
+        what = f"{path} ({'each half ' if half else ''}{w}x{h})"
+        if max(w, h) > MAX_ASPECT * max(min(w, h), 1):
+            raise DataError(
+                f"{what} has an aspect ratio of {max(w, h) / max(min(w, h), 1):.0f}:1; squashing it into a square image would not be the "
+                f"image the model saw (at most {MAX_ASPECT:g}:1 is resized): crop it or remove it"
+            )
+        if min(w, h) < MIN_SIDE:
+            raise DataError(f"{what} is smaller than {MIN_SIDE} px on a side, too small to audit: remove it or replace it with the full-size image")
+        self.first_of_size.setdefault((w, h), path.name)
+        if self.size is None or (w, h) == (self.size, self.size):
+            return im, False, False
+        s = self.size
+        self.factor_max = max(self.factor_max, s / w, w / s, s / h, h / s)
+        return _resize(im, s), True, w != h
+
+    def count(self, resized: bool, stretched: bool) -> None:
+        self.resized += int(resized)
+        self.non_square += int(stretched)
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the report records under ``data.<set>.resized``; None when nothing was resized."""
+        if not self.resized:
+            return None
+        sizes = sorted(self.first_of_size, key=lambda wh: (wh[0] * wh[1], wh))
+        mixed = len(sizes) > 1
+        return {
+            "count": self.resized,
+            "to": [self.size, self.size],
+            "from_min": list(sizes[0]),
+            "from_max": list(sizes[-1]),
+            "sizes": len(sizes),
+            "examples": [f"{self.first_of_size[wh]} {wh[0]}x{wh[1]}" for wh in sizes[:3]],
+            "factor_max": round(self.factor_max, 3),
+            "non_square": self.non_square,
+            "mixed_sizes": mixed,
+            "warned": self.factor_max > RESIZE_WARN_FACTOR or self.non_square > 0 or mixed,
+        }
+
+
+def resize_warning(r: dict[str, Any] | None, *, what: str, path: str, count: int) -> str | None:
+    """One line for a set of ``count`` images at ``path`` whose resizing (``ResizeLog.summary``) could
+    change the scores, else None."""
+    if not r or not r.get("warned"):
+        return None
+    lo, hi = r["from_min"], r["from_max"]
+    sizes = f"{lo[0]}x{lo[1]}" if lo == hi else f"{r['sizes']} sizes from {lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}"
+    why = []
+    if r["factor_max"] > RESIZE_WARN_FACTOR:
+        why.append(f"by a factor of up to {r['factor_max']:.3g}")
+    if r["non_square"]:
+        why.append(f"{r['non_square']} stretched from a non-square shape")
+    if r["mixed_sizes"]:
+        why.append("mixed sizes")
+    to = r["to"]
+    return (f"{what} ({path}): {r['count']} of {count} resized to {to[0]}x{to[1]} from {sizes} ({', '.join(why)}); "
+            "the scores describe the resized images: check the data and --size")
 
 
 def _check_size(size: int | None) -> None:
@@ -148,6 +252,7 @@ def load_pairs(
     layout = _layout(folder) if folder.is_dir() else "aligned"
     inputs: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
+    log = ResizeLog(size)
     if layout == "folders":
         src, dst = ("A", "B") if direction == "AtoB" else ("B", "A")
         src_files = _list_images(folder / src, what)
@@ -167,19 +272,25 @@ def load_pairs(
             )
         names = [p.name for p in src_files]
         for p in src_files:
-            inputs.append(_to_tensor(_resize(_open(p, mode_in), size)))
-            targets.append(_to_tensor(_resize(_open(dst_files[p.stem], mode_out), size)))
+            x, rx, sx = log.fit(_open(p, mode_in), p)
+            y, ry, sy = log.fit(_open(dst_files[p.stem], mode_out), dst_files[p.stem])
+            log.count(rx or ry, sx or sy)
+            inputs.append(_to_tensor(x))
+            targets.append(_to_tensor(y))
     else:
         files = _list_images(folder, what)
         names = [p.name for p in files]
         for p in files:
             a, b = _split_aligned(_open(p, "RGB"), p)
             x, y = (a, b) if direction == "AtoB" else (b, a)
-            inputs.append(_to_tensor(_resize(x.convert(mode_in), size)))
-            targets.append(_to_tensor(_resize(y.convert(mode_out), size)))
+            x, rx, sx = log.fit(x.convert(mode_in), p, half=True)
+            y, ry, sy = log.fit(y.convert(mode_out), p, half=True)
+            log.count(rx or ry, sx or sy)
+            inputs.append(_to_tensor(x))
+            targets.append(_to_tensor(y))
     x_t = _stack(inputs, names, folder)
     _require_square(x_t, folder)
-    return ImageSet(inputs=x_t, targets=_stack(targets, names, folder), names=names, path=str(folder), layout=layout)
+    return ImageSet(inputs=x_t, targets=_stack(targets, names, folder), names=names, path=str(folder), layout=layout, resized=log.summary())
 
 
 def load_inputs(
@@ -204,11 +315,16 @@ def load_inputs(
     mode = "L" if input_nc == 1 else "RGB"
     if layout not in ("auto", "aligned", "folders", "inputs"):
         raise InputError(f"invalid proxy layout {layout!r}; use auto, aligned, folders or inputs")
+    log = ResizeLog(size)
     # An explicit ``folders`` layout needs only the input folder (a proxy set may come as A/ alone).
     if layout == "folders" or (layout == "auto" and folder.is_dir() and _layout(folder) == "folders"):
         folder_in = folder / ("A" if direction == "AtoB" else "B")
         files = _list_images(folder_in, what)
-        imgs = [_to_tensor(_resize(_open(p, mode), size)) for p in files]
+        imgs = []
+        for p in files:
+            im, resized, stretched = log.fit(_open(p, mode), p)
+            log.count(resized, stretched)
+            imgs.append(_to_tensor(im))
         used = "folders"
     else:
         files = _list_images(folder, what)
@@ -221,12 +337,14 @@ def load_inputs(
                 a, b = _split_aligned(im, p)
                 im = a if direction == "AtoB" else b
                 del a, b  # the target half is dropped here, before any resizing or storage
-            imgs.append(_to_tensor(_resize(im.convert(mode), size)))
+            im, resized, stretched = log.fit(im.convert(mode), p, half=layout == "aligned")
+            log.count(resized, stretched)
+            imgs.append(_to_tensor(im))
         used = layout
     names = [p.name for p in files]
     x_t = _stack(imgs, names, folder)
     _require_square(x_t, folder)
-    return ImageSet(inputs=x_t, targets=None, names=names, path=str(folder), layout=used)
+    return ImageSet(inputs=x_t, targets=None, names=names, path=str(folder), layout=used, resized=log.summary())
 
 
 def _split_aligned(im: Image.Image, p: Path) -> tuple[Image.Image, Image.Image]:

@@ -22,7 +22,7 @@ from privaudit.evaluation.kid import FeatureCache, compute_nkid, resolve_incepti
 from privaudit.evaluation.pixel import pixel_metrics, sharpness_ratio
 from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
 from privaudit.limits import MAX_KID_SUBSETS, MAX_REPEAT, check_at_most
-from privaudit.pipeline import attack_report, load_attack_sets
+from privaudit.pipeline import attack_report, check_count, check_disjoint, load_audit_sets
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, 
 
 def _proxy_leakage(model: LoadedModel, proxy: ImageSet, nonmembers: ImageSet, cfg: AttackConfig) -> dict[str, Any]:
     r = run_attack(model, proxy, nonmembers, cfg)
-    return {"path": proxy.path, "count": len(proxy), "auc": r.metrics.auc, "auc_ci95": list(r.metrics.auc_ci95), "expected": "about 0.5: the student saw the proxy inputs, not their targets"}
+    return {"path": proxy.path, "count": len(proxy), "resized": proxy.resized, "auc": r.metrics.auc, "auc_ci95": list(r.metrics.auc_ci95), "expected": "about 0.5: the student saw the proxy inputs, not their targets"}
 
 
 def evaluate(
@@ -87,8 +87,13 @@ def evaluate(
     overrides: ArchOverrides | None = None,
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    allow_small: bool = False,
 ) -> dict[str, Any]:
-    """Audit one model; returns the report (``privaudit.report/1``) with attack, utility and gap."""
+    """Audit one model; returns the report (``privaudit.report/1``) with attack, utility and gap.
+
+    ``direction`` is required for a model that does not record it; ``allow_small`` accepts fewer
+    than MIN_PAIRS members, non-members or proxy pairs (the report records it).
+    """
     cfg.validate()
     weights: Path | None = None
     if cfg.kid:
@@ -96,10 +101,17 @@ def evaluate(
         vet_inception_weights(weights)
     cache = FeatureCache(cfg.feature_cache, disk=not cfg.no_disk_cache) if cfg.kid else None
     model = load_model(model_path, overrides=overrides, device=device, seed=cfg.attack.seed)
-    m, n, direction = load_attack_sets(model, members, nonmembers, direction=direction, size=size)
+    sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small)
+    m, n, direction = sets.members, sets.nonmembers, sets.direction
     proxy = None
     if cfg.proxy_pairs:
         proxy = load_pairs(cfg.proxy_pairs, direction=direction, size=m.size, what="proxy pairs")
+        check_count(proxy, "proxy", allow_small=allow_small)
+        # Proxy pairs stand in for members in the leakage check: a pair the model was trained on, or
+        # one also used as a non-member, would make that check measure something else.
+        fix = "the proxy leakage check needs proxy pairs that are neither members nor non-members: remove the shared pairs"
+        check_disjoint(m, proxy, "members", "proxy pairs", hashes_a=sets.member_hashes, fix=fix)
+        check_disjoint(n, proxy, "non-members", "proxy pairs", fix=fix)
 
     runs: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
@@ -112,7 +124,7 @@ def evaluate(
                "nkid": utility.get("nkid"), "kid": utility.get("kid"), "l1": utility["l1"], "ssim": utility["ssim"], "psnr": utility["psnr"], "gap": gap["gap"]}
         runs.append(run)
         if r == 0:
-            report = attack_report(model, m, n, result, direction=direction)
+            report = attack_report(model, m, n, result, direction=direction, sets=sets)
             report["utility"] = utility
             report["generalization_gap"] = gap
             if proxy is not None:
