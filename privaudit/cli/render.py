@@ -16,7 +16,7 @@ from privaudit.cli.common import stderr
 
 
 def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
+    return "–" if x is None else f"{100 * x:.2f}%"
 
 
 def attack_table(report: dict[str, Any]) -> Table:

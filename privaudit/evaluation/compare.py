@@ -42,6 +42,7 @@ class Row:
     auc_std: float | None = None
     nkid_std: float | None = None
     flipped: bool = False  # the measured AUC is below 0.5: AUC, its interval and the TPRs are the flipped score's
+    auc_measured: float | None = None  # attack.auc as the report holds it (averages over seeds use this one)
 
 
 def row(name: str, r: dict[str, Any]) -> Row:
@@ -88,6 +89,7 @@ def _row(name: str, r: dict[str, Any]) -> Row:
         auc_std=(rep.get("auc") or {}).get("std") if rep else None,
         nkid_std=(rep.get("nkid") or {}).get("std") if rep else None,
         flipped=flipped,
+        auc_measured=float(a["auc"]),
     )
 
 
