@@ -321,6 +321,7 @@ def _spec_value(report: Mapping[str, Any], spec: _Spec, report_name: str) -> flo
 
 
 _FLIP = "score flipped: an attacker who predicts 'member' for HIGH loss gets"
+_FLIP_BOUND = "flipped score not exactly known: an attacker who predicts 'member' for HIGH loss gets at most"
 
 
 def _flipped_value(report: Mapping[str, Any], what: str, fpr: float | None = None) -> tuple[float, str, str] | None:
@@ -355,7 +356,7 @@ def _flipped_value(report: Mapping[str, Any], what: str, fpr: float | None = Non
         v = roc_advantage(ffpr, ftpr, exact=exact) if what == "advantage" else roc_tpr_at(ffpr, ftpr, fpr, exact=exact)
         if exact:
             return v, "attack.roc, flipped", f"{_FLIP} {format_number(v)} (read from attack.roc)"
-        return v, "attack.roc, flipped, a bound", f"{_FLIP} at most {format_number(v)} (a bound read from the thinned attack.roc)"
+        return v, "attack.roc, flipped, a bound", f"{_FLIP_BOUND} {format_number(v)} (a bound read from the thinned attack.roc)"
     auc = _lookup(report, "attack.auc")
     if not isinstance(auc, (int, float)) or isinstance(auc, bool):
         return None
@@ -363,7 +364,7 @@ def _flipped_value(report: Mapping[str, Any], what: str, fpr: float | None = Non
         v, metric = flipped_bound_advantage(auc), "1 − attack.auc, a bound"
     else:
         v, metric = flipped_bound_tpr(auc, fpr), "(1 − attack.auc) / (1 − FPR), a bound"
-    return v, metric, (f"{_FLIP} at most {format_number(v)} (a bound from the AUC alone: the report has no attack.flipped_score "
+    return v, metric, (f"{_FLIP_BOUND} {format_number(v)} (a bound from the AUC alone: the report has no attack.flipped_score "
                        "or attack.roc; re-create it with privaudit attack/evaluate --json for the exact value)")
 
 
@@ -482,7 +483,7 @@ def to_junit_xml(verdict: GateVerdict, report_path: str | Path) -> str:
         if c.passed:
             ET.SubElement(case, "system-out").text = detail
         else:
-            flip = " (score flipped)" if c.note.startswith("score flipped") else ""
+            flip = " (score flipped)" if c.note.startswith("score flipped") else " (a bound for the flipped score)" if c.note.startswith("flipped score") else ""
             fail = ET.SubElement(case, "failure", message=f"{c.name}{flip} {format_number(c.value)} exceeds the limit {format_number(c.limit)}", type="threshold")
             fail.text = detail
     ET.indent(suites)

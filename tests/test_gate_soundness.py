@@ -208,6 +208,7 @@ def test_tpr_without_exact_data_is_judged_by_a_bound_and_says_so() -> None:
     policy = GatePolicy(max_tpr_at_fpr={"0.1": 0.99})
     thinned = evaluate_gate(_report(sm, sn, roc="thinned", flipped_score=False), policy).checks[0]
     assert thinned.value >= exact and "a bound read from the thinned attack.roc" in thinned.note
+    assert thinned.note.startswith("flipped score not exactly known")
     bare = evaluate_gate(_report(sm, sn, roc="none", flipped_score=False), policy).checks[0]
     auc = attack_metrics(sm, sn, n_bootstrap=0).auc
     assert bare.value == pytest.approx((1 - auc) / 0.9) and bare.value >= exact
@@ -359,7 +360,7 @@ def test_gate_attack_and_evaluate_tables_fit_80_columns(tmp_path: Path) -> None:
     from privaudit.cli.gate import _verdict_table
 
     sm, sn = _scores(200, 200, shift=-1.0)
-    report = _report(sm, sn, flipped_score=False)
+    report = _report(sm, sn)
     report["model"]["path"] = "runs/2026-01-01/facades-256px-unet-teacher-epoch-200/checkpoints/latest_net_G.pth"
     report["attack"].update({"generator_mode": "eval", "samples": 1, "loss": "l1"})
     verdict = evaluate_gate(report, GatePolicy(max_auc=0.6, max_auc_ci_upper=0.7, max_tpr_at_fpr={"0.01": 0.05}, max_advantage=0.2))
