@@ -246,7 +246,8 @@ def audit(job: Job, seed: int, ckpt: Path, ctx: dict[str, Any]) -> tuple[dict[st
 
 def metrics(name: str, rep: dict[str, Any]) -> dict[str, Any]:
     r, gap = row(name, rep), rep.get("generalization_gap") or {}
-    return {"auc": r.auc, "tpr10": r.tpr_10, "nkid": r.nkid, "l1": r.l1, "ssim": r.ssim, "sharpness": (rep.get("utility") or {}).get("sharpness"),
+    # the measured attack, as the paper averages it (a flipped row's r.auc and TPRs are the negated score's)
+    return {"auc": r.auc_measured, "tpr10": (rep["attack"].get("tpr_at_fpr") or {}).get("0.1"), "nkid": r.nkid, "l1": r.l1, "ssim": r.ssim, "sharpness": (rep.get("utility") or {}).get("sharpness"),
             "gap": gap.get("gap") if gap.get("gap") is not None else gap.get("l1_gap"), "epsilon": r.epsilon,
             "proxy_auc": (rep.get("proxy_leakage") or {}).get("auc")}
 

@@ -20,7 +20,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from privaudit.errors import InputError, PrivauditError, ReportError
-from privaudit.report import REPORT_SCHEMA, load_report  # noqa: F401  (re-exported)
+from privaudit.report import (  # noqa: F401  (REPORT_SCHEMA and load_report re-exported)
+    REPORT_SCHEMA,
+    ROC_POINTS_LIMIT,
+    flipped_bound_advantage,
+    flipped_bound_tpr,
+    flipped_roc,
+    load_report,
+    roc_advantage,
+    roc_tpr_at,
+    usable_roc,
+    validate_report,
+)
 
 POLICY_FILE = "privaudit.toml"
 
@@ -76,13 +87,15 @@ class GatePolicy:
 
 @dataclass(frozen=True)
 class GateCheck:
-    """One threshold applied to one metric: passed is ``value <= limit``."""
+    """One threshold applied to one metric: passed is ``value <= limit``; ``metric`` says where the
+    value came from (``1 − attack.auc`` when the flipped score is the stronger direction)."""
 
     name: str
     value: float
     limit: float
     passed: bool
     metric: str = ""
+    note: str = ""  # e.g. that the value is the flipped score's, or an upper bound
 
 
 @dataclass(frozen=True)
@@ -307,6 +320,64 @@ def _spec_value(report: Mapping[str, Any], spec: _Spec, report_name: str) -> flo
     return _number(value, spec.metric, report_name)
 
 
+_FLIP = "score flipped: an attacker who predicts 'member' for HIGH loss gets"
+_FLIP_BOUND = "flipped score not exactly known: an attacker who predicts 'member' for HIGH loss gets at most"
+
+
+def _flipped_value(report: Mapping[str, Any], what: str, fpr: float | None = None) -> tuple[float, str, str] | None:
+    """The flipped score's advantage (``what="advantage"``) or TPR at ``fpr`` (``what="tpr"``) →
+    (value, where it came from, note), or None when it cannot be had (a TPR the report holds as null).
+
+    From ``attack.flipped_score`` (exact, written by privaudit); else from the stored ``attack.roc``
+    (exact when the curve is complete, an upper bound when it may be thinned); else an upper bound
+    from the AUC alone. A bound is conservative: the gate may fail a report it cannot judge exactly.
+    """
+    a = _lookup(report, "attack") or {}
+    fs = a.get("flipped_score") if isinstance(a, Mapping) else None
+    if isinstance(fs, Mapping):
+        if what == "advantage" and isinstance(fs.get("advantage"), (int, float)):
+            v = float(fs["advantage"])
+            return v, "attack.flipped_score.advantage", f"{_FLIP} {format_number(v)}"
+        table = fs.get("tpr_at_fpr")
+        if what == "tpr" and isinstance(table, Mapping):
+            for key, value in table.items():
+                try:
+                    same = math.isclose(float(key), fpr, rel_tol=1e-9, abs_tol=0.0)
+                except (TypeError, ValueError):
+                    continue
+                if same:
+                    if value is None:
+                        return None
+                    return float(value), f'attack.flipped_score.tpr_at_fpr["{key}"]', f"{_FLIP} {format_number(float(value))}"
+    roc = usable_roc(a)
+    if roc is not None:
+        exact = len(roc[0]) < ROC_POINTS_LIMIT
+        ffpr, ftpr = flipped_roc(*roc)
+        v = roc_advantage(ffpr, ftpr, exact=exact) if what == "advantage" else roc_tpr_at(ffpr, ftpr, fpr, exact=exact)
+        if exact:
+            return v, "attack.roc, flipped", f"{_FLIP} {format_number(v)} (read from attack.roc)"
+        return v, "attack.roc, flipped, a bound", f"{_FLIP_BOUND} {format_number(v)} (a bound read from the thinned attack.roc)"
+    auc = _lookup(report, "attack.auc")
+    if not isinstance(auc, (int, float)) or isinstance(auc, bool):
+        return None
+    if what == "advantage":
+        v, metric = flipped_bound_advantage(auc), "1 − attack.auc, a bound"
+    else:
+        v, metric = flipped_bound_tpr(auc, fpr), "(1 − attack.auc) / (1 − FPR), a bound"
+    return v, metric, (f"{_FLIP_BOUND} {format_number(v)} (a bound from the AUC alone: the report has no attack.flipped_score "
+                       "or attack.roc; re-create it with privaudit attack/evaluate --json for the exact value)")
+
+
+def _judge(name: str, measured: tuple[float, str], flipped: tuple[float, str, str] | None, limit: float) -> GateCheck:
+    """One check on the stronger of the measured and the flipped direction."""
+    value, metric = measured
+    note = ""
+    if flipped is not None and flipped[0] > value:
+        note = f"{flipped[2]}; as measured, {metric} = {format_number(value)}"
+        value, metric = flipped[0], flipped[1]
+    return GateCheck(name, value, float(limit), value <= limit, metric, note)
+
+
 def _tpr_value(report: Mapping[str, Any], fpr: float, report_name: str) -> tuple[str, float]:
     """The report's TPR at ``fpr`` (keys matched numerically) and its report key."""
     table = _lookup(report, "attack.tpr_at_fpr")
@@ -332,29 +403,46 @@ def _tpr_value(report: Mapping[str, Any], fpr: float, report_name: str) -> tuple
     raise ReportError(f"report {report_name} has no attack.tpr_at_fpr[\"{label}\"] (it has FPRs {has_keys}); gate on one of those FPRs ({_TPR_KEY})")
 
 
-def evaluate_gate(report: Mapping[str, Any], policy: GatePolicy, *, report_name: str = "(in memory)") -> GateVerdict:
+def evaluate_gate(report: Mapping[str, Any], policy: GatePolicy, *, report_name: str = "(in memory)", as_measured: bool = False) -> GateVerdict:
     """Apply every threshold of ``policy`` to ``report`` → GateVerdict (one check per threshold).
 
     Pure: reads nothing, writes nothing. ``report_name`` only appears in error messages.
     Raises InputError for an empty policy and ReportError for a metric the report lacks (or holds
-    as null), so that the gate never passes on metrics it could not check.
+    as null) or a report whose numbers cannot be trusted (``privaudit.report.validate_report``), so
+    that the gate never passes on metrics it could not check.
+
+    An attacker can negate a score that ranks members below non-members, so every attack check
+    (AUC, its interval, TPR at FPR, advantage) judges the stronger of the two directions: the AUC as
+    max(AUC, 1 − AUC), its interval's upper end as max(hi, 1 − lo), the TPR and advantage from
+    ``attack.flipped_score`` (or the stored ROC, or a bound from the AUC). A check that used the
+    flipped direction says so in its ``note``. ``as_measured=True`` judges the measured direction only.
     """
     if policy.empty:
         raise InputError("no thresholds given; pass --max-auc ... or --policy FILE")
+    validate_report(report, report_name)
     checks: list[GateCheck] = []
     for spec in _SPECS:
         if spec.key == "max_advantage":  # attack metrics together: AUC, its CI, TPRs, advantage
-            checks += _tpr_checks(report, policy, report_name)
+            checks += _tpr_checks(report, policy, report_name, as_measured)
         limit = getattr(policy, spec.key)
         if limit is None:
             continue
         value = _spec_value(report, spec, report_name)
         metric = spec.metric + ("[1]" if spec.key == "max_auc_ci_upper" else "")
-        checks.append(GateCheck(spec.label, value, float(limit), value <= limit, metric))
+        flipped: tuple[float, str, str] | None = None
+        if not as_measured and spec.key == "max_auc":
+            flipped = (1.0 - value, "1 − attack.auc", f"{_FLIP} AUC {format_number(1.0 - value)}")
+        elif not as_measured and spec.key == "max_auc_ci_upper":
+            lo = _number(_lookup(report, "attack.auc_ci95")[0], "attack.auc_ci95[0]", report_name)
+            flipped = (1.0 - lo, "1 − attack.auc_ci95[0]",
+                       f"{_FLIP} an AUC whose 95% interval is [1 − hi, 1 − lo] = [{format_number(1.0 - value)}, {format_number(1.0 - lo)}]")
+        elif not as_measured and spec.key == "max_advantage":
+            flipped = _flipped_value(report, "advantage")
+        checks.append(_judge(spec.label, (value, metric), flipped, limit))
     return GateVerdict(tuple(checks))
 
 
-def _tpr_checks(report: Mapping[str, Any], policy: GatePolicy, report_name: str) -> list[GateCheck]:
+def _tpr_checks(report: Mapping[str, Any], policy: GatePolicy, report_name: str, as_measured: bool = False) -> list[GateCheck]:
     """One check per TPR limit, ordered by FPR."""
     limits: list[tuple[float, float]] = []
     for key, limit in policy.max_tpr_at_fpr.items():
@@ -365,7 +453,8 @@ def _tpr_checks(report: Mapping[str, Any], policy: GatePolicy, report_name: str)
     checks = []
     for fpr, limit in sorted(limits):
         metric, value = _tpr_value(report, fpr, report_name)
-        checks.append(GateCheck(f"TPR @ {_pct(fpr)} FPR", value, limit, value <= limit, metric))
+        flipped = None if as_measured else _flipped_value(report, "tpr", fpr)
+        checks.append(_judge(f"TPR @ {_pct(fpr)} FPR", (value, metric), flipped, limit))
     return checks
 
 
@@ -389,10 +478,13 @@ def to_junit_xml(verdict: GateVerdict, report_path: str | Path) -> str:
     for c in verdict.checks:
         case = ET.SubElement(suite, "testcase", classname="privaudit.gate", name=c.name, time="0")
         detail = f"{c.metric or c.name} = {format_number(c.value)}, limit {format_number(c.limit)} (report {report_path})"
+        if c.note:
+            detail += f"; {c.note}"
         if c.passed:
             ET.SubElement(case, "system-out").text = detail
         else:
-            fail = ET.SubElement(case, "failure", message=f"{c.name} {format_number(c.value)} exceeds the limit {format_number(c.limit)}", type="threshold")
+            flip = " (score flipped)" if c.note.startswith("score flipped") else " (a bound for the flipped score)" if c.note.startswith("flipped score") else ""
+            fail = ET.SubElement(case, "failure", message=f"{c.name}{flip} {format_number(c.value)} exceeds the limit {format_number(c.limit)}", type="threshold")
             fail.text = detail
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
@@ -408,8 +500,12 @@ def to_markdown(verdict: GateVerdict, report_path: str | Path, *, policy_source:
     status = "PASS ✅" if verdict.passed else f"FAIL ❌ ({len(verdict.failed)} of {len(verdict.checks)} checks over the limit)"
     lines = [f"### privaudit gate: {status}", "", f"Report: `{_md_cell(str(report_path))}`" + (f" · policy: {_md_cell(policy_source)}" if policy_source else ""), ""]
     lines += ["| check | value | limit | result |", "|---|---:|---:|:---:|"]
+    notes = list(dict.fromkeys(c.note for c in verdict.checks if c.note))
     for c in verdict.checks:
-        lines.append(f"| {_md_cell(c.name)} | {format_number(c.value)} | {format_number(c.limit)} | {'PASS' if c.passed else '**FAIL**'} |")
+        mark = f" [{notes.index(c.note) + 1}]" if c.note and c.note in notes else ""
+        lines.append(f"| {_md_cell(c.name)}{mark} | {format_number(c.value)} | {format_number(c.limit)} | {'PASS' if c.passed else '**FAIL**'} |")
+    if notes:
+        lines += [""] + [f"- [{i}] {_md_cell(n)}" for i, n in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,19 +1,27 @@
-"""The report format (``privaudit.report/1``) and reading it back. Torch-free, so a CI gate step
-that only reads reports stays light."""
+"""The report format (``privaudit.report/1``), reading it back and checking that its numbers can
+be trusted. Torch-free (standard library only), so a CI gate step that only reads reports stays light.
+
+``load_report`` is the one place where a report's values are validated (``validate_report``):
+every consumer (``privaudit gate``, ``privaudit report``, the demo) reads reports through it.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from privaudit.errors import ReportError
 
 REPORT_SCHEMA = "privaudit.report/1"
 
+_RECREATE = "re-create it with privaudit attack/evaluate --json"
+
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a ``privaudit.report/1`` JSON file → dict; ReportError (one line) when it cannot be used."""
+    """Read a ``privaudit.report/1`` JSON file → dict; ReportError (one line) when it cannot be used:
+    unreadable, another schema, or a metric that is not a number in its range (see ``validate_report``)."""
     p = Path(path)
     if not p.exists():
         raise ReportError(f"report {p} does not exist; check the path")
@@ -26,4 +34,217 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ReportError(f"report {p} has schema {found!r}, not {REPORT_SCHEMA!r}; write it with privaudit attack/evaluate --json")
+    validate_report(data, str(p))
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: every rate in [0, 1], no NaN or infinity among the metrics, intervals with lo <= hi
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad(name: str, key: str, value: Any, problem: str) -> ReportError:
+    return ReportError(f"report {name} is malformed: {key} = {_short(value)}, {problem}; {_RECREATE}")
+
+
+def _rate(name: str, key: str, value: Any, *, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if not _is_number(value) or math.isnan(value):
+        raise _bad(name, key, value, "not a number")
+    if not 0.0 <= value <= 1.0:
+        raise _bad(name, key, value, "outside [0, 1] (rates are fractions)")
+
+
+def _finite(name: str, key: str, value: Any, *, lo: float | None = None, hi: float | None = None, nullable: bool = True) -> None:
+    if value is None and nullable:
+        return
+    if not _is_number(value) or not math.isfinite(value):
+        raise _bad(name, key, value, "not a finite number")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        where = f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None else (f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+        raise _bad(name, key, value, f"outside {where}")
+
+
+def _interval(name: str, key: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _bad(name, key, value, "not [lo, hi]")
+    _rate(name, f"{key}[0]", value[0])
+    _rate(name, f"{key}[1]", value[1])
+    if value[0] > value[1]:
+        raise _bad(name, key, value, "lo > hi")
+
+
+def _tpr_table(name: str, key: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise _bad(name, key, value, "not a table of FPR: TPR")
+    for fpr, tpr in value.items():
+        _rate(name, f'{key}["{fpr}"]', tpr, nullable=True)
+
+
+def _attack_metrics(name: str, prefix: str, a: Mapping[str, Any]) -> None:
+    """The ROC metrics an attack section (or its flipped_score, or proxy_leakage) may hold."""
+    for k in ("auc", "auc_effective", "advantage", "balanced_accuracy"):
+        if k in a:
+            _rate(name, f"{prefix}.{k}", a[k])
+    _interval(name, f"{prefix}.auc_ci95", a.get("auc_ci95"))
+    _tpr_table(name, f"{prefix}.tpr_at_fpr", a.get("tpr_at_fpr"))
+
+
+def _non_finite(node: Any, key: str) -> tuple[str, Any] | None:
+    """The first NaN or infinite number below ``node`` (depth first) and its dotted key, or None."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return key, node
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            found = _non_finite(v, f"{key}.{k}")
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found = _non_finite(v, f"{key}[{i}]")
+            if found:
+                return found
+    return None
+
+
+_METRIC_SECTIONS = ("attack", "utility", "generalization_gap", "proxy_leakage", "repeats")
+
+
+def validate_report(report: Mapping[str, Any], name: str = "(in memory)") -> None:
+    """Raise ReportError (one line naming the key and its value) unless the report's metrics can be
+    trusted: no NaN or infinity anywhere in the metric sections; AUCs, their 95% intervals (lo <= hi),
+    TPRs, advantage and balanced accuracy in [0, 1]; L1 >= 0 and SSIM in [-1, 1]; a DP-SGD ε >= 0
+    (infinite allowed: no guarantee). Keys that are absent are not checked here: whoever needs them
+    says so. ``attack.flipped_score``, when present, must be the measured attack with its score negated.
+    """
+    for section in _METRIC_SECTIONS:
+        found = _non_finite(report.get(section), section)
+        if found:
+            raise _bad(name, found[0], found[1], "not a finite number")
+    a = report.get("attack")
+    if a is not None and not isinstance(a, Mapping):
+        raise _bad(name, "attack", a, "not a table")
+    if isinstance(a, Mapping):
+        _attack_metrics(name, "attack", a)
+        if "flipped" in a and not isinstance(a["flipped"], bool):
+            raise _bad(name, "attack.flipped", a["flipped"], "not true or false")
+        fs = a.get("flipped_score")
+        if fs is not None:
+            if not isinstance(fs, Mapping):
+                raise _bad(name, "attack.flipped_score", fs, "not a table")
+            _attack_metrics(name, "attack.flipped_score", fs)
+            auc = a.get("auc")
+            if _is_number(fs.get("auc")) and _is_number(auc) and not math.isclose(fs["auc"], 1.0 - auc, abs_tol=1e-9):
+                raise _bad(name, "attack.flipped_score.auc", fs["auc"], f"not 1 − attack.auc = {1.0 - auc:.6g}")
+    p = report.get("proxy_leakage")
+    if isinstance(p, Mapping):
+        _attack_metrics(name, "proxy_leakage", p)
+    u = report.get("utility")
+    if isinstance(u, Mapping):
+        # KID is an unbiased estimate and may dip below 0 for a very good model, so NKID has no lower bound.
+        for k in ("kid", "kid_std", "kid_black", "nkid", "psnr", "sharpness"):
+            _finite(name, f"utility.{k}", u.get(k))
+        _finite(name, "utility.l1", u.get("l1"), lo=0.0)
+        _finite(name, "utility.ssim", u.get("ssim"), lo=-1.0, hi=1.0)
+    g = report.get("generalization_gap")
+    if isinstance(g, Mapping):
+        for k in ("nkid_train", "nkid_test", "gap", "l1_gap"):
+            _finite(name, f"generalization_gap.{k}", g.get(k))
+        for k in ("l1_train", "l1_test"):
+            _finite(name, f"generalization_gap.{k}", g.get(k), lo=0.0)
+    d = (report.get("model") or {}).get("defense") if isinstance(report.get("model"), Mapping) else None
+    if isinstance(d, Mapping) and d.get("epsilon") is not None:
+        eps = d["epsilon"]
+        if not _is_number(eps) or math.isnan(eps) or eps < 0:
+            raise _bad(name, "model.defense.epsilon", eps, "not a number >= 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# The attack with its score flipped (predict "member" for HIGH loss)
+#
+# Negating the score mirrors the ROC: the points of the flipped score are (1 − fpr, 1 − tpr) of the
+# measured ones, in reverse order. So its AUC is 1 − AUC, its 95% interval [1 − hi, 1 − lo], its
+# advantage max(FPR − TPR) over the measured curve. An attacker can flip a score whose AUC is below
+# 0.5, so a gate judges the stronger of the two directions.
+
+
+def usable_roc(attack: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
+    """``attack.roc`` as (fpr, tpr) when it is a well-formed curve (equal-length lists of rates, both
+    non-decreasing, from (0, 0) to (1, 1)); None otherwise (consumers then leave it out)."""
+    roc = attack.get("roc") if isinstance(attack, Mapping) else None
+    if not isinstance(roc, Mapping):
+        return None
+    fpr, tpr = roc.get("fpr"), roc.get("tpr")
+    if not isinstance(fpr, list) or not isinstance(tpr, list) or len(fpr) != len(tpr) or len(fpr) < 2:
+        return None
+    if not all(_is_number(v) and 0.0 <= v <= 1.0 for v in fpr + tpr):
+        return None
+    if any(b < a for a, b in zip(fpr, fpr[1:])) or any(b < a for a, b in zip(tpr, tpr[1:])):
+        return None
+    if fpr[0] != 0 or tpr[0] != 0 or fpr[-1] != 1 or tpr[-1] != 1:
+        return None
+    return [float(v) for v in fpr], [float(v) for v in tpr]
+
+
+# privaudit writes at most this many ROC points (AttackResult.roc_points): a curve this long may be
+# thinned, so values read from it are bounds rather than exact.
+ROC_POINTS_LIMIT = 256
+
+
+def flipped_roc(fpr: Sequence[float], tpr: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The ROC of the negated score: (1 − fpr, 1 − tpr), reversed so that it runs from (0, 0)."""
+    return [1.0 - f for f in reversed(fpr)], [1.0 - t for t in reversed(tpr)]
+
+
+def roc_tpr_at(fpr: Sequence[float], tpr: Sequence[float], target: float, *, exact: bool) -> float:
+    """TPR at FPR ``target`` read from ROC points (non-decreasing, from (0, 0) to (1, 1)).
+
+    ``exact``: the points are the whole curve, and the value is the highest TPR whose FPR does not
+    exceed the target (as ``attacks.metrics.tpr_at_fpr``). Otherwise points may be missing between
+    two stored ones, and the value is an upper bound: the TPR of the first point beyond the target.
+    """
+    best = 0.0
+    for f, t in zip(fpr, tpr):
+        if f <= target + 1e-12:
+            best = max(best, t)
+        elif not exact:
+            return t
+        else:
+            break
+    return best
+
+
+def roc_advantage(fpr: Sequence[float], tpr: Sequence[float], *, exact: bool) -> float:
+    """max(TPR − FPR) over ROC points; not ``exact``: an upper bound over the gaps between stored
+    points (a missing point lies between its neighbours, so its TPR − FPR <= t[i+1] − f[i])."""
+    if exact:
+        return max(0.0, max(t - f for f, t in zip(fpr, tpr)))
+    return max(0.0, max(t1 - f0 for f0, t1 in zip(fpr, tpr[1:])))
+
+
+def flipped_bound_tpr(auc: float, fpr: float) -> float:
+    """An upper bound on the flipped score's TPR at FPR ``fpr`` from the measured AUC alone.
+
+    A flipped point (f, t) is the measured point (1 − f, 1 − t); a monotone curve through it has an
+    area of at most (1 − f)(1 − t) + f, so t <= (1 − AUC) / (1 − f).
+    """
+    return min(1.0, (1.0 - auc) / (1.0 - fpr))
+
+
+def flipped_bound_advantage(auc: float) -> float:
+    """An upper bound on the flipped score's advantage max(FPR − TPR) from the measured AUC alone:
+    a measured point (x, y) with x − y = d bounds the area by 1 − x(1 − y) <= 1 − d, so d <= 1 − AUC."""
+    return max(0.0, 1.0 - auc)

@@ -45,6 +45,9 @@ def make_report(**overrides: Any) -> dict[str, Any]:
             "tpr_at_fpr": {"0.001": None, "0.01": 0.03, "0.1": 0.14},
             "advantage": 0.12, "balanced_accuracy": 0.56, "threshold": 0.2,
             "member_loss": {"mean": 0.2, "std": 0.05}, "nonmember_loss": {"mean": 0.21, "std": 0.05},
+            # the negated score, as privaudit writes it (its auc follows attack.auc below)
+            "flipped_score": {"auc": None, "auc_ci95": [0.37, 0.48], "tpr_at_fpr": {"0.001": None, "0.01": 0.0, "0.1": 0.05},
+                              "advantage": 0.02, "balanced_accuracy": 0.51},
         },
         "utility": {"kid": 0.01, "kid_std": 0.001, "kid_black": 0.13, "nkid": 0.078, "l1": 0.2, "psnr": 14.0, "ssim": 0.3},
         "generalization_gap": {"nkid_train": 0.07, "nkid_test": 0.078, "gap": 0.008, "l1_train": 0.19, "l1_test": 0.2},
@@ -55,6 +58,10 @@ def make_report(**overrides: Any) -> dict[str, Any]:
         for p in parents:
             node = node[p]
         node[last] = value
+    a = r.get("attack")
+    if isinstance(a, dict) and isinstance(a.get("flipped_score"), dict) and a["flipped_score"].get("auc") is None:
+        auc = a.get("auc")
+        a["flipped_score"]["auc"] = 1.0 - auc if isinstance(auc, (int, float)) and not isinstance(auc, bool) else None
     return r
 
 
@@ -92,10 +99,23 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 # Library: evaluate_gate
 
 
-def test_schema_constant_matches_pipeline() -> None:
-    from privaudit.pipeline import REPORT_SCHEMA as PIPELINE_SCHEMA
+def test_a_report_written_by_attack_is_read_by_the_gate(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The schema string on disk is the one the reader accepts, and the whole report passes its checks."""
+    from conftest import write_pairs
+    from privaudit.cli.app import app as real_app
 
-    assert REPORT_SCHEMA == PIPELINE_SCHEMA
+    m, n = write_pairs(tmp_path / "m", 10, seed=1), write_pairs(tmp_path / "n", 10, seed=2)
+    out = tmp_path / "r.json"
+    result = runner.invoke(real_app, ["attack", str(tiny_checkpoint), "--members", str(m), "--nonmembers", str(n), "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["schema"] == REPORT_SCHEMA == "privaudit.report/1"
+    data = load_report(out)
+    v = evaluate_gate(data, GatePolicy(max_auc=1.0, max_advantage=1.0))
+    assert v.passed and v.checks[0].value == max(data["attack"]["auc"], 1 - data["attack"]["auc"])
+    # and a report of another schema version is refused, not read as this one
+    write_report(tmp_path / "next.json", {**data, "schema": "privaudit.report/3"})
+    with pytest.raises(ReportError, match="has schema 'privaudit.report/3'"):
+        load_report(tmp_path / "next.json")
 
 
 def test_all_thresholds_pass_in_order() -> None:

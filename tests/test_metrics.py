@@ -112,7 +112,8 @@ def test_to_dict_is_json_ready():
     import json
 
     d = attack_metrics(MEMBERS, NONMEMBERS, n_bootstrap=50).to_dict()
-    assert set(d) == {"auc", "auc_ci95", "tpr_at_fpr", "advantage", "balanced_accuracy"}
+    assert set(d) == {"auc", "auc_ci95", "tpr_at_fpr", "advantage", "balanced_accuracy", "flipped", "auc_effective", "flipped_score"}
+    assert set(d["flipped_score"]) == {"auc", "auc_ci95", "tpr_at_fpr", "advantage", "balanced_accuracy"}
     json.dumps(d, allow_nan=False)
 
 

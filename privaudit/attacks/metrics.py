@@ -6,7 +6,7 @@ likely a member". For the reconstruction-loss attack the score is ``-loss``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,14 +30,38 @@ class AttackMetrics:
     threshold: float
     fpr: np.ndarray
     tpr: np.ndarray
+    # The same attack with its score negated (an attacker who predicts "member" for HIGH loss):
+    # its AUC is 1 − auc; an attacker gets it whenever auc < 0.5, so gates judge both directions.
+    flipped_tpr_at_fpr: dict[str, float | None] = field(default_factory=dict)
+    flipped_advantage: float = 0.0
+
+    @property
+    def flipped(self) -> bool:
+        """True when the score ranks members BELOW non-members (AUC < 0.5): the attack works flipped."""
+        return self.auc < 0.5
+
+    @property
+    def auc_effective(self) -> float:
+        """What an attacker gets by choosing the better direction: max(AUC, 1 − AUC)."""
+        return max(self.auc, 1.0 - self.auc)
 
     def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.auc_ci95
         return {
             "auc": self.auc,
             "auc_ci95": list(self.auc_ci95),
             "tpr_at_fpr": self.tpr_at_fpr,
             "advantage": self.advantage,
             "balanced_accuracy": self.balanced_accuracy,
+            "flipped": self.flipped,
+            "auc_effective": self.auc_effective,
+            "flipped_score": {
+                "auc": 1.0 - self.auc,
+                "auc_ci95": [1.0 - hi, 1.0 - lo],
+                "tpr_at_fpr": self.flipped_tpr_at_fpr,
+                "advantage": self.flipped_advantage,
+                "balanced_accuracy": 0.5 * (1.0 + self.flipped_advantage),
+            },
         }
 
 
@@ -128,6 +152,9 @@ def attack_metrics(
     # roc_curve's first threshold is +inf (nobody predicted member); it never maximises tpr - fpr
     # unless the attack is useless, in which case the highest score is as good a threshold as any.
     threshold = float(thresholds[j]) if np.isfinite(thresholds[j]) else float(s.max())
+    # The negated score (an attacker who predicts "member" for HIGH loss). Its ROC is the mirror image
+    # (1 − fpr, 1 − tpr) of this one; computed afresh so its rates are the exact fractions.
+    ffpr, ftpr, _ = roc_curve(y, -s, drop_intermediate=False)
     return AttackMetrics(
         auc=auc,
         auc_ci95=bootstrap_auc_ci(sm, sn, n_bootstrap=n_bootstrap, seed=seed),
@@ -137,4 +164,6 @@ def attack_metrics(
         threshold=threshold,
         fpr=fpr,
         tpr=tpr,
+        flipped_tpr_at_fpr={fpr_key(f): tpr_at_fpr(ffpr, ftpr, f, len(sn)) for f in fprs},
+        flipped_advantage=float(np.max(fpr - tpr)),
     )

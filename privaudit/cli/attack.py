@@ -38,7 +38,7 @@ def attack(
     json_out: o.JsonOut = None,
     scores: Annotated[Optional[Path], typer.Option("--scores", help="Write per-sample losses and scores as CSV.")] = None,
     plot_dir: Annotated[Optional[Path], typer.Option("--plot-dir", help="Write roc.png (linear and log-log) and loss_hist.png here.")] = None,
-    fail_above_auc: Annotated[Optional[float], typer.Option("--fail-above-auc", help="Exit 1 when the AUC exceeds X.")] = None,
+    fail_above_auc: Annotated[Optional[float], typer.Option("--fail-above-auc", help="Exit 1 when the AUC exceeds X (judged as max(AUC, 1 − AUC): a flipped score leaks as much).")] = None,
     device: o.Device = "auto",
     num_downs: o.NumDowns = None,
     ngf: o.Ngf = None,
@@ -82,8 +82,10 @@ def attack(
     if not quiet:
         show(attack_table(report))
     warn_unfinished(report["model"])
-    if fail_above_auc is not None and result.metrics.auc > fail_above_auc:
-        typer.echo(f"privaudit: attack AUC {result.metrics.auc:.4f} exceeds --fail-above-auc {fail_above_auc}", err=True)
+    met = result.metrics
+    if fail_above_auc is not None and met.auc_effective > fail_above_auc:  # a flipped score leaks as much
+        flip = f" (score flipped: measured AUC {met.auc:.4f})" if met.flipped else ""
+        typer.echo(f"privaudit: attack AUC {met.auc_effective:.4f}{flip} exceeds --fail-above-auc {fail_above_auc}", err=True)
         raise typer.Exit(1)
 
 

@@ -46,5 +46,6 @@ def demo(
     for name in ("teacher", "akd"):
         verdict = evaluate_gate(load_report(out / f"{name}.json"), GatePolicy(max_auc=max_auc))
         word = "PASS" if verdict.passed else "FAIL"
-        stderr.print(f"gate --max-auc {max_auc}: {name} {word} (AUC {summary[f'{name}_auc']:.3f})")
+        judged = verdict.checks[0]  # the AUC the gate judged: max(AUC, 1 − AUC)
+        stderr.print(f"gate --max-auc {max_auc}: {name} {word} (AUC {judged.value:.3f}{', score flipped' if judged.note else ''})")
     stderr.print(f"done in {summary['wall_s']}s; everything is in {out}/ (teacher.json, akd.json, comparison.md, tradeoff.png)")

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from privaudit.cli.common import guarded, stderr
+from privaudit.cli.render import Col, FitTable
 from privaudit.errors import InputError
 from privaudit.gate import (
     GatePolicy,
@@ -29,17 +29,17 @@ from privaudit.gate import (
 from privaudit.io import atomic_write_text, check_writable
 
 
-def _verdict_table(verdict: GateVerdict, report: Path, policy_source: str) -> Table:
+def _verdict_table(verdict: GateVerdict, report: Path, policy_source: str) -> FitTable:
     title = f"release gate: {report}\npolicy: {policy_source}"
-    # a title never wider than the table would wrap mid-path: widen the table to it instead
-    t = Table(title=escape(title), title_justify="left", min_width=max(len(line) for line in title.splitlines()))
-    t.add_column("check")
-    t.add_column("value", justify="right")
-    t.add_column("limit", justify="right")
-    t.add_column("result")
+    rows, notes = [], []
     for c in verdict.checks:
-        t.add_row(escape(f"{c.name} ({c.metric})"), format_number(c.value), f"≤ {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]")
-    return t
+        if c.note and c.note not in notes:
+            notes.append(c.note)
+        mark = f" [{notes.index(c.note) + 1}]" if c.note else ""
+        rows.append([escape(f"{c.name} ({c.metric})") + mark, format_number(c.value), f"≤ {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]"])
+    cols = [Col("check", justify="left", text=True), Col("value"), Col("limit"), Col("result", justify="left")]
+    return FitTable(cols, rows, title=escape(title), notes=[escape(f"[{i}] {n}") for i, n in enumerate(notes, 1)], min_text=24,
+                    min_width=max(len(line) for line in title.splitlines()))  # a path in the title is not wrapped while there is room
 
 
 def _check_appendable(path: Path) -> None:
@@ -73,6 +73,7 @@ def gate(
     no_policy: Annotated[bool, typer.Option("--no-policy", help="Do not read privaudit.toml / pyproject.toml from the current folder; use the flags only.")] = False,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write the checks as JUnit XML (one testcase per check); '-' for stdout.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Append a Markdown summary to FILE (e.g. $GITHUB_STEP_SUMMARY), creating it if needed; '-' for stdout.")] = None,
+    as_measured: Annotated[bool, typer.Option("--as-measured", help="Judge the attack only in the direction it was measured. Default: each attack check (AUC, its CI, TPR, advantage) takes the stronger of the score and its negation, since an attacker can flip a score whose AUC is below 0.5.")] = False,
 ) -> None:
     """Check REPORT against privacy/utility thresholds: exit 0 when all pass, 1 when any fails, 2 on bad input."""
     if policy is not None and no_policy:
@@ -95,7 +96,7 @@ def gate(
     policy_source = " + ".join(sources) or "none"
 
     data = load_report(report)
-    verdict = evaluate_gate(data, merged, report_name=str(report))
+    verdict = evaluate_gate(data, merged, report_name=str(report), as_measured=as_measured)
 
     stderr.print(_verdict_table(verdict, report, policy_source))
     if verdict.passed:

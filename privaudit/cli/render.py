@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import typer
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from privaudit.cli.common import stderr
 
 
 def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
+    return "–" if x is None else f"{100 * x:.2f}%"
 
 
 DIRECTION_SOURCES = {"model": "recorded in the model", "--direction": "--direction"}
@@ -65,6 +71,10 @@ def attack_table(report: dict[str, Any]) -> Table:
     t.add_column("value", justify="right")
     lo, hi = a["auc_ci95"]
     t.add_row("AUC", f"{a['auc']:.4f}  [{lo:.4f}, {hi:.4f}] 95% CI")
+    if a["auc"] < 0.5:  # members score LOWER: the attack works with its score negated
+        adv = (a.get("flipped_score") or {}).get("advantage")
+        t.add_row("score flipped", f"an attacker who predicts 'member' for high loss gets AUC {1 - a['auc']:.4f}  [{1 - hi:.4f}, {1 - lo:.4f}]"
+                  + (f", advantage {adv:.4f}" if adv is not None else ""))
     for k, v in a["tpr_at_fpr"].items():
         t.add_row(f"TPR @ {100 * float(k):g}% FPR", pct(v) if v is not None else f"n/a (needs ≥ {int(round(1 / float(k)))} non-members)")
     t.add_row("advantage (max TPR−FPR)", f"{a['advantage']:.4f}")
@@ -93,8 +103,92 @@ def warn_unfinished(model: dict[str, Any]) -> None:
         typer.echo(f"privaudit: warning: {line}", err=True)
 
 
-def show(table: Table) -> None:
+def show(table: Any) -> None:
     stderr.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables that fit the terminal without cutting a number or a name
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column of a FitTable: ``text`` columns (names, paths, notes) fold across lines; the others
+    hold numbers and keep their full width."""
+
+    header: str
+    justify: str = "right"
+    text: bool = False
+
+
+class FitTable:
+    """A Rich renderable: a table laid out for the width it is printed at.
+
+    Rich squeezes a table that is too wide by cutting every cell to "…", numbers included. This one
+    never does: numbers keep their full width and text columns fold across lines. When the usual
+    style does not fit, it switches to a compact one (no outer box, one space of padding); when even
+    that is too wide, it leaves out the columns named in ``drop`` (in that order, all-empty columns
+    first) and says so in the caption, with ``hint`` (where to see every column).
+    """
+
+    def __init__(self, columns: Sequence[Col], rows: Sequence[Sequence[str]], *, title: str = "", drop: Sequence[str] = (),
+                 hint: str = "", notes: Sequence[str] = (), min_text: int = 10, show_header: bool = True, min_width: int | None = None) -> None:
+        self.columns, self.rows = list(columns), [list(r) for r in rows]
+        self.title, self.drop, self.hint, self.notes = title, list(drop), hint, list(notes)
+        self.min_text, self.show_header, self.min_width = min_text, show_header, min_width
+
+    def _width(self, i: int, whole_header: bool) -> int:
+        """Column i's width: the widest cell (markup removed) and the header (whole, or its longest
+        word when headers may wrap); a text column only up to ``min_text`` (it folds below that)."""
+        cells = [Text.from_markup(r[i]).cell_len for r in self.rows] or [0]
+        header = self.columns[i].header if self.show_header else ""
+        words = [Text(header).cell_len] if whole_header else [Text(w).cell_len for w in header.split()]
+        natural = max(max(cells), max(words, default=1), 1)
+        return min(natural, self.min_text) if self.columns[i].text else natural
+
+    def _table(self, keep: list[int], style: int, dropped: list[str], *, fixed_text: bool, width: int | None = None) -> Table:
+        """style 0: the usual box, headers on one line; 1: headers wrap; 2: compact (no outer box)."""
+        caption = list(self.notes)
+        if dropped:
+            caption.append(f"not shown at this width: {', '.join(dropped)}" + (f"; {self.hint}" if self.hint else ""))
+        compact: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if style == 2 else {}
+        t = Table(title=self.title or None, title_justify="left", caption="\n".join(caption) or None, caption_justify="left",
+                  show_header=self.show_header, min_width=min(self.min_width, width) if self.min_width and width else None, **compact)
+        for i in keep:
+            c = self.columns[i]
+            w = None if (c.text and not fixed_text) else self._width(i, whole_header=style == 0)
+            t.add_column(c.header, justify=c.justify, overflow="fold", width=w)
+        for r in self.rows:
+            t.add_row(*[r[i] for i in keep])
+        return t
+
+    def build(self, width: int, console: Console | None = None) -> Table:
+        """The table laid out for ``width`` columns."""
+        console = console or Console(width=max(width, 1), file=io.StringIO())
+        options = console.options.update_width(10_000)
+        keep = list(range(len(self.columns)))
+        empty = [self.columns[i].header for i in keep if self.rows and all(Text.from_markup(r[i]).plain.strip() in ("", "–") for r in self.rows)]
+        order = [h for h in empty if h in self.drop] + [h for h in self.drop if h not in empty]
+        dropped: list[str] = []
+        for style in (0, 1, 2):
+            while True:
+                need = Measurement.get(console, options, self._table(keep, style, dropped, fixed_text=True)).maximum
+                if need <= width or style < 2:
+                    break
+                nxt = next((h for h in order if h not in dropped), None)
+                if nxt is None:
+                    break  # nothing left to leave out: the text columns fold further, numbers may fold too, never "…"
+                dropped.append(nxt)
+                keep = [i for i in keep if self.columns[i].header != nxt]
+            if need <= width:
+                break
+        return self._table(keep, style, dropped, fixed_text=False, width=width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.build(options.max_width, console)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.build(options.max_width, console))
 
 
 def evaluate_table(report: dict[str, Any]) -> Table:
@@ -120,12 +214,17 @@ def evaluate_table(report: dict[str, Any]) -> Table:
     return t
 
 
-def compare_table(rows) -> Table:
-    from privaudit.evaluation.compare import HEADERS, cells
+# The console headers of the comparison (the Markdown keeps compare.HEADERS): spaced, so they wrap.
+_CONSOLE_HEADERS = {"TPR@1%FPR": "TPR @ 1% FPR", "TPR@10%FPR": "TPR @ 10% FPR"}
+# Least important first: what a narrow terminal leaves out (all-empty columns go before these).
+_COMPARE_DROP = ("SSIM", "gap (NKID)", "TPR@10%FPR", "AUC 95% CI", "ε", "L1", "TPR@1%FPR", "NKID")
 
-    t = Table(title="utility-privacy comparison", title_justify="left")
-    for h in HEADERS:
-        t.add_column(h, justify="left" if h in ("model", "defense") else "right")
-    for r in rows:
-        t.add_row(*cells(r))
-    return t
+
+def compare_table(rows, *, hint: str = "see every column with privaudit report ... --markdown - (or a wider terminal)") -> FitTable:
+    """The utility-privacy comparison, fitted to the terminal (see FitTable)."""
+    from privaudit.evaluation.compare import FLIPPED_NOTE, HEADERS, cells
+
+    cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in HEADERS]
+    drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]
+    notes = [FLIPPED_NOTE] if any(r.flipped for r in rows) else []
+    return FitTable(cols, [cells(r) for r in rows], title="utility-privacy comparison", drop=drop, hint=hint, notes=notes)
