@@ -91,7 +91,7 @@ def defend(
 
             if sigma is None:
                 raise InputError("--method gauss needs --sigma (the output noise's standard deviation, e.g. 0.1)")
-            add_output_noise(teacher, out, sigma=sigma, direction=direction, image_size=size or teacher.image_size)
+            add_output_noise(teacher, out, sigma=sigma, direction=direction, image_size=teacher.image_size if size is None else size)
             summary.update({"σ": f"{sigma:g}", "teacher": str(model)})
         else:
             from privaudit.defenses.distill import distill, student_arch
@@ -99,7 +99,7 @@ def defend(
             if proxy is None:
                 raise InputError(f"--method {method} needs --proxy PATH: unlabelled proxy inputs (only the input side is read)")
             in_nc = int(teacher.arch.get("input_nc", 3))
-            proxy_set = load_inputs(proxy, direction=direction, size=size or teacher.image_size, input_nc=in_nc, layout=proxy_layout)
+            proxy_set = load_inputs(proxy, direction=direction, size=teacher.image_size if size is None else size, input_nc=in_nc, layout=proxy_layout)
             override = None
             if ngf is not None or num_downs is not None or norm is not None or teacher.arch.get("type") != "unet":
                 if norm is not None and norm not in ("batch", "instance", "none"):
