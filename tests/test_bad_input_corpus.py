@@ -18,8 +18,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -125,6 +128,7 @@ CASES: list[Case] = [
     Case("attack-members-text-named-png", _swap(ATTACK, "--members {m}", "--members {textpng_dir}"), "notes.png"),
     Case("attack-pix2pix-members-mixed-sizes", _swap(ATTACK, "attack {ckpt} --direction AtoB --members {m}", "attack {pix2pix_pth} --direction AtoB --members {mixed_dir}"), "--size"),
     Case("attack-pix2pix-members-A-B-sizes-differ", _swap(ATTACK, "attack {ckpt} --direction AtoB --members {m}", "attack {pix2pix_pth} --direction AtoB --members {sizes_ab}"), "--size"),
+    Case("attack-members-decompression-bomb", _swap(ATTACK, "--members {m}", "--members {bomb_dir}"), "huge.png"),
     Case("attack-members-odd-width", _swap(ATTACK, "--members {m}", "--members {odd_dir}"), "halves"),
     Case("attack-members-unmatched-names", _swap(ATTACK, "--members {m}", "--members {unmatched_ab}"), "extra.png"),
     Case("attack-model-missing", _swap(ATTACK, "{ckpt}", "{out}/nothing.pt"), "nothing.pt"),
@@ -137,6 +141,15 @@ CASES: list[Case] = [
     Case("attack-model-wrong-shapes", _swap(ATTACK, "{ckpt}", "{wrong_shape_pt}"), "shape mismatch"),
     Case("attack-model-a-list", _swap(ATTACK, "{ckpt}", "{list_pt}"), "list"),
     Case("attack-model-unknown-architecture", _swap(ATTACK, "{ckpt}", "{unknown_arch_pt}"), "architecture"),
+    Case("attack-model-entry-not-a-tensor", _swap(ATTACK, "{ckpt}", "{meta_tensor_pt}"), "'extra'"),
+    Case("attack-model-image-size-a-string", _swap(ATTACK, "{ckpt}", "{meta_size_pt}"), "image_size"),
+    Case("attack-model-image-size-negative", _swap(ATTACK, "{ckpt}", "{meta_negsize_pt}"), "image_size"),
+    Case("attack-model-defense-a-string", _swap(ATTACK, "{ckpt}", "{meta_defense_pt}"), "defense"),
+    Case("attack-model-gauss-sigma-a-string", _swap(ATTACK, "{ckpt}", "{meta_sigma_pt}"), "sigma"),
+    Case("attack-model-direction-a-number", _swap(ATTACK, "{ckpt}", "{meta_direction_pt}"), "direction"),
+    Case("attack-model-ngf-a-string", _swap(ATTACK, "{ckpt}", "{meta_ngf_pt}"), "architecture"),
+    Case("attack-model-fake-torchscript", _swap(ATTACK, "{ckpt}", "{fake_ts_pt}"), "fake_ts.pt"),
+    Case("attack-model-fake-export", _swap(ATTACK, "{ckpt}", "{fake_pt2}"), "fake.pt2"),
     Case("attack-model-ngf-override-mismatch", ATTACK + " --ngf 8", "--ngf"),
     Case("attack-model-num-downs-override-zero", ATTACK + " --num-downs 0", "num_downs"),
     Case("attack-norm-unknown", ATTACK + " --norm layer", "layer"),
@@ -155,9 +168,11 @@ CASES: list[Case] = [
     Case("attack-json-under-a-file", _swap(ATTACK, "{out}/r.json", "{textfile}/r.json"), "somefile.txt"),
     Case("attack-json-is-a-folder", ATTACK, "r.json", setup=_mkdir("r.json")),
     Case("attack-scores-folder-missing", ATTACK + " --scores {out}/no/s.csv", "does not exist"),
+    Case("attack-json-and-scores-both-stdout", _swap(ATTACK, "--json {out}/r.json", "--json - --scores -"), "stdout"),
+    Case("attack-plot-dir-stdout", ATTACK + " --plot-dir -", "--plot-dir"),
     Case("attack-plot-dir-is-a-file", ATTACK + " --plot-dir {textfile}", "somefile.txt"),
     Case("attack-members-option-missing", _swap(ATTACK, "--members {m} ", ""), "--members"),
-    Case("attack-model-argument-missing", _swap(ATTACK, "attack {ckpt}", "attack"), None),
+    Case("attack-model-argument-missing", _swap(ATTACK, "attack {ckpt}", "attack"), "Missing argument"),
     # ---------------------------------------------------------------- defend (all methods)
     Case("defend-method-unknown", _swap(AKD, "--method akd", "--method pate"), "--method"),
     Case("defend-out-missing", _swap(AKD, " --out {out}/s.pt", ""), "--out"),
@@ -210,6 +225,7 @@ CASES: list[Case] = [
     Case("evaluate-members-missing", _swap(EVALUATE, "--members {m}", "--members {out}/nowhere"), "nowhere"),
     Case("evaluate-model-wrong-shapes", _swap(EVALUATE, "{ckpt}", "{wrong_shape_pt}"), "shape mismatch"),
     Case("evaluate-kid-subsets-zero", EVALUATE + " --kid-subsets 0", "--kid-subsets"),
+    Case("evaluate-kid-subset-size-one", EVALUATE + " --kid-subset-size 1", "--kid-subset-size"),
     Case("evaluate-repeat-zero", EVALUATE + " --repeat 0", "--repeat"),
     Case("evaluate-samples-zero", EVALUATE + " --stochastic --samples 0", "--samples"),
     Case("evaluate-bootstrap-negative", _swap(EVALUATE, "--bootstrap 10", "--bootstrap -1"), "--bootstrap"),
@@ -231,19 +247,24 @@ CASES: list[Case] = [
     Case("report-json-array", _swap(REPORT, "{report}", "{array_json}"), "array.json"),
     Case("report-without-attack", _swap(REPORT, "{report}", "{noattack_json}"), "attack"),
     Case("report-auc-not-a-number", _swap(REPORT, "{report}", "{report} {badauc_json}"), "malformed"),
+    Case("report-auc-nan", _swap(REPORT, "{report}", "{nanauc_json}"), "finite"),
+    Case("report-binary-file", _swap(REPORT, "{report}", "{binary_json}"), "binary.json"),
     Case("report-is-a-folder", _swap(REPORT, "{report}", "{empty_dir}"), "folder"),
     Case("report-names-count", REPORT + " --names a,b", "--names"),
     Case("report-plot-to-stdout", _swap(REPORT, "--plot {out}/p.png", "--plot -"), "--plot"),
     Case("report-markdown-under-a-file", _swap(REPORT, "{out}/c.md", "{textfile}/c.md"), "somefile.txt"),
     Case("report-html-folder-missing", REPORT + " --html {out}/no/r.html", "does not exist"),
     Case("report-second-of-two-missing", _swap(REPORT, "{report}", "{report} {out}/gone.json"), "gone.json"),
-    Case("report-no-reports", "report", None),
+    Case("report-no-reports", "report", "Missing argument"),
     # ---------------------------------------------------------------- gate
     Case("gate-report-missing", _swap(GATE, "{report}", "{out}/none.json"), "none.json"),
     Case("gate-malformed-json", _swap(GATE, "{report}", "{malformed_json}"), "malformed.json"),
     Case("gate-wrong-schema", _swap(GATE, "{report}", "{schema_json}"), "schema"),
     Case("gate-report-without-attack", _swap(GATE, "{report}", "{noattack_json}"), "auc"),
-    Case("gate-no-threshold", _swap(GATE, " --max-auc 1", ""), None),
+    Case("gate-auc-not-a-number", _swap(GATE, "{report}", "{badauc_json}"), "attack.auc"),
+    Case("gate-auc-nan", _swap(GATE, "{report}", "{nanauc_json}"), "attack.auc"),
+    Case("gate-binary-file", _swap(GATE, "{report}", "{binary_json}"), "binary.json"),
+    Case("gate-no-threshold", _swap(GATE, " --max-auc 1", ""), "no thresholds"),
     Case("gate-max-auc-2", _swap(GATE, "--max-auc 1", "--max-auc 2"), "--max-auc"),
     Case("gate-max-auc-nan", _swap(GATE, "--max-auc 1", "--max-auc nan"), "--max-auc"),
     Case("gate-max-auc-not-a-number", _swap(GATE, "--max-auc 1", "--max-auc high"), "--max-auc"),
@@ -256,6 +277,11 @@ CASES: list[Case] = [
     Case("gate-policy-invalid-toml", _swap(GATE, "--no-policy", "--policy {bad_toml}"), "bad.toml"),
     Case("gate-policy-unknown-key", _swap(GATE, "--no-policy", "--policy {unknown_key_toml}"), "max_aucc"),
     Case("gate-policy-wrong-type", _swap(GATE, "--no-policy --max-auc 1", "--policy {wrong_type_toml}"), "max_auc"),
+    Case("gate-policy-tpr-not-a-table", _swap(GATE, "--no-policy", "--policy {tpr_scalar_toml}"), "max_tpr_at_fpr"),
+    Case("gate-policy-gate-not-a-table", _swap(GATE, "--no-policy", "--policy {pyproject_toml}"), "tool.privaudit.gate"),
+    Case("gate-policy-without-gate-table", _swap(GATE, "--no-policy", "--policy {notable_toml}"), "[gate]"),
+    Case("gate-policy-binary-file", _swap(GATE, "--no-policy", "--policy {binary_toml}"), "binary.toml"),
+    Case("gate-policy-a-folder", _swap(GATE, "--no-policy", "--policy {empty_dir}"), "folder"),
     Case("gate-policy-missing-file", _swap(GATE, "--no-policy", "--policy {out}/none.toml"), "none.toml"),
     Case("gate-policy-and-no-policy", GATE + " --policy {bad_toml}", "--no-policy"),
     Case("gate-invalid-policy-in-working-folder", _swap(GATE, "--no-policy ", ""), "privaudit.toml", setup=_write("privaudit.toml", "[gate\nmax_auc = ")),
@@ -275,6 +301,16 @@ CASES: list[Case] = [
 
 # ---------------------------------------------------------------------------------------------
 # fixtures: good and broken inputs, built once for the module and never written to by a case
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels but holds almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def _aligned_with_extra(root: Path, name: str, blob: bytes) -> Path:
@@ -299,6 +335,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> d
     p["trunc_dir"] = _aligned_with_extra(root / "trunc", "broken.png", png[: len(png) // 2])
     p["textpng_dir"] = _aligned_with_extra(root / "textpng", "notes.png", b"these are my notes\n")
     p["emptypng_dir"] = _aligned_with_extra(root / "emptypng", "empty.png", b"")
+    p["bomb_dir"] = _aligned_with_extra(root / "bomb", "huge.png", _png_header(40000, 20000))  # 8e8 pixels declared
     p["mixed_dir"] = write_pairs(root / "mixed", N_PAIRS, seed=4)
     write_pairs(root / "mixed", 1, size=64, seed=5, prefix="big")
     rng = np.random.default_rng(0)
@@ -336,6 +373,26 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> d
     torch.save({**ckpt, "arch": {**ckpt["arch"], "ngf": 8}}, p["wrong_shape_pt"])
     p["unknown_arch_pt"] = root / "unknown_arch.pt"
     torch.save({**ckpt, "arch": {"type": "transformer"}}, p["unknown_arch_pt"])
+    metadata = {  # a privaudit checkpoint with one malformed field each
+        "meta_tensor_pt": {"state_dict": {**ckpt["state_dict"], "extra": "hello"}},
+        "meta_size_pt": {"image_size": "big"},
+        "meta_negsize_pt": {"image_size": -32},
+        "meta_defense_pt": {"defense": "gauss"},
+        "meta_sigma_pt": {"defense": {"method": "gauss", "sigma": "x"}},
+        "meta_direction_pt": {"direction": 5},
+        "meta_ngf_pt": {"arch": {**ckpt["arch"], "ngf": "x"}},
+    }
+    for key, change in metadata.items():
+        p[key] = root / f"{key}.pt"
+        torch.save({**ckpt, **change}, p[key])
+    p["fake_ts_pt"] = root / "fake_ts.pt"  # a zip that looks like TorchScript
+    with zipfile.ZipFile(p["fake_ts_pt"], "w") as zf:
+        zf.writestr("fake_ts/constants.pkl", b"junk")
+        zf.writestr("fake_ts/code/model.py", b"junk")
+    p["fake_pt2"] = root / "fake.pt2"  # a zip that looks like a torch.export archive
+    with zipfile.ZipFile(p["fake_pt2"], "w") as zf:
+        zf.writestr("fake/archive_format", b"pt2")
+        zf.writestr("fake/data/sample_inputs/model.pt", b"junk")
     p["list_pt"] = root / "list.pt"
     torch.save([torch.zeros(3)], p["list_pt"])
     p["pix2pix_pth"] = root / "latest_net_G.pth"  # records neither image size nor direction
@@ -356,6 +413,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> d
         "array_json": ("array.json", json.dumps([good])),
         "noattack_json": ("noattack.json", json.dumps({k: v for k, v in good.items() if k != "attack"})),
         "badauc_json": ("badauc.json", json.dumps({**good, "attack": {**good["attack"], "auc": "high"}})),
+        "nanauc_json": ("nanauc.json", json.dumps({**good, "attack": {**good["attack"], "auc": float("nan")}})),
+        "tpr_scalar_toml": ("tpr.toml", "[gate]\nmax_tpr_at_fpr = 0.5\n"),
+        "pyproject_toml": ("pyproject.toml", "[tool.privaudit]\ngate = 3\n"),
+        "notable_toml": ("notable.toml", "max_auc = 0.6\n"),
         "bad_toml": ("bad.toml", "[gate\nmax_auc = "),
         "unknown_key_toml": ("unknown.toml", "[gate]\nmax_aucc = 0.6\n"),
         "wrong_type_toml": ("wrong_type.toml", '[gate]\nmax_auc = "high"\n'),
@@ -363,6 +424,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> d
     for key, (name, text) in texts.items():
         p[key] = root / name
         p[key].write_text(text)
+    for key, name in (("binary_json", "binary.json"), ("binary_toml", "binary.toml")):
+        p[key] = root / name
+        p[key].write_bytes(bytes(range(256)))
     return {k: str(v) for k, v in p.items()}
 
 

@@ -90,6 +90,8 @@ def _open(path: Path, mode: str) -> Image.Image:
             return im.convert("RGB")
     except UnidentifiedImageError:
         raise DataError(f"{path} is not an image file; remove it from the folder") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path} is too large to decode safely ({str(exc).strip()[:80]}); shrink it or remove it from the folder") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path} cannot be decoded ({str(exc).strip()[:100]}); the file is truncated or corrupt, replace or remove it") from None
 
