@@ -65,7 +65,9 @@ class ModelSpec:
     def build(self, size: int, input_nc: int = 3, output_nc: int = 3) -> UnetArch:
         if self.ngf < 1:
             raise InputError(f"--ngf must be at least 1, not {self.ngf}")
-        depth = self.num_downs or default_num_downs(size)
+        if self.num_downs is not None and self.num_downs < 5:
+            raise InputError(f"--num-downs must be at least 5 (pix2pix U-Nets downsample at least 5 times), not {self.num_downs}")
+        depth = default_num_downs(size) if self.num_downs is None else self.num_downs
         arch = UnetArch(input_nc=input_nc, output_nc=output_nc, num_downs=depth, ngf=self.ngf, norm=self.norm, use_dropout=self.use_dropout)
         arch.validate()
         if size % arch.min_size:
@@ -90,6 +92,8 @@ def train_regular(
     pairs once they are read, before training."""
     check_direction(direction)
     cfg.validate()
+    if size is not None:
+        spec.build(size)  # a --size the U-Net cannot take fails before any image is read
     pairs = load_pairs(data, direction=direction, size=size, what="training data")
     if on_data is not None:
         on_data(pairs)

@@ -55,8 +55,8 @@ class TrainConfig:
             raise InputError(f"--epochs must be at least 1, not {self.epochs}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
-        if not self.lr > 0:
-            raise InputError(f"--lr must be positive, not {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"--lr must be a finite number > 0, not {self.lr}")
         if not self.lambda_l1 >= 0 or not math.isfinite(self.lambda_l1):
             raise InputError(f"--lambda-l1 must be a finite number >= 0, not {self.lambda_l1}")
         if self.ndf < 1:

@@ -8,6 +8,7 @@ import typer
 
 from privaudit import __version__
 from privaudit.cli.attack import attack
+from privaudit.cli.common import OneLineUsageGroup
 from privaudit.cli.defend import defend
 from privaudit.cli.demo import demo
 from privaudit.cli.evaluate import evaluate
@@ -17,6 +18,7 @@ from privaudit.cli.train import train
 
 app = typer.Typer(
     name="privaudit",
+    cls=OneLineUsageGroup,
     help="Audit image-to-image translation models for membership leakage, harden them, and gate releases.",
     no_args_is_help=True,
     add_completion=False,

@@ -36,7 +36,7 @@ def attack(
     seed: o.Seed = 0,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC's 95% interval (0: none).")] = 1000,
     json_out: o.JsonOut = None,
-    scores: Annotated[Optional[Path], typer.Option("--scores", help="Write per-sample losses and scores as CSV.")] = None,
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="Write per-sample losses and scores as CSV ('-' for stdout).")] = None,
     plot_dir: Annotated[Optional[Path], typer.Option("--plot-dir", help="Write roc.png (linear and log-log) and loss_hist.png here.")] = None,
     fail_above_auc: Annotated[Optional[float], typer.Option("--fail-above-auc", help="Exit 1 when the AUC exceeds X (judged as max(AUC, 1 − AUC): a flipped score leaks as much).")] = None,
     device: o.Device = "auto",
@@ -56,6 +56,10 @@ def attack(
         check_writable(json_out, what="report")
     if scores is not None:
         check_writable(scores, what="scores file")
+    if json_out is not None and scores is not None and str(json_out) == str(scores) == "-":
+        raise InputError("--json - and --scores - both want stdout; write one of them to a file")
+    if plot_dir is not None and str(plot_dir) == "-":
+        raise InputError("--plot-dir writes PNG files and needs a folder name, not '-'")
     if plot_dir is not None:
         check_dir_creatable(plot_dir, what="plot folder", files=PLOTS)
     config = AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap)
@@ -67,7 +71,7 @@ def attack(
     outputs: list[tuple[Path, bytes]] = []
     if json_out is not None and str(json_out) != "-":
         outputs.append((json_out, report_json(report).encode()))
-    if scores is not None:
+    if scores is not None and str(scores) != "-":
         outputs.append((scores, scores_csv(result).encode()))
     if plot_dir is not None:
         from privaudit.evaluation.plots import plot_loss_histogram, plot_roc
@@ -79,6 +83,8 @@ def attack(
     if json_out is not None and str(json_out) == "-":
         write_json("-", report)
     warn(data_warnings(report))
+    if scores is not None and str(scores) == "-":
+        typer.echo(scores_csv(result), nl=False)
     if not quiet:
         show(attack_table(report))
     warn_unfinished(report["model"])

@@ -9,10 +9,16 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from privaudit import __version__
 from privaudit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, PrivauditError, describe_os_error
+
+try:  # typer >= 0.20 vendors Click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover  (older typer depends on Click itself)
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +78,47 @@ def guarded(fn: F) -> F:
                  f"command and the traceback above at {ISSUES_URL}", EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineUsageError(UsageError):
+    """Click's usage error (a missing option, ``--epochs abc``, an unknown flag) in the one-line form
+    of every other bad input, instead of Click's usage block: ``privaudit: error: ...; see privaudit
+    CMD --help``, exit 2."""
+
+    def __init__(self, exc: UsageError) -> None:
+        super().__init__(exc.format_message(), ctx=exc.ctx)
+
+    def show(self, file: Any = None) -> None:
+        names = []
+        ctx = self.ctx
+        while ctx is not None and ctx.parent is not None:  # the root's name is how it was started ("python -m ...")
+            names.append(ctx.info_name or "")
+            ctx = ctx.parent
+        command = " ".join(["privaudit", *reversed(names)])
+        message = " ".join(self.message.split()).rstrip(".")
+        typer.echo(f"privaudit: error: {message}; see {command} --help", err=True)
+
+
+class OneLineUsageGroup(TyperGroup):
+    """The root command group: turns Click's usage errors into OneLineUsageError, both when the
+    command line is parsed and when a subcommand's options are (under CliRunner and ``python -m``
+    alike). ``privaudit`` alone still prints the help."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except (NoArgsIsHelpError, OneLineUsageError):
+            raise
+        except UsageError as exc:
+            raise OneLineUsageError(exc) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (NoArgsIsHelpError, OneLineUsageError):
+            raise
+        except UsageError as exc:
+            raise OneLineUsageError(exc) from None
 
 
 def progress(disable: bool = False) -> Progress:

@@ -17,6 +17,7 @@ from privaudit.defenses import check_method
 from privaudit.errors import InputError
 from privaudit.io import check_writable
 from privaudit.models.checkpoint import ArchOverrides, load_model
+from privaudit.models.inference import check_image_size
 from privaudit.pipeline import ModelSpec, data_fingerprint, resolve_direction
 from privaudit.training import TrainConfig
 
@@ -75,6 +76,8 @@ def defend(
         # Like `train`, DP-SGD defines the direction rather than reading it: AtoB unless told, and said.
         direction_note = "--direction" if direction else "the default; pass --direction BtoA if the right half or B/ is the input"
         direction = direction or "AtoB"
+        if size is not None:
+            ModelSpec(num_downs=num_downs, ngf=64 if ngf is None else ngf, norm="group").build(size)  # fail before reading images
         pairs = load_pairs(train_data, direction=direction, size=size, what="training data")
         warn([pairs.resize_warning("training data")])
         arch = ModelSpec(num_downs=num_downs, ngf=64 if ngf is None else ngf, norm="group").build(pairs.size, pairs.inputs.shape[1], pairs.targets.shape[1])
@@ -98,8 +101,8 @@ def defend(
 
             if sigma is None:
                 raise InputError("--method gauss needs --sigma (the output noise's standard deviation, e.g. 0.1)")
-            add_output_noise(teacher, out, sigma=sigma, direction=direction, image_size=size or teacher.image_size)
-            recorded = size or teacher.image_size
+            add_output_noise(teacher, out, sigma=sigma, direction=direction, image_size=teacher.image_size if size is None else size)
+            recorded = teacher.image_size if size is None else size
             summary.update({"image size": f"{recorded}x{recorded} px" if recorded else "not recorded (attacks use the images' own)",
                             "σ": f"{sigma:g}", "teacher": str(model)})
         else:
@@ -108,7 +111,9 @@ def defend(
             if proxy is None:
                 raise InputError(f"--method {method} needs --proxy PATH: unlabelled proxy inputs (only the input side is read)")
             in_nc = int(teacher.arch.get("input_nc", 3))
-            proxy_set = load_inputs(proxy, direction=direction, size=size or teacher.image_size, input_nc=in_nc, layout=proxy_layout)
+            if size is not None:
+                check_image_size(teacher, size)  # fail before reading images
+            proxy_set = load_inputs(proxy, direction=direction, size=teacher.image_size if size is None else size, input_nc=in_nc, layout=proxy_layout)
             warn([proxy_set.resize_warning("proxy inputs")])
             override = None
             if ngf is not None or num_downs is not None or norm is not None or teacher.arch.get("type") != "unet":

@@ -290,7 +290,14 @@ def load_pairs(
             targets.append(_to_tensor(y))
     x_t = _stack(inputs, names, folder)
     _require_square(x_t, folder)
-    return ImageSet(inputs=x_t, targets=_stack(targets, names, folder), names=names, path=str(folder), layout=layout, resized=log.summary())
+    y_t = _stack(targets, names, folder)
+    if y_t.shape[-2:] != x_t.shape[-2:]:
+        src, dst = (f"{folder}/A", f"{folder}/B") if direction == "AtoB" else (f"{folder}/B", f"{folder}/A")
+        raise DataError(
+            f"the inputs in {src} are {x_t.shape[-1]}x{x_t.shape[-2]} but the targets in {dst} are {y_t.shape[-1]}x{y_t.shape[-2]}; "
+            "pass --size PX to resize both alike"
+        )
+    return ImageSet(inputs=x_t, targets=y_t, names=names, path=str(folder), layout=layout, resized=log.summary())
 
 
 def load_inputs(

@@ -45,6 +45,8 @@ class EvaluateConfig:
         if self.kid_subsets < 1:
             raise InputError(f"--kid-subsets must be at least 1, not {self.kid_subsets}")
         check_at_most(self.kid_subsets, MAX_KID_SUBSETS, "--kid-subsets", "the KID estimate is stable long before that")
+        if self.kid_subset_size is not None and self.kid_subset_size < 2:
+            raise InputError(f"--kid-subset-size must be at least 2 (KID compares pairs of images), not {self.kid_subset_size}")
 
 
 def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, weights: Path | None, cache: FeatureCache | None, seed: int, device) -> tuple[dict, dict]:

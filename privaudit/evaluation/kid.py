@@ -80,6 +80,8 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
     )
     if explicit is not None and str(explicit) != "":
         p = Path(explicit).expanduser()
+        if p.is_dir():
+            raise WeightsError(f"Inception weights {p} (--inception-weights) is a folder; give the file {INCEPTION_WEIGHTS_FILENAME} inside it")
         if not p.is_file():
             raise WeightsError(f"Inception weights file {p} (--inception-weights) not found; {hint}")
         return p
@@ -148,11 +150,15 @@ def _load_vetted(path: str | os.PathLike) -> tuple[str, dict[str, torch.Tensor]]
 
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise WeightsError(
-            f"refusing Inception weights {p}: it needs unpickling of arbitrary Python objects (it could run code); "
-            f"use torch-fidelity's {INCEPTION_WEIGHTS_FILENAME}"
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
+            raise WeightsError(
+                f"refusing Inception weights {p}: it needs unpickling of arbitrary Python objects (it could run code); "
+                f"use torch-fidelity's {INCEPTION_WEIGHTS_FILENAME}"
+            ) from None
+        # garbage (a text file, random bytes) is not an attack: say what it is
+        raise WeightsError(f"cannot read Inception weights {p}: it is not a PyTorch file (the file is corrupt or of another kind); "
+                           f"use torch-fidelity's {INCEPTION_WEIGHTS_FILENAME}") from None
     except Exception as exc:  # not a torch file at all: zip/pickle/EOF errors of many kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"cannot read Inception weights {p} as a torch file ({first}); use {INCEPTION_WEIGHTS_FILENAME}") from None

@@ -14,6 +14,7 @@ arbitrary objects unpickled is refused, so a model from a stranger never runs co
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
 import zipfile
@@ -334,25 +335,40 @@ def _load_privaudit(obj: dict[str, Any], p: Path, digest: str, overrides: ArchOv
     if not isinstance(state, dict):
         raise CheckpointError(f"{p} has no weights (state_dict missing); the file is incomplete, save it again")
     net: nn.Module = _build_and_load(arch, _clean_state_dict(state, p), p, overrides)
+    # The metadata comes from whoever wrote the file: check each field's type, so a malformed
+    # record is a CheckpointError naming the field, not a crash somewhere downstream.
     defense = obj.get("defense") or {"method": "none"}
+    if not isinstance(defense, dict) or not isinstance(defense.get("method", "none"), str):
+        raise CheckpointError(f"{p} records a malformed defense {_short(defense)}; re-save the model with privaudit")
     if defense.get("method") == "gauss":
-        sigma = float(defense.get("sigma", 0.0))
-        if not sigma >= 0:
-            raise CheckpointError(f"{p} records an invalid Gauss sigma {sigma}; it must be >= 0")
-        net = OutputNoise(net, sigma, seed=seed)
+        sigma = defense.get("sigma", 0.0)
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+            raise CheckpointError(f"{p} records an invalid Gauss sigma {_short(sigma)}; it must be a finite number >= 0")
+        net = OutputNoise(net, float(sigma), seed=seed)
     size = obj.get("image_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise CheckpointError(f"{p} records an invalid image_size {_short(size)}; it must be a positive number of pixels, re-save the model with privaudit")
+    direction = obj.get("direction")
+    if direction is not None and direction not in ("AtoB", "BtoA"):
+        raise CheckpointError(f"{p} records an invalid direction {_short(direction)}; it must be AtoB or BtoA, re-save the model with privaudit")
+    provenance = obj.get("provenance") or {}
     return LoadedModel(
         module=net,
         path=str(p),
         sha256=digest,
         format="privaudit",
         arch=arch.to_dict(),
-        image_size=int(size) if size else None,
-        direction=obj.get("direction"),
+        image_size=size or None,
+        direction=direction,
         defense=defense,
-        provenance=obj.get("provenance") or {},
+        provenance=provenance if isinstance(provenance, dict) else {"recorded": str(provenance)[:200]},
         training=_training_status(obj.get("training")),
     )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _training_status(rec: Any) -> dict[str, Any] | None:
