@@ -133,7 +133,7 @@ def diagnose_pickle(data: bytes, message: str = "") -> tuple[str, str]:
         allowed = {"torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "collections.OrderedDict"}
     foreign = [g for g in seen if g not in allowed and not re.fullmatch(r"torch\.[A-Za-z]*Storage", g)]
     if foreign:
-        return "dangerous", foreign[0]
+        return "dangerous", ", ".join(list(dict.fromkeys(foreign))[:3])
     if unpickling_error_is_dangerous(message):
         return "dangerous", ""
     if proto is None:
@@ -177,22 +177,24 @@ def _archive(p: Path, zf: zipfile.ZipFile, fix: str) -> dict[str, zipfile.ZipInf
 
 def _read(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int = MAX_JSON_BYTES) -> bytes:
     if info.file_size > limit:
-        raise CheckpointError(f"{p}: member {info.filename} is {info.file_size} bytes, more than a model file holds; the file is not a model")
+        raise CheckpointError(f"{p}: member {info.filename} is {info.file_size} bytes, far more than torch writes there; the file is corrupt or not a model")
     try:
         return zf.read(info)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"{p} is a corrupt zip archive ({info.filename}: {exc}); copy or export it again") from None
 
 
-def _is_pickle_or_zip(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
-    """Raw tensor bytes that are really a pickle or a zip archive (a payload smuggled into a tensor file)."""
+def _is_pickle_or_zip(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, any_protocol: bool = False) -> bool:
+    """Raw bytes (tensor data, extra files) that are really a pickle or a zip archive: a payload left for
+    a careless reader. Protocol 0/1 pickles (text) are looked for only with ``any_protocol``."""
     with zf.open(info) as fh:
         head = fh.read(4)
     if head.startswith(b"PK\x03\x04"):
         return True
-    if len(head) < 2 or head[0] != 0x80 or head[1] > 5:
+    binary = len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
+    if not (binary or (any_protocol and head and info.file_size <= MAX_JSON_BYTES)):
         return False
-    try:  # float bytes that happen to start like a pickle do not parse as one to the end
+    try:  # float bytes or text that happen to start like a pickle do not parse as one to the end
         data = zf.read(info)
         end = max(pos for _, _, pos in pickletools.genops(data))
         return end == len(data) - 1
@@ -271,6 +273,8 @@ def _vet_export_member(p: Path, zf: zipfile.ZipFile, rel: str, info: zipfile.Zip
         _vet_pickled_tensors(p, rel, name, _read(p, zf, info, 2**40))
         return
     if rel.startswith("extra/"):
+        if _is_pickle_or_zip(zf, info, any_protocol=True):
+            raise refusal(p, f"its extra file {name} holds a pickle or zip archive where torch.export.save writes text", fix)
         try:  # torch.export.load reads extra files as text, nothing more
             _read(p, zf, info).decode("utf-8")
         except UnicodeDecodeError:
@@ -883,7 +887,11 @@ def vet_torchscript_archive(p: Path, data: bytes) -> None:
         for rel, info in members.items():
             name = info.filename
             if rel.startswith("extra/") or _TS_STORAGE.match(rel):
-                continue  # extra files are never read; storages are raw bytes the pickles point at
+                # Extra files are never read and storages are raw bytes the pickles point at; neither
+                # is ever a pickle or a zip archive (a payload waiting for a careless reader).
+                if _is_pickle_or_zip(zf, info, any_protocol=rel.startswith("extra/")):
+                    raise refusal(p, f"its member {name} holds a pickle or zip archive where torch.jit.save writes raw bytes or text", fix)
+                continue
             if rel in ("version", ".data/version", "byteorder", ".data/serialization_id"):
                 if not re.fullmatch(rb"[A-Za-z0-9_.\-]*\n?", _read(p, zf, info, 256)):
                     raise refusal(p, f"its member {name} is not the short text torch writes there", fix)
