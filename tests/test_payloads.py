@@ -315,8 +315,22 @@ def test_legitimate_pt2_files_still_load(world, tmp_path):
     dyn = tmp_path / "dyn.pt2"
     torch.export.save(torch.export.export(world.net, (x,), dynamic_shapes=({0: b},)), dyn, extra_files={"notes.txt": "trained on facades"})
     assert torch.allclose(load_model(dyn, device="cpu").module(x[:1]), world.net(x[:1]), atol=1e-5)
+    # shape arithmetic: torch records guard code (exec-ed at load) and srepr expressions; both pass the checks
+    guarded = tmp_path / "guarded.pt2"
+    d = torch.export.Dim("d", min=2, max=64)
+    torch.export.save(torch.export.export(_Halve(), (torch.randn(4, 6),), dynamic_shapes=({0: 2 * d},)), guarded)
+    with zipfile.ZipFile(guarded) as zf:
+        assert json.loads(zf.read("guarded/models/model.json"))["guards_code"]  # the test means something
+    y = torch.randn(8, 6)
+    assert torch.equal(load_model(guarded, device="cpu").module(y), _Halve()(y))
     r = runner.invoke(app, ["attack", str(world.pt2), "--members", str(world.members), "--nonmembers", str(world.nonmembers), "--direction", "AtoB", "--quiet"])
     assert r.exit_code == 0, r.output
+
+
+class _Halve(torch.nn.Module):
+    def forward(self, x):
+        n = x.shape[0]
+        return x.reshape(n // 2, -1) if n % 2 == 0 else x[:1]
 
 
 def test_guard_code_and_expressions_torch_writes_pass_the_checks():
@@ -420,11 +434,14 @@ def test_torchscript_trap_is_real(world, tmp_path):
     """torch.jit.load runs no pickle payload (its unpickler is C++), but the model's code writes files."""
     marker = tmp_path / "PWNED"
     bad = rewrite(world.script, tmp_path / "bad.pt", replace={"data.pkl": pickle_payload(marker)})
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.jit.load(str(bad))
     assert not marker.exists()
     saver = _scripted_file_writer(tmp_path, marker, "Saver")
-    torch.jit.load(str(saver))(torch.zeros(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.load(str(saver))(torch.zeros(1))
     assert marker.exists()
 
 
@@ -588,4 +605,17 @@ def test_torch_fidelity_never_loads_unrestricted(tmp_path):
     path.write_bytes(_tsave({"fc.weight": _Evil(marker)}))
     with vetting.weights_only_loads(), pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=False)
+    assert not marker.exists()
+
+
+def test_feature_cache_file_with_a_payload_is_a_miss_and_never_runs(tmp_path):
+    from privaudit.evaluation.kid import FeatureCache
+
+    marker = tmp_path / "PWNED"
+    cache = FeatureCache(tmp_path / "cache")
+    key = FeatureCache.key(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "0" * 64)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / f"{key}.pt").write_bytes(_tsave(_Evil(marker)))
+    assert cache.get(key, 2) is None
+    assert (cache.hits, cache.misses) == (0, 1)
     assert not marker.exists()
