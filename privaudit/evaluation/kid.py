@@ -4,7 +4,9 @@ The KID arithmetic is torch-fidelity's own (``metric_kid.kid_features_to_metric`
 
 * finds the Inception weights without downloading anything (:func:`resolve_inception_weights`),
 * vets a weights file before torch-fidelity sees it (:func:`vet_inception_weights`): torch-fidelity
-  opens weights with ``torch.load(weights_only=False)``, so a stranger's file could run code,
+  opens weights with ``torch.load(weights_only=False)``, so a stranger's file could run code; it is
+  handed only the vetted tensors re-serialised in memory, and its ``torch.load`` is forced to
+  ``weights_only=True`` as well,
 * caches the features of the real (ground-truth) images across models (:class:`FeatureCache`),
 * clamps ``kid_subset_size`` to the set sizes and reports the value used.
 
@@ -117,10 +119,12 @@ def build_inception_without_weights(device: str | torch.device = "cpu") -> torch
                 return None
             return super().load_state_dict(state_dict, *args, **kwargs)
 
+    from privaudit.models.vetting import weights_only_loads
+
     empty = io.BytesIO()
     torch.save({}, empty)
     empty.seek(0)
-    with torch.device(device):
+    with torch.device(device), weights_only_loads():
         model = _Unloaded(EXTRACTOR_NAME, [FEATURE_LAYER], feature_extractor_weights_path=empty)
     model._constructing = False
     return model
@@ -148,20 +152,32 @@ def _load_vetted(path: str | os.PathLike) -> tuple[str, dict[str, torch.Tensor]]
         return sha, _VETTED[sha]
     import pickle
 
+    from privaudit.models.vetting import diagnose_pickle, restricted_load
+
+    corrupt = (
+        f"Inception weights {p} is not a torch weights file or is corrupt (truncated download?); "
+        f"download {INCEPTION_WEIGHTS_FILENAME} again from {INCEPTION_WEIGHTS_URL}"
+    )
+    if not data:
+        raise WeightsError(f"Inception weights {p} is empty (0 bytes); download {INCEPTION_WEIGHTS_FILENAME} again from {INCEPTION_WEIGHTS_URL}")
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        obj = restricted_load(data)
     except pickle.UnpicklingError as exc:
-        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
+        kind, detail = diagnose_pickle(data, str(exc))
+        if kind == "dangerous":
+            named = f" ({detail})" if detail else ""
             raise WeightsError(
-                f"refusing Inception weights {p}: it needs unpickling of arbitrary Python objects (it could run code); "
+                f"refusing Inception weights {p}: it holds pickled Python objects{named}, which could run code; "
                 f"use torch-fidelity's {INCEPTION_WEIGHTS_FILENAME}"
             ) from None
-        # garbage (a text file, random bytes) is not an attack: say what it is
-        raise WeightsError(f"cannot read Inception weights {p}: it is not a PyTorch file (the file is corrupt or of another kind); "
-                           f"use torch-fidelity's {INCEPTION_WEIGHTS_FILENAME}") from None
-    except Exception as exc:  # not a torch file at all: zip/pickle/EOF errors of many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read Inception weights {p} as a torch file ({first}); use {INCEPTION_WEIGHTS_FILENAME}") from None
+        if kind == "protocol":
+            raise WeightsError(
+                f"Inception weights {p} were saved with pickle protocol {detail}, which the restricted unpickler cannot read; "
+                "re-save them with torch.save(state_dict, path) and the default protocol"
+            ) from None
+        raise WeightsError(corrupt) from None
+    except Exception:  # not a torch file at all: zip/pickle/EOF errors of many kinds
+        raise WeightsError(corrupt) from None
     sd = _check_state_dict(obj, p)
     while len(_VETTED) >= 2:
         _VETTED.pop(next(iter(_VETTED)))
@@ -180,7 +196,7 @@ def _check_state_dict(obj: Any, p: Path) -> dict[str, torch.Tensor]:
     for k, v in obj.items():
         if not isinstance(k, str) or k not in expected:
             raise WeightsError(f"Inception weights {p} do not fit torch-fidelity's InceptionV3: unexpected key {k!r}")
-        if not isinstance(v, torch.Tensor):
+        if type(v) not in (torch.Tensor, torch.nn.Parameter):
             raise WeightsError(f"refusing Inception weights {p}: {k!r} is a {type(v).__name__}, not a tensor")
     out: dict[str, torch.Tensor] = {}
     for k, (shape, dtype) in expected.items():
@@ -200,7 +216,7 @@ def _check_state_dict(obj: Any, p: Path) -> dict[str, torch.Tensor]:
                 raise WeightsError(f"Inception weights {p}: key {k!r} has dtype {v.dtype}, expected a float tensor")
             if not bool(torch.isfinite(v).all()):
                 raise WeightsError(f"Inception weights {p}: key {k!r} holds non-finite values (NaN or inf)")
-        out[k] = v
+        out[k] = v.detach()  # a plain tensor: re-saved for torch-fidelity, it pickles as tensor data only
     return out
 
 
@@ -233,12 +249,15 @@ def _extractor(weights: str | os.PathLike, device: torch.device) -> tuple[torch.
     if key not in _EXTRACTORS:
         from torch_fidelity.utils import create_feature_extractor
 
+        from privaudit.models.vetting import weights_only_loads
+
         buf = io.BytesIO()
-        torch.save(sd, buf)  # plain tensors only: torch-fidelity's weights_only=False load is safe on these bytes
+        torch.save(sd, buf)  # the vetted plain tensors, never the user's file
         buf.seek(0)
-        ex = create_feature_extractor(
-            EXTRACTOR_NAME, [FEATURE_LAYER], cuda=False, feature_extractor_weights_path=buf, verbose=False
-        )
+        with weights_only_loads():  # torch-fidelity asks for weights_only=False; it gets True
+            ex = create_feature_extractor(
+                EXTRACTOR_NAME, [FEATURE_LAYER], cuda=False, feature_extractor_weights_path=buf, verbose=False
+            )
         _EXTRACTORS.clear()  # one extractor (about 100 MB) at a time
         _EXTRACTORS[key] = ex.to(device)
     return _EXTRACTORS[key], sha

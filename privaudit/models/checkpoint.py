@@ -9,26 +9,32 @@ Formats accepted wherever a MODEL is:
 * ``torchscript``: a TorchScript file of any architecture (older exports).
 
 Pickle-based files are always opened with ``torch.load(..., weights_only=True)``: a file that needs
-arbitrary objects unpickled is refused, so a model from a stranger never runs code.
+arbitrary objects unpickled is refused, so a model from a stranger never runs code. ``.pt2`` and
+TorchScript archives are vetted member by member first (:mod:`privaudit.models.vetting`), and a
+``.pt2`` is loaded with torch's unrestricted paths closed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import logging
 import math
 import pickle
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from privaudit import __version__
-from privaudit.errors import CheckpointError
+from privaudit.errors import CheckpointError, describe_os_error
 from privaudit.io import atomic_torch_save, sha256_file
+from privaudit.models import vetting
 from privaudit.models.networks import NORMS, UnetArch, UnetGenerator
 
 CHECKPOINT_FORMAT = "privaudit.checkpoint/1"
@@ -234,12 +240,24 @@ def safe_torch_load(path: str | Path, *, what: str = "checkpoint") -> Any:
             warnings.simplefilter("ignore")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        if "GLOBAL" in msg or "Unsupported global" in msg:
-            raise CheckpointError(
-                f"refusing to load {p}: it holds pickled Python objects that could run code when loaded; "
+        try:
+            data = p.read_bytes()
+        except OSError:
+            data = b""
+        kind, detail = vetting.diagnose_pickle(data, str(exc))
+        if kind == "dangerous":
+            named = f" ({detail})" if detail else ""
+            fix = (
                 "privaudit loads tensors and plain data only, so re-save it as a state_dict "
                 "(torch.save(model.state_dict(), path)) or export it with torch.export"
+                if what in ("model", "checkpoint")
+                else f"privaudit writes its {what} with tensors and plain data only, so this file is not one of them; delete it and start afresh"
+            )
+            raise CheckpointError(f"refusing to load {p}: it holds pickled Python objects{named} that could run code when loaded; {fix}") from None
+        if kind == "protocol":
+            raise CheckpointError(
+                f"{p} was saved with pickle protocol {detail}, which the restricted unpickler cannot read; "
+                "re-save it with torch.save(obj, path) and the default protocol"
             ) from None
         raise CheckpointError(f"{p} is not a PyTorch checkpoint (the restricted unpickler cannot read it); the file is corrupt or of another kind") from None
     except Exception as exc:  # torch.load raises many types on garbage (IndexError, KeyError, RuntimeError, ...)
@@ -251,20 +269,16 @@ def _first_line(msg: str) -> str:
     return line[:160]
 
 
-def _zip_kind(path: Path) -> str | None:
-    """'torchscript', 'export' or None (plain torch.save zip or not a zip)."""
-    if not zipfile.is_zipfile(path):
-        return None
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch.export.load logs whole tracebacks (as warnings) for archives it cannot read; privaudit says it in one line."""
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None
-    if any(n.endswith("archive_format") or "serialized_exported_program" in n or "/models/" in n and n.endswith(".json") for n in names):
-        return "export"
-    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
-        return "torchscript"
-    return None
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -294,13 +308,18 @@ def load_model(
         raise CheckpointError(f"model {p} does not exist; check the path")
     if p.is_dir():
         raise CheckpointError(f"model {p} is a folder; give the model file inside it (e.g. latest_net_G.pth)")
-    digest = sha256_file(p)
-    kind = _zip_kind(p)
-    if kind == "torchscript":
-        model = _load_torchscript(p, digest, dev)
-    elif kind == "export":
-        model = _load_export(p, digest, dev)
+    kind = vetting.zip_kind(p)
+    if kind in ("torchscript", "export"):
+        # Read once: the bytes vetted are the bytes torch loads and the bytes hashed.
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(describe_os_error(exc, action="read the model")) from None
+        digest = hashlib.sha256(data).hexdigest()
+        load = _load_torchscript if kind == "torchscript" else _load_export
+        model = load(p, data, digest, dev)
     else:
+        digest = sha256_file(p)
         obj = safe_torch_load(p, what="model")
         model = _from_object(obj, p, digest, overrides or ArchOverrides(), dev, seed)
     model.module.to(dev)
@@ -461,70 +480,32 @@ def explain_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Ten
     return "; ".join(parts)
 
 
-def _load_torchscript(p: Path, digest: str, dev: torch.device) -> LoadedModel:
+def _load_torchscript(p: Path, data: bytes, digest: str, dev: torch.device) -> LoadedModel:
+    vetting.vet_torchscript_archive(p, data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = torch.jit.load(str(p), map_location=dev)
+            module = torch.jit.load(io.BytesIO(data), map_location=dev)
     except Exception as exc:  # torch.jit raises many types for a bad archive
         raise CheckpointError(f"{p} looks like TorchScript but cannot be loaded ({_first_line(str(exc))}); export it again") from None
     _check_finite_module(module, p)
     return LoadedModel(module=module, path=str(p), sha256=digest, format="torchscript", arch={"type": "torchscript"})
 
 
-def _vet_export_archive(p: Path) -> None:
-    """Refuse a ``.pt2`` archive that ``torch.export.load`` would unpickle unsafely.
-
-    torch.export.load opens embedded ``.pt`` files (sample inputs) with ``weights_only=False``,
-    unpickles tensor payloads marked ``use_pickle`` and opaque/custom-object constants. Every such
-    piece must either be absent or load under ``weights_only=True`` first; a pickle the restricted
-    unpickler accepts can only call the allow-listed tensor constructors, so loading it again
-    unrestricted runs nothing else.
-    """
-    import io
-    import json
-
-    def refuse(why: str) -> CheckpointError:
-        return CheckpointError(f"refusing to load {p}: {why}, which torch.export.load would unpickle and could run code; re-export the model with plain tensors")
-
-    with zipfile.ZipFile(p) as zf:
-        names = zf.namelist()
-        if not any(n.endswith("archive_format") for n in names):
-            raise CheckpointError(f"{p} is an older torch.export archive that privaudit cannot vet safely; re-export it with torch.export.save (torch >= 2.6)")
-        for name in names:
-            base = name.rsplit("/", 1)[-1]
-            if "custom_obj" in base or "opaque_obj" in base:
-                raise refuse(f"it holds a custom-object constant ({name})")
-            if base.endswith("config.json"):
-                try:
-                    config = json.loads(zf.read(name)).get("config", {})
-                except (ValueError, AttributeError):
-                    raise CheckpointError(f"{p} has an unreadable {name}; export the model again") from None
-                pickled = [k for k, v in config.items() if isinstance(v, dict) and v.get("use_pickle")]
-                if pickled:
-                    raise refuse(f"its payload {pickled[0]} is stored as a pickle")
-            elif "/data/weights/" in name or "/data/constants/" in name:
-                continue  # raw tensor bytes, read with torch.frombuffer
-            else:
-                data = zf.read(name)
-                if base.endswith((".pt", ".pth", ".pkl")) or data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
-                    try:
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore")
-                            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-                    except Exception:  # any failure of the restricted unpickler means "not provably safe"
-                        raise refuse(f"its member {name} is not a plain-tensor pickle") from None
-
-
-def _load_export(p: Path, digest: str, dev: torch.device) -> LoadedModel:
-    _vet_export_archive(p)
+def _load_export(p: Path, data: bytes, digest: str, dev: torch.device) -> LoadedModel:
+    vetting.vet_export_archive(p, data)
+    refused: list[str] = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_torch_logs(), vetting.guarded_export_load() as refused:
             warnings.simplefilter("ignore")
-            program = torch.export.load(str(p))
+            program = torch.export.load(io.BytesIO(data))
             module = program.module()
     except Exception as exc:  # torch.export raises many types for a bad archive
+        if refused or vetting.is_guard_refusal(exc):
+            raise vetting.refusal(p, f"torch.export.load tried {(refused or [str(exc)])[0]} on it", vetting.EXPORT_FIX) from None
         raise CheckpointError(f"{p} looks like a torch.export program but cannot be loaded ({_first_line(str(exc))}); export it again") from None
+    if refused:  # torch caught the guard's exception and went on
+        raise vetting.refusal(p, f"torch.export.load tried {refused[0]} on it", vetting.EXPORT_FIX)
     _check_finite_module(module, p)
     fixed_batch = size = None
     for node in program.graph.nodes:
