@@ -1,7 +1,7 @@
 """`privaudit train`: regular pix2pix training (how users and benchmarks make the teacher).
 
 Parses the flags into a ``ModelSpec`` and a ``TrainConfig`` and calls ``privaudit.training.train``
-once (``privaudit/training/api.py``); renders what it returns.
+once (``privaudit/training/pix2pix.py``); renders what it returns.
 """
 
 from __future__ import annotations

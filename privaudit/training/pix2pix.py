@@ -1,16 +1,17 @@
-"""The pix2pix objective and its plain training step.
+"""pix2pix training: the objective, its plain step, and ``train``, the library entry of ``privaudit train``.
 
-Regular training fits G to the private targets y. AKD is the same game with y := G_t(x), the
-teacher's output on an unlabelled proxy input (Eq. 4 and 5 of the AKD paper); DMP drops the
-discriminator and keeps only the λ·L1 term. ``fit`` serves all three: ``PlainStep`` in the one
-loop (``training.loop.train_loop``). DP-SGD uses the same losses in its own step.
+Regular training (``train``) fits G to the private targets y. AKD is the same game with
+y := G_t(x), the teacher's output on an unlabelled proxy input (Eq. 4 and 5 of the AKD paper); DMP
+drops the discriminator and keeps only the λ·L1 term. ``fit`` serves all three: ``PlainStep`` in
+the one loop (``training.loop.train_loop``). DP-SGD uses the same losses in its own step.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privaudit.data.images import to_float
+from privaudit import defaults
+from privaudit.data.images import check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.errors import InputError
-from privaudit.models.checkpoint import resolve_device
-from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
+from privaudit.io import check_writable
+from privaudit.models.checkpoint import resolve_device, save_checkpoint
+from privaudit.models.networks import ModelSpec, NLayerDiscriminator, UnetArch, UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
-from privaudit.training.loop import EpochStats, OnStep, train_loop
+from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
 from privaudit.training.resume import TRAIN_STATE_FORMAT
 
 
@@ -196,3 +199,74 @@ def fit(
     # What must match on --resume: everything but the length of the run and the device.
     fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "epochs", "decay_epochs")}, **(fingerprint or {})}
     return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state, on_step=on_step)
+
+
+# ---------------------------------------------------------------------------------------------
+# regular training: `privaudit train`
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` wrote: the checkpoint ``out``, its architecture, the per-epoch mean losses
+    (of this invocation and, after ``resume``, the earlier ones), the pairs it was trained on."""
+
+    out: Path
+    arch: UnetArch
+    pairs: int
+    image_size: int
+    history: list[EpochStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    direction: str = defaults.DIRECTION,
+    size: int | None = None,
+    model: ModelSpec | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    keep_state: bool = False,
+    on_step: OnStep | None = None,
+) -> TrainResult:
+    """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on the pairs in ``data``
+    and write the privaudit checkpoint ``out`` after every epoch (its resume state to ``out.state``).
+
+    ``model`` gives the U-Net's flags (default: pix2pix's, depth from the image size), ``config`` the
+    training settings (default: pix2pix's). ``resume`` continues an interrupted run; the state is
+    deleted when the run finishes, unless ``keep_state``. ``on_step(epoch, step, steps_per_epoch,
+    mean_losses)`` reports progress. Raises ``InputError``/``DataError`` before any training for bad
+    settings or data, ``TrainingError`` when the run diverges.
+    """
+    t0 = time.perf_counter()
+    model = model or ModelSpec()
+    config = config or TrainConfig()
+    check_direction(direction)
+    check_writable(out, what="checkpoint")
+    config.validate()
+    pairs = load_pairs(data, direction=direction, size=size, what="training data")
+    img_size = pairs.size
+    arch = model.build(img_size, pairs.inputs.shape[1], pairs.targets.shape[1])
+    torch.manual_seed(config.seed)
+    G = UnetGenerator(arch)
+    init_weights(G)
+    provenance = {"trained_on": {"path": str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict()}
+
+    def save(path: Path, net: UnetGenerator, epoch: int) -> None:
+        save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
+                        training=training_record(epoch, config.epochs))
+
+    history = fit(
+        G,
+        pairs.inputs,
+        to_float(pairs.targets),
+        config,
+        out=Path(out),
+        save_model=save,
+        resume=resume,
+        fingerprint={"data": provenance["trained_on"]["sha256"], "arch": arch.to_dict(), "direction": direction},
+        on_step=on_step,
+        keep_state=keep_state,
+    )
+    return TrainResult(out=Path(out), arch=arch, pairs=len(pairs), image_size=img_size, history=history, seconds=time.perf_counter() - t0)
