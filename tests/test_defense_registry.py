@@ -135,3 +135,13 @@ def test_the_table2_benchmark_dispatches_defenses_through_the_registry() -> None
     imported = {name for _, name in _privaudit_imports(ast.parse(src))}
     assert "defend" in imported and "train" in imported
     assert not imported & {"distill", "train_dpsgd", "add_output_noise", "train_regular", "fit"}
+
+
+def test_the_train_and_defend_commands_import_no_torch_until_they_run() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, privaudit.cli.train, privaudit.cli.defend; assert 'torch' not in sys.modules, 'torch imported'"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from privaudit import defaults, defenses
+from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
 from privaudit.cli.render import warning
@@ -50,6 +50,8 @@ def defend(
     quiet: o.Quiet = False,
 ) -> None:
     """Harden a generator against membership inference and record exactly what was done."""
+    from privaudit import defenses  # here, not above: --help needs no torch
+
     options = defenses.options_for(method, sigma=sigma, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1,
                                    augment=augment, ngf=ngf, ndf=ndf, num_downs=num_downs, norm=norm, proxy_layout=proxy_layout,
                                    noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)

@@ -11,11 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from privaudit import defaults, training
+from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
 from privaudit.errors import InputError
-from privaudit.models.networks import ModelSpec
 
 NORMS = ("batch", "instance", "none")
 
@@ -44,6 +43,9 @@ def train(
     quiet: o.Quiet = False,
 ) -> None:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on private pairs."""
+    from privaudit import training  # here, not above: --help needs no torch
+    from privaudit.models.networks import ModelSpec
+
     if norm not in NORMS:
         raise InputError(f"invalid --norm {norm!r}; use batch, instance or none")
     model = ModelSpec(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
