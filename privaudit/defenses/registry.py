@@ -69,16 +69,16 @@ def defend(
     ``PrivauditError``s) before anything is written for bad settings, inputs or an unwritable ``out``.
     """
     defense = get_defense(method)
-    options = defense.Options() if options is None else options
-    if not isinstance(options, defense.Options):
-        raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
-    options.validate()
-    check_seed(seed)
     if out is None:
         raise InputError("--out FILE is required: where to write the hardened checkpoint")
     check_writable(out, what="checkpoint")
     if direction is not None:
         check_direction(direction)
+    options = defense.Options() if options is None else options
+    if not isinstance(options, defense.Options):
+        raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
+    options.validate()
+    check_seed(seed)
     job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=_path(train_data), direction=direction, size=size, seed=seed,
                      device=device, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning)
     t0 = time.perf_counter()
