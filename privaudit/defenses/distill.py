@@ -142,12 +142,11 @@ class DistillOptions(TrainingOptions):
             raise InputError(f"invalid --norm {self.norm!r} for the student; use {', '.join(STUDENT_NORMS[:-1])} or {STUDENT_NORMS[-1]}")
 
 
-class AKD:
-    """Adversarial knowledge distillation: a student and its discriminator learn from the teacher's
-    outputs on an unlabelled proxy set."""
+class Distillation:
+    """A student distilled from the teacher's outputs on the proxy inputs (``distill``); AKD and
+    DMP below give the method's ``name``."""
 
-    name = "akd"
-    description = "adversarial knowledge distillation on an unlabelled proxy set (the AKD paper)"
+    name: str
     Options = DistillOptions
 
     def run(self, options: DistillOptions, job: DefenseJob) -> DefenseResult:
@@ -164,7 +163,15 @@ class AKD:
         return DefenseResult(method=self.name, out=job.out, summary=summary, history=history)
 
 
-class DMP(AKD):
+class AKD(Distillation):
+    """Adversarial knowledge distillation: a student and its discriminator learn from the teacher's
+    outputs on an unlabelled proxy set."""
+
+    name = "akd"
+    description = "adversarial knowledge distillation on an unlabelled proxy set (the AKD paper)"
+
+
+class DMP(Distillation):
     """Distillation to the teacher's outputs with λ·L1 only, no discriminator."""
 
     name = "dmp"
