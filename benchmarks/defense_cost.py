@@ -7,8 +7,10 @@
     python benchmarks/defense_cost.py                          # random 64x64 pairs
     python benchmarks/defense_cost.py --data facades/train --direction BtoA --n 64
 
-Each variant trains ``--epochs`` epochs (the first is a warm-up and not timed); the median epoch
-time is reported. AKD's time includes querying the teacher once for the proxy set.
+Each variant trains ``--epochs`` epochs (the first is a warm-up and not timed) through the library's
+public entries, ``privaudit.training.train`` and ``privaudit.defenses.defend``, exactly as the
+commands do (checkpoint and resume state written after every epoch, for every variant alike); the
+median epoch time is reported. AKD's first epoch includes querying the teacher once for the proxy set.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from pathlib import Path
 
 import torch
 
-from privaudit.data.images import ImageSet, load_pairs, to_float
-from privaudit.defenses.distill import distill
-from privaudit.models.checkpoint import LoadedModel
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
-from privaudit.training import TrainConfig, fit
+from privaudit.data.images import load_pairs
+from privaudit.defenses import defend
+from privaudit.defenses.distill import DistillOptions
+from privaudit.defenses.dpsgd import DPSGDOptions
+from privaudit.demo import write_aligned
+from privaudit.models.checkpoint import save_checkpoint
+from privaudit.models.networks import ModelSpec, UnetArch, UnetGenerator
+from privaudit.training import TrainConfig, train
 
 
 def epoch_times(run, epochs: int) -> float:
@@ -54,38 +59,29 @@ def main() -> None:
     ap.add_argument("--dp-batch-size", type=int, default=8, help="DP-SGD vs non-private")
     args = ap.parse_args()
 
+    tmp = Path(tempfile.mkdtemp())
+    # the pairs every variant reads, aligned input|target: the first --n of --data, or random ones
     if args.data:
         pairs = load_pairs(args.data, direction=args.direction, size=args.size).subset(list(range(args.n)))
+        x, y = pairs.inputs, pairs.targets
     else:
         g = torch.Generator().manual_seed(0)
         x = torch.randint(0, 256, (args.n, 3, args.size, args.size), dtype=torch.uint8, generator=g)
-        pairs = ImageSet(x, x.flip(-1).clone(), [str(i) for i in range(args.n)], "random", "aligned")
-    tmp = Path(tempfile.mkdtemp())
+        y = x.flip(-1).clone()
+    data = tmp / "pairs"
+    write_aligned(data, x, y, "p")
     depth = 6 if args.size >= 64 else 5
     arch = UnetArch(num_downs=depth, ngf=args.ngf, norm="batch")
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, augment=False, device="auto")
-    noop = lambda path, net, epoch: None  # noqa: E731  (checkpoint writes are not what is measured)
+    torch.manual_seed(1)
+    save_checkpoint(tmp / "teacher.pt", generator=UnetGenerator(arch).eval(), image_size=args.size, direction="AtoB")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, augment=False)
 
     def regular(on_step):
-        torch.manual_seed(0)
-        G = UnetGenerator(arch)
-        init_weights(G)
-        fit(G, pairs.inputs, to_float(pairs.targets), cfg, out=tmp / "reg.pt", save_model=noop, on_step=on_step)
+        train(data, tmp / "reg.pt", size=args.size, model=ModelSpec(num_downs=depth, ngf=args.ngf), config=cfg, on_step=on_step)
 
-    torch.manual_seed(1)
-    teacher_net = UnetGenerator(arch).eval()
-    teacher = LoadedModel(module=teacher_net, path="teacher", sha256="0" * 64, format="privaudit", arch=arch.to_dict())
-    proxy = ImageSet(pairs.inputs, None, pairs.names, "proxy", "inputs")
-
-    def akd(on_step):
-        import privaudit.defenses.distill as d
-
-        orig = d.save_checkpoint
-        d.save_checkpoint = lambda *a, **k: None
-        try:
-            distill(teacher, proxy, tmp / "akd.pt", method="akd", arch=arch, cfg=cfg, direction="AtoB", on_step=on_step)
-        finally:
-            d.save_checkpoint = orig
+    def akd(on_step):  # the student copies the teacher's U-Net
+        options = DistillOptions(epochs=args.epochs, batch_size=args.batch_size, augment=False)
+        defend("akd", out=tmp / "akd.pt", teacher=tmp / "teacher.pt", proxy=data, options=options, size=args.size, on_step=on_step)
 
     t_reg = epoch_times(regular, args.epochs)
     t_akd = epoch_times(akd, args.epochs)
@@ -95,21 +91,19 @@ def main() -> None:
     print(f"ratio AKD / regular: {t_akd / t_reg:.3f}x")
 
     try:
-        from privaudit.defenses.dpsgd import DPConfig, train_dpsgd
+        import opacus  # noqa: F401
     except ImportError as exc:
         print(f"DP-SGD: not measured ({exc})")
         return
-    garch = UnetArch(num_downs=depth, ngf=args.ngf, norm="group")
-    dcfg = TrainConfig(epochs=args.epochs, batch_size=args.dp_batch_size, augment=False, device="auto")
+    dcfg = TrainConfig(epochs=args.epochs, batch_size=args.dp_batch_size, augment=False)
 
     def nonprivate(on_step):
-        torch.manual_seed(0)
-        G = UnetGenerator(garch)
-        init_weights(G)
-        fit(G, pairs.inputs, to_float(pairs.targets), dcfg, out=tmp / "np.pt", save_model=noop, on_step=on_step)
+        train(data, tmp / "np.pt", size=args.size, model=ModelSpec(num_downs=depth, ngf=args.ngf, norm="group"), config=dcfg, on_step=on_step)
 
     def dpsgd(on_step):
-        train_dpsgd(pairs, tmp / "dp.pt", direction="AtoB", arch=garch, cfg=DPConfig(train=dcfg, noise_multiplier=1.0, max_grad_norm=1.0), on_step=on_step)
+        options = DPSGDOptions(epochs=args.epochs, batch_size=args.dp_batch_size, augment=False, ngf=args.ngf, num_downs=depth, noise_multiplier=1.0,
+                               max_grad_norm=1.0)
+        defend("dpsgd", out=tmp / "dp.pt", train_data=data, options=options, size=args.size, on_step=on_step)
 
     t_np = epoch_times(nonprivate, args.epochs)
     t_dp = epoch_times(dpsgd, args.epochs)

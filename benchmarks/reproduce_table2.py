@@ -29,20 +29,21 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from privaudit import defaults
 from privaudit.attacks.reconstruction import AttackConfig
-from privaudit.data.images import load_inputs, load_pairs
-from privaudit.defenses.distill import distill, student_arch
-from privaudit.defenses.dpsgd import DPConfig, train_dpsgd
-from privaudit.defenses.gauss import add_output_noise
+from privaudit.defenses import defend
+from privaudit.defenses.distill import DistillOptions
+from privaudit.defenses.dpsgd import DPSGDOptions
+from privaudit.defenses.gauss import GaussOptions
 from privaudit.demo import make_facades, write_aligned
 from privaudit.errors import InputError, PrivauditError, WeightsError
 from privaudit.evaluation.compare import row, save_figure, to_markdown
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
 from privaudit.evaluation.kid import resolve_inception_weights, vet_inception_weights
 from privaudit.io import atomic_write_text, check_dir_writable, sha256_file, write_json
-from privaudit.models.checkpoint import load_model, resolve_device
-from privaudit.pipeline import ModelSpec, data_fingerprint, train_regular
-from privaudit.training import TrainConfig
+from privaudit.models.checkpoint import resolve_device
+from privaudit.models.networks import ModelSpec
+from privaudit.training import TrainConfig, train
 
 METHODS = ("regular", "gauss", "dpsgd", "dmp", "akd")
 PART_OF = {"nodp": "dpsgd"}  # a control trained and reported with the method it explains
@@ -202,29 +203,24 @@ def train_job(job: Job, seed: int, d: Path, ctx: dict[str, Any]) -> tuple[str, C
     s, data, a = ctx["scale"], ctx["data"], ctx["args"]
     E, B = {"regular": s["teacher"], "dpsgd": s["dp"], "nodp": s["dp"]}.get(job.method, (job.params.get("epochs"), s["student"][1]))
 
-    def tcfg(**kw: Any) -> TrainConfig:
-        return TrainConfig(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], seed=seed, device=a.device, **kw)
+    common = dict(direction=a.direction, size=s["size"], seed=seed, device=a.device)
+    training = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"])
 
-    def train(out: Path, resume: bool) -> None:
-        if job.method == "regular":  # the teacher, on the private pairs
-            train_regular(data / "train", out, direction=a.direction, size=s["size"], spec=ModelSpec(ngf=s["ngf"]), cfg=tcfg(), resume=resume)
-        elif job.method == "nodp":  # GroupNorm generator as DP-SGD trains it, ordinary Adam steps
-            train_regular(data / "train", out, direction=a.direction, size=s["size"], spec=ModelSpec(ngf=s["ngf"], norm="group"), cfg=tcfg(), resume=resume)
+    def run(out: Path, resume: bool) -> None:
+        if job.method in ("regular", "nodp"):  # the teacher on the private pairs; nodp: DP-SGD's GroupNorm generator, ordinary Adam steps
+            norm = "group" if job.method == "nodp" else defaults.NORM
+            train(data / "train", out, direction=a.direction, size=s["size"], model=ModelSpec(ngf=s["ngf"], norm=norm),
+                  config=TrainConfig(**training, seed=seed, device=a.device), resume=resume)
         elif job.method == "gauss":
-            teacher = load_model(d / "regular.pt", device=a.device, seed=seed)
-            add_output_noise(teacher, out, sigma=job.params["sigma"], direction=a.direction, image_size=s["size"])
+            defend("gauss", out=out, teacher=d / "regular.pt", options=GaussOptions(sigma=job.params["sigma"]), **common)
         elif job.method == "dpsgd":  # from scratch on the private pairs
-            pairs = load_pairs(data / "train", direction=a.direction, size=s["size"], what="training data")
-            cfg = DPConfig(train=tcfg(), noise_multiplier=job.params["noise_multiplier"])
-            prov = {"trained_on": {"path": str(data / "train"), "count": len(pairs), "sha256": data_fingerprint(pairs)}}
-            train_dpsgd(pairs, out, direction=a.direction, arch=ModelSpec(ngf=s["ngf"], norm="group").build(pairs.size), cfg=cfg, resume=resume, provenance=prov)
-        else:  # dmp, akd: the teacher as a black box, queried on the proxy inputs only
-            teacher = load_model(d / "regular.pt", device=a.device, seed=seed)
-            proxy = load_inputs(data / "val", direction=a.direction, size=s["size"])
-            cfg = tcfg(lambda_l1=job.params["lambda_l1"])
-            distill(teacher, proxy, out, method=job.method, arch=student_arch(teacher, None), cfg=cfg, direction=a.direction, resume=resume)
+            options = DPSGDOptions(**training, ngf=s["ngf"], noise_multiplier=job.params["noise_multiplier"])
+            defend("dpsgd", out=out, train_data=data / "train", options=options, resume=resume, **common)
+        else:  # dmp, akd: the teacher as a black box, queried on the proxy inputs only; the student copies its U-Net
+            options = DistillOptions(**training, lambda_l1=job.params["lambda_l1"])
+            defend(job.method, out=out, teacher=d / "regular.pt", proxy=data / "val", options=options, resume=resume, **common)
 
-    return (f"{job.label}, output noise" if job.method == "gauss" else f"{job.label}, {E} epochs, batch {B}"), train
+    return (f"{job.label}, output noise" if job.method == "gauss" else f"{job.label}, {E} epochs, batch {B}"), run
 
 
 def audit(job: Job, seed: int, ckpt: Path, ctx: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -358,7 +354,7 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     weights, kid_skip = find_weights(a.inception_weights)
     jobs = plan(a, s)
     settings = {"scale": "quick" if a.quick else a.scale, "data": str(data.resolve()), "direction": a.direction,
-                **{k: v for k, v in s.items() if k != "seeds"}, "lr": TrainConfig().lr, "dp_max_grad_norm": DPConfig().max_grad_norm}
+                **{k: v for k, v in s.items() if k != "seeds"}, "lr": defaults.LR, "dp_max_grad_norm": defaults.DP_MAX_GRAD_NORM}
     run_file = a.out / "run.json"  # what the checkpoints in OUT were trained with
     if run_file.exists() and not a.force:
         old = json.loads(run_file.read_text(encoding="utf-8"))

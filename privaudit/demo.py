@@ -114,17 +114,16 @@ def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | No
 
     Returns a summary; writes everything under ``out``.
     """
+    from privaudit import defenses, training
     from privaudit.attacks.reconstruction import AttackConfig
-    from privaudit.defenses.distill import distill
-    from privaudit.data.images import load_inputs
+    from privaudit.defenses.distill import DistillOptions
     from privaudit.evaluation.compare import row, save_figure, to_markdown, tradeoff_figure
     from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
     from privaudit.evaluation.kid import resolve_inception_weights
     from privaudit.errors import WeightsError
     from privaudit.io import atomic_write_text, write_json
-    from privaudit.models.checkpoint import load_model
-    from privaudit.pipeline import MIN_PAIRS, ModelSpec, train_regular
-    from privaudit.training import TrainConfig
+    from privaudit.models.networks import ModelSpec
+    from privaudit.pipeline import MIN_PAIRS
 
     stage = on_stage or (lambda s: None)
     t0 = time.perf_counter()
@@ -140,18 +139,16 @@ def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | No
 
     s = time.perf_counter()
     stage(f"training the teacher ({cfg.teacher_epochs} epochs on {cfg.n_train} private pairs)")
-    spec = ModelSpec(ngf=cfg.ngf, norm="batch", use_dropout=True)
-    tcfg = TrainConfig(epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8), seed=cfg.seed, device="auto")
-    train_regular(data["train"], out / "teacher.pt", direction="BtoA", size=cfg.size, spec=spec, cfg=tcfg)
+    tcfg = training.TrainConfig(epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8), seed=cfg.seed)
+    training.train(data["train"], out / "teacher.pt", direction="BtoA", size=cfg.size, model=ModelSpec(ngf=cfg.ngf), config=tcfg)
     lap("teacher", s)
 
     s = time.perf_counter()
     stage(f"distilling the AKD student ({cfg.student_epochs} epochs on {cfg.n_proxy} proxy inputs)")
-    teacher = load_model(out / "teacher.pt", seed=cfg.seed)
-    proxy = load_inputs(data["proxy"], direction="BtoA", size=cfg.size)
-    scfg = TrainConfig(epochs=cfg.student_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8), seed=cfg.seed, device="auto")
-    arch = spec.build(cfg.size)
-    distill(teacher, proxy, out / "akd.pt", method="akd", arch=arch, cfg=scfg, direction="BtoA")
+    # the student copies the teacher's U-Net
+    options = DistillOptions(epochs=cfg.student_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8))
+    defenses.defend("akd", out=out / "akd.pt", teacher=out / "teacher.pt", proxy=data["proxy"], options=options, direction="BtoA", size=cfg.size,
+                    seed=cfg.seed)
     lap("akd", s)
 
     try:

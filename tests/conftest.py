@@ -124,14 +124,14 @@ def build_overfit_teacher(root: Path, *, epochs: int = OVERFIT_EPOCHS, seed: int
     Returns (checkpoint, members dir, non-members dir); non-members come from the same
     distribution (another seed), so only memorisation separates the two sets.
     """
-    from privaudit.pipeline import ModelSpec, train_regular
-    from privaudit.training import TrainConfig
+    from privaudit.models.networks import ModelSpec
+    from privaudit.training import TrainConfig, train
 
     members = write_pairs(root / "members", OVERFIT_PAIRS, seed=seed + 1, prefix="m")
     nonmembers = write_pairs(root / "nonmembers", OVERFIT_PAIRS, seed=seed + 2, prefix="n")
     ckpt = root / "teacher.pt"
     cfg = TrainConfig(epochs=epochs, batch_size=5, augment=False, ndf=8, seed=seed, device="cpu", lr=1e-3)  # 2 steps an epoch
-    train_regular(members, ckpt, direction="AtoB", size=32, spec=ModelSpec(ngf=8, num_downs=5), cfg=cfg)
+    train(members, ckpt, direction="AtoB", size=32, model=ModelSpec(ngf=8, num_downs=5), config=cfg)
     return ckpt, members, nonmembers
 
 

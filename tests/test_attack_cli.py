@@ -117,9 +117,9 @@ def test_resume_extends_a_run_to_the_same_weights(env, tmp_path):
 
 
 def test_resume_after_an_interruption_matches_the_uninterrupted_run(env, tmp_path, monkeypatch):
-    import privaudit.training as training
+    import privaudit.training.loop as loop
 
-    real_save_state = training._save_state
+    real_save_state = loop.save_state
 
     def save_then_crash(path, epoch, *args, **kwargs):
         real_save_state(path, epoch, *args, **kwargs)
@@ -127,11 +127,11 @@ def test_resume_after_an_interruption_matches_the_uninterrupted_run(env, tmp_pat
             raise KeyboardInterrupt  # the user presses Ctrl-C after the first epoch
 
     out = tmp_path / "interrupted.pt"
-    monkeypatch.setattr(training, "_save_state", save_then_crash)
+    monkeypatch.setattr(loop, "save_state", save_then_crash)
     r1 = invoke("train", env.members, "--out", out, *TRAIN_FLAGS)
     assert r1.exit_code == 130, r1.output
     assert torch.load(out, weights_only=True)["provenance"]["epoch"] == 1
-    monkeypatch.setattr(training, "_save_state", real_save_state)
+    monkeypatch.setattr(loop, "save_state", real_save_state)
     r2 = invoke("train", env.members, "--out", out, *TRAIN_FLAGS, "--resume")
     assert r2.exit_code == 0, r2.output
     _assert_same_weights(env.model, out)  # the module's model: the same flags, uninterrupted

@@ -37,7 +37,8 @@ def facade_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     """A teacher overfit on 16 procedural facades (the demo's data), with non-members and a proxy
     set from the same distribution: (checkpoint, members, non-members, proxy)."""
     from privaudit.demo import make_facades, write_aligned
-    from privaudit.pipeline import ModelSpec, train_regular
+    from privaudit.models.networks import ModelSpec
+    from privaudit.training import train
 
     root = tmp_path_factory.mktemp("facades")
     for name, n, seed in (("members", 16, 1), ("nonmembers", 16, 2), ("proxy", 16, 3)):
@@ -45,7 +46,7 @@ def facade_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
         write_aligned(root / name, photos, labels, name)
     ckpt = root / "teacher.pt"
     cfg = TrainConfig(epochs=60, batch_size=4, augment=False, ndf=8, seed=0, device="cpu", lr=1e-3)
-    train_regular(root / "members", ckpt, direction="BtoA", size=32, spec=ModelSpec(ngf=8, num_downs=5), cfg=cfg)
+    train(root / "members", ckpt, direction="BtoA", size=32, model=ModelSpec(ngf=8, num_downs=5), config=cfg)
     return ckpt, root / "members", root / "nonmembers", root / "proxy"
 
 

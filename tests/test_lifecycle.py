@@ -200,12 +200,13 @@ def test_divergence_in_a_later_epoch_keeps_the_previous_epochs_model(tmp_path):
 
 def test_dpsgd_divergence_after_epoch_one_keeps_epoch_ones_model(monkeypatch, tmp_path):
     import privaudit.defenses.dpsgd as dpsgd
+    import privaudit.training.loop as loop
     from privaudit.data.images import load_pairs
 
     pairs = load_pairs(write_pairs(tmp_path / "d", 4, seed=3), direction="AtoB", size=32)
     out = tmp_path / "dp.pt"
     calls = {"n": 0}
-    real = dpsgd.weight_problem
+    real = loop.weight_problem
 
     def second_epoch_diverges(*nets):
         calls["n"] += 1
@@ -215,7 +216,7 @@ def test_dpsgd_divergence_after_epoch_one_keeps_epoch_ones_model(monkeypatch, tm
             return "non-finite weights in model.model.0.weight"
         return real(*nets)
 
-    monkeypatch.setattr(dpsgd, "weight_problem", second_epoch_diverges)
+    monkeypatch.setattr(loop, "weight_problem", second_epoch_diverges)
     cfg = dpsgd.DPConfig(train=TrainConfig(epochs=3, batch_size=2, ndf=8, device="cpu", augment=False))
     with pytest.raises(TrainingError, match="DP-SGD training diverged at epoch 2 .* keeps the model of epoch 1"):
         dpsgd.train_dpsgd(pairs, out, direction="AtoB", arch=UnetArch(num_downs=5, ngf=4, norm="group"), cfg=cfg)
@@ -230,16 +231,16 @@ def test_dpsgd_divergence_after_epoch_one_keeps_epoch_ones_model(monkeypatch, tm
 
 
 def test_an_interrupted_training_writes_an_unfinished_checkpoint_and_the_attack_says_so(monkeypatch, data, tmp_path):
-    import privaudit.training as training
+    import privaudit.training.loop as loop
 
-    real_save_state = training._save_state
+    real_save_state = loop.save_state
 
     def save_then_crash(path, epoch, *args, **kwargs):
         real_save_state(path, epoch, *args, **kwargs)
         raise KeyboardInterrupt  # Ctrl-C right after epoch 1 was saved
 
     out = tmp_path / "m.pt"
-    monkeypatch.setattr(training, "_save_state", save_then_crash)
+    monkeypatch.setattr(loop, "save_state", save_then_crash)
     r = runner.invoke(app, ["train", str(data / "m"), "--out", str(out), "--epochs", "3", *TINY, "--quiet"])
     assert r.exit_code == 130, r.output
     ckpt = torch.load(out, weights_only=True)
@@ -255,7 +256,7 @@ def test_an_interrupted_training_writes_an_unfinished_checkpoint_and_the_attack_
                         "finish the run with --resume, or use a finished model"]
     assert "UNFINISHED" in r.stderr and "epoch 1 of 3" in r.stderr  # the table's row
 
-    monkeypatch.setattr(training, "_save_state", real_save_state)
+    monkeypatch.setattr(loop, "save_state", real_save_state)
     r = runner.invoke(app, ["train", str(data / "m"), "--out", str(out), "--epochs", "3", *TINY, "--resume", "--quiet"])
     assert r.exit_code == 0, r.output
     assert load_model(out).training == {"complete": True, "epochs_done": 3, "epochs_total": 3}

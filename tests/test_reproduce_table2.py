@@ -70,7 +70,7 @@ def test_quick_run_summarises_every_method_and_reuses_checkpoints(table2, tmp_pa
     files = sorted((out / "seed0").glob("*.pt")) + sorted((out / "seed0").glob("*.json"))
     assert len(files) == 3 * len(MODELS)  # checkpoint, report, training time
     before = {f: f.stat().st_mtime_ns for f in files}
-    _forbid(monkeypatch, table2, "train_regular", "add_output_noise", "train_dpsgd", "distill", "evaluate")
+    _forbid(monkeypatch, table2, "train", "defend", "evaluate")
     assert table2.main(["--quick", "--out", str(out)]) == 0
     assert {f: f.stat().st_mtime_ns for f in files} == before
     again = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -89,24 +89,24 @@ def test_quick_run_summarises_every_method_and_reuses_checkpoints(table2, tmp_pa
 
 
 def test_interrupted_training_resumes_to_the_same_student(table2, tmp_path, monkeypatch):
-    real_distill = table2.distill
+    real_defend = table2.defend
 
     def interrupted(*args, **kwargs):
         def on_step(epoch, step, steps, losses):
             if epoch == 1:  # epoch 1 is saved, epoch 2 has begun
                 raise KeyboardInterrupt
 
-        return real_distill(*args, **{**kwargs, "on_step": on_step})
+        return real_defend(*args, **{**kwargs, "on_step": on_step})
 
     out = tmp_path / "out"
     argv = ["--quick", "--out", str(out), "--methods", "akd"]
-    monkeypatch.setattr(table2, "distill", interrupted)
+    monkeypatch.setattr(table2, "defend", interrupted)
     with pytest.raises(KeyboardInterrupt):
         table2.main(argv)
     seed0 = out / "seed0"
     assert (seed0 / "akd.partial.pt.state").exists() and not (seed0 / "akd.pt").exists()
 
-    monkeypatch.setattr(table2, "distill", real_distill)
+    monkeypatch.setattr(table2, "defend", real_defend)
     assert table2.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["timings_s"]["seed0/akd/train"]["outcome"] == "resumed"
@@ -180,7 +180,7 @@ def test_no_train_summarises_what_out_holds(table2, tmp_path, monkeypatch, capsy
     assert "holds no finished model" in capsys.readouterr().err
     assert table2.main([*argv, "--seeds", "0"]) == 0
     (out / "seed0" / "gauss_s0.3.pt").unlink()
-    _forbid(monkeypatch, table2, "train_regular", "add_output_noise")
+    _forbid(monkeypatch, table2, "train", "defend")
     assert table2.main([*argv, "--seeds", "0", "1", "--no-train"]) == 0
     models = json.loads((out / "summary.json").read_text(encoding="utf-8"))["models"]
     assert list(models) == ["regular", "gauss_s0.1"]  # gauss σ=0.3 is in OUT for no seed

@@ -94,13 +94,18 @@ def attack_table(report: dict[str, Any]) -> Table:
     return t
 
 
+def warning(line: str) -> None:
+    """One warning line on stderr (shown even with --quiet)."""
+    typer.echo(f"privaudit: warning: {line}", err=True)
+
+
 def warn_unfinished(model: dict[str, Any]) -> None:
     """One warning line on stderr per unfinished model behind a report's ``model`` section (shown
     even with --quiet: the numbers describe a model nobody meant to release)."""
     from privaudit.pipeline import unfinished_warnings
 
     for line in unfinished_warnings(model):
-        typer.echo(f"privaudit: warning: {line}", err=True)
+        warning(line)
 
 
 def show(table: Any) -> None:

@@ -72,6 +72,17 @@ class ImageSet:
         )
 
 
+def data_fingerprint(images: ImageSet) -> str:
+    """Content hash of an image set (inputs and targets), to tie a resumed run to its data."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(images.inputs.numpy().tobytes())
+    if images.targets is not None:
+        h.update(images.targets.numpy().tobytes())
+    return h.hexdigest()
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] → float32 [-1, 1]."""
     return x.float().div_(127.5).sub_(1.0)

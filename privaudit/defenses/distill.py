@@ -3,7 +3,8 @@
 AKD (Eq. 4, 5): the student discriminator D_s tells the teacher's output G_t(x) from the student's
 G_s(x), conditioned on x; the student minimises the GAN term plus λ·||G_s(x) − G_t(x)||_1.
 DMP (the paper's baseline): the same without D_s, λ·L1 to the teacher's outputs only.
-Both are the pix2pix game with the target y replaced by G_t(x), so both run ``training.fit``.
+Both are the pix2pix game with the target y replaced by G_t(x), so both run ``training.fit`` (the
+plain step in the one training loop). ``AKD`` and ``DMP`` are the registry's defenses.
 
 The proxy set is read with ``load_inputs``: the target half of an aligned image (or the target
 folder) is never decoded, so private or proxy labels cannot leak into the student.
@@ -11,19 +12,24 @@ folder) is never decoded, so private or proxy labels cannot leak into the studen
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from privaudit.data.images import ImageSet
+from privaudit import defaults
+from privaudit.data.images import ImageSet, data_fingerprint, load_inputs
+from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, TrainingOptions, load_teacher
 from privaudit.errors import InputError
 from privaudit.models.checkpoint import LoadedModel, save_checkpoint
 from privaudit.models.inference import check_image_size, iter_outputs
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
-from privaudit.pipeline import data_fingerprint
-from privaudit.training import EpochStats, TrainConfig, fit, training_record
+from privaudit.models.networks import ModelSpec, UnetArch, UnetGenerator, init_weights
+from privaudit.training.config import TrainConfig
+from privaudit.training.loop import EpochStats, OnStep, training_record
+from privaudit.training.pix2pix import fit
+
+STUDENT_NORMS = ("batch", "instance", "none")
 
 
 @torch.inference_mode()
@@ -37,6 +43,7 @@ def teacher_outputs(teacher: LoadedModel, proxy: ImageSet, *, batch_size: int = 
 
 
 def student_arch(teacher: LoadedModel, override: UnetArch | None) -> UnetArch:
+    """``override``, or else the teacher's U-Net (GroupNorm, which only DP-SGD needs, becomes BatchNorm)."""
     if override is not None:
         return override
     if teacher.arch.get("type") != "unet":
@@ -46,6 +53,17 @@ def student_arch(teacher: LoadedModel, override: UnetArch | None) -> UnetArch:
     if d.get("norm") == "group":
         d["norm"] = "batch"
     return UnetArch.from_dict(d)
+
+
+def student_for(teacher: LoadedModel, size: int, *, ngf: int | None = None, num_downs: int | None = None, norm: str | None = None) -> UnetArch:
+    """The student's U-Net for ``size`` px: the teacher's, with the given flags changed (a teacher
+    that is no privaudit/pix2pix U-Net needs ``ngf`` at least)."""
+    override = None
+    if ngf is not None or num_downs is not None or norm is not None or teacher.arch.get("type") != "unet":
+        width = int(teacher.arch.get("ngf", defaults.NGF)) if ngf is None else ngf
+        spec = ModelSpec(num_downs=num_downs, ngf=width, norm=norm or str(teacher.arch.get("norm", defaults.NORM)).replace("group", "batch"))
+        override = spec.build(size, int(teacher.arch.get("input_nc", 3)), int(teacher.arch.get("output_nc", 3)))
+    return student_arch(teacher, override)
 
 
 def distill(
@@ -58,7 +76,7 @@ def distill(
     cfg: TrainConfig,
     direction: str,
     resume: bool = False,
-    on_step: Callable[[int, int, int, dict[str, float]], None] | None = None,
+    on_step: OnStep | None = None,
     keep_state: bool = False,
 ) -> list[EpochStats]:
     """Train a student of ``arch`` on the proxy inputs and the teacher's outputs; write ``out``.
@@ -101,3 +119,66 @@ def distill(
         on_step=on_step,
         keep_state=keep_state,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the defenses: `privaudit defend --method akd|dmp`
+
+
+@dataclass(frozen=True)
+class DistillOptions(TrainingOptions):
+    """``defend(method="akd"|"dmp")`` settings: the student's pix2pix training (defaults: the AKD
+    paper's, batch size 1), its architecture (None: the teacher's) and how the proxy set is laid out
+    (auto, aligned, folders or inputs)."""
+
+    ngf: int | None = None
+    num_downs: int | None = None
+    norm: str | None = None
+    proxy_layout: str = defaults.PROXY_LAYOUT
+
+    def validate(self) -> None:
+        self.train_config().validate()
+        if self.norm is not None and self.norm not in STUDENT_NORMS:
+            raise InputError(f"invalid --norm {self.norm!r} for the student; use {', '.join(STUDENT_NORMS[:-1])} or {STUDENT_NORMS[-1]}")
+
+
+class Distillation:
+    """A student distilled from the teacher's outputs on the proxy inputs (``distill``); AKD and
+    DMP below give the method's ``name``."""
+
+    name: str
+    Options = DistillOptions
+
+    def run(self, options: DistillOptions, job: DefenseJob) -> DefenseResult:
+        teacher, direction, source = load_teacher(job, self.name)
+        if job.proxy is None:
+            raise InputError(f"--method {self.name} needs --proxy PATH: unlabelled proxy inputs (only the input side is read)")
+        if job.size is not None:
+            check_image_size(teacher, job.size)  # a --size the teacher cannot take fails before any image is read
+        proxy = load_inputs(job.proxy, direction=direction, size=teacher.image_size if job.size is None else job.size,
+                            input_nc=int(teacher.arch.get("input_nc", 3)), layout=options.proxy_layout)
+        line = proxy.resize_warning("proxy inputs")
+        if line:
+            job.warn(line)
+        arch = student_for(teacher, proxy.size, ngf=options.ngf, num_downs=options.num_downs, norm=options.norm)
+        history = distill(teacher, proxy, job.out, method=self.name, arch=arch, cfg=options.train_config(seed=job.seed, device=job.device),
+                          direction=direction, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state)
+        summary = {"direction": f"{direction} ({DIRECTION_SOURCES[source]})", "image size": f"{proxy.size}x{proxy.size} px",
+                   "teacher": str(job.teacher), "proxy inputs": f"{len(proxy)} ({proxy.layout})", "λ": f"{options.lambda_l1:g}", "epochs": str(options.epochs),
+                   "student": f"U-Net num_downs={arch.num_downs} ngf={arch.ngf} norm={arch.norm}"}
+        return DefenseResult(method=self.name, out=job.out, summary=summary, history=history)
+
+
+class AKD(Distillation):
+    """Adversarial knowledge distillation: a student and its discriminator learn from the teacher's
+    outputs on an unlabelled proxy set."""
+
+    name = "akd"
+    description = "adversarial knowledge distillation on an unlabelled proxy set (the AKD paper)"
+
+
+class DMP(Distillation):
+    """Distillation to the teacher's outputs with λ·L1 only, no discriminator."""
+
+    name = "dmp"
+    description = "distillation to the teacher's outputs with L1 only, no discriminator (DMP-style)"

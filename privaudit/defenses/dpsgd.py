@@ -33,6 +33,12 @@ Opacus pitfalls handled here
   its hooks neither fire without activations nor mix G's batch into D's per-sample gradients.
 * Poisson batches can be empty. Such a step still happens (noise only, counted by the
   accountant): skipping it would reveal that the batch was empty.
+* PyTorch warns that the full backward hooks fire on outputs only (D's inputs need no gradient):
+  expected here, so that warning is silenced around the Opacus calls only, never process-wide.
+
+Training runs the one loop of ``privaudit.training.loop`` with ``DPStep``: this module holds only
+what DP adds (the Opacus wiring, the two Poisson loaders and noise generators, the accountant and
+its resume state).
 
 The checkpoint holds plain ``UnetGenerator`` keys (the module inside Opacus's wrapper) and
 ``defense = {method: dpsgd, noise_multiplier, max_grad_norm, epsilon, delta, ...}``; a resume state
@@ -44,30 +50,30 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privaudit.data.images import ImageSet, check_direction, to_float
-from privaudit.errors import CheckpointError, InputError
-from privaudit.io import atomic_torch_save
-from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
-from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
-from privaudit.training import (EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, discard_state, divergence, diverged, jitter, lr_factor,
-                                missing_state_message, weight_problem, restore_networks, restore_schedules, train_state, training_record)
+from privaudit import defaults
+from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
+from privaudit.defenses.base import DefenseJob, DefenseResult, TrainingOptions
+from privaudit.errors import CheckpointError, InputError, InternalError
+from privaudit.models.checkpoint import resolve_device, save_checkpoint
+from privaudit.models.networks import ModelSpec, NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
+from privaudit.training.config import TrainConfig
+from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
+from privaudit.training.pix2pix import GANLoss, autocast, discriminator_loss, frozen, generator_loss, jitter
 
-# The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
-# fire on outputs only; that is expected here and says nothing a user can act on.
-warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
-
-DEFAULT_DP_BATCH_SIZE = 8
 ACCOUNTANTS = ("rdp", "prv")
 STATE_FORMAT = "privaudit.dpsgd-state/1"
+# The discriminator's inputs need no gradient, so PyTorch notes that Opacus's full backward hooks
+# fire on outputs only; that is expected here and says nothing a user can act on.
+HOOK_WARNING = "Full backward hook is firing when gradients are computed with respect to module outputs"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,24 +84,24 @@ STATE_FORMAT = "privaudit.dpsgd-state/1"
 class DPConfig:
     """DP-SGD settings on top of the pix2pix ``TrainConfig``.
 
-    Give exactly one of ``noise_multiplier`` (σ; the default 1.0) and ``target_epsilon`` (σ is then
-    solved for; pass ``noise_multiplier=None`` with it). ``delta`` defaults to 1/N for N private
+    Give exactly one of ``noise_multiplier`` (σ; default ``defaults.DP_NOISE_MULTIPLIER``) and
+    ``target_epsilon`` (σ is then solved for; pass ``noise_multiplier=None`` with it). ``delta`` defaults to 1/N for N private
     pairs. ``train.batch_size`` is the *expected* Poisson batch size and must be at least 2.
     """
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=DEFAULT_DP_BATCH_SIZE))
-    noise_multiplier: float | None = 1.0
-    max_grad_norm: float = 1.0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=defaults.DP_BATCH_SIZE))
+    noise_multiplier: float | None = defaults.DP_NOISE_MULTIPLIER
+    max_grad_norm: float = defaults.DP_MAX_GRAD_NORM
     target_epsilon: float | None = None
     delta: float | None = None
-    accountant: str = "rdp"
+    accountant: str = defaults.DP_ACCOUNTANT
 
     def validate(self) -> None:
         """Raise ``InputError`` with one actionable line for an invalid setting."""
         self.train.validate()
         if self.train.batch_size < 2:
             raise InputError(
-                f"DP-SGD needs --batch-size of at least 2 (the expected Poisson batch; {DEFAULT_DP_BATCH_SIZE} or more is typical), "
+                f"DP-SGD needs --batch-size of at least 2 (the expected Poisson batch; {defaults.DP_BATCH_SIZE} or more is typical), "
                 f"not {self.train.batch_size}"
             )
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
@@ -135,9 +141,9 @@ class DPResult:
     steps: int
     accountant: str
     history: list[EpochStats]
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = defaults.DP_MAX_GRAD_NORM
     mechanisms: int = 2
-    requested_norm: str = "group"
+    requested_norm: str = defaults.DP_NORM
 
 
 def _finite(v: Any) -> bool:
@@ -256,6 +262,16 @@ def _epsilon(engine: Any, delta: float) -> float:
 # training
 
 
+@contextmanager
+def _expected_warnings_off() -> Iterator[None]:
+    """Silence, for the Opacus calls inside only, the warnings this module expects (``HOOK_WARNING``,
+    Opacus's note that secure RNG is off); the process's warning filters are left as they were."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=HOOK_WARNING)
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        yield
+
+
 def train_dpsgd(
     pairs: ImageSet,
     out: Path,
@@ -264,7 +280,7 @@ def train_dpsgd(
     arch: UnetArch,
     cfg: DPConfig,
     resume: bool = False,
-    on_step: Callable[[int, int, int, dict[str, float]], None] | None = None,
+    on_step: OnStep | None = None,
     provenance: dict[str, Any] | None = None,
     keep_state: bool = False,
 ) -> DPResult:
@@ -275,7 +291,7 @@ def train_dpsgd(
     uses norm "group" whatever ``arch.norm`` asks (recorded as ``requested_norm``). Per epoch it
     writes the checkpoint ``out`` (atomically, plain ``UnetGenerator`` keys, ``defense`` with ε
     spent so far) and the resume state ``<out>.state``; ``resume=True`` continues from the latter,
-    which is deleted when the run finishes unless ``keep_state``. A diverged run (``training.divergence``)
+    which is deleted when the run finishes unless ``keep_state``. A diverged run (``training.loop.divergence``)
     raises ``TrainingError`` before that epoch is saved.
     ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress. Seeded: on the CPU the
     same ``cfg.train.seed`` gives the same weights, because Opacus's ``secure_mode`` is off and its
@@ -285,8 +301,6 @@ def train_dpsgd(
     Raises ``InputError`` for bad settings (before anything is written), including an ε target
     that no noise multiplier can reach.
     """
-    from opacus import PrivacyEngine
-
     cfg.validate()
     check_direction(direction)
     tc = cfg.train
@@ -308,7 +322,6 @@ def train_dpsgd(
         )
 
     device = resolve_device(tc.device)
-    use_amp = tc.amp and device.type == "cuda"
     delta = cfg.delta if cfg.delta is not None else 1.0 / n
     q, steps_per_epoch = poisson_schedule(n, tc.batch_size)
     mechanisms = 2 if tc.adversarial else 1
@@ -320,48 +333,8 @@ def train_dpsgd(
     else:
         sigma = float(cfg.noise_multiplier)  # type: ignore[arg-type]
 
-    # networks, seeded as pix2pix training is
-    torch.manual_seed(tc.seed)
-    G = UnetGenerator(arch)
-    init_weights(G)
-    make_opacus_compatible(G)
-    _check_private(G, "generator")
-    G.to(device).train()
-    D: nn.Module | None = None
-    if tc.adversarial:
-        D = NLayerDiscriminator(arch.input_nc + arch.output_nc, ndf=tc.ndf, norm="group")
-        init_weights(D)
-        make_opacus_compatible(D)
-        _check_private(D, "discriminator")
-        D.to(device).train()
-    opt_g_base = torch.optim.Adam(G.parameters(), lr=tc.lr, betas=(tc.beta1, 0.999))
-    opt_d_base = torch.optim.Adam(D.parameters(), lr=tc.lr, betas=(tc.beta1, 0.999)) if D is not None else None
-
-    # one engine, one accountant; each network gets its own Poisson loader and noise stream
-    dataset = TensorDataset(pairs.inputs, pairs.targets)
-    seed_base = tc.seed * 1_000_003
-    gen_load_g, gen_load_d = torch.Generator(), torch.Generator()
-    noise_g = torch.Generator(device=device).manual_seed(seed_base + 11)
-    noise_d = torch.Generator(device=device).manual_seed(seed_base + 13)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
-    common = dict(noise_multiplier=sigma, max_grad_norm=cfg.max_grad_norm, poisson_sampling=True, loss_reduction="mean")
-    G_dp, opt_g, loader_g = engine.make_private(
-        module=G, optimizer=opt_g_base, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=gen_load_g), noise_generator=noise_g, **common
-    )
-    D_dp = opt_d = loader_d = None
-    if D is not None:
-        D_dp, opt_d, loader_d = engine.make_private(
-            module=D, optimizer=opt_d_base, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=gen_load_d), noise_generator=noise_d, **common
-        )
-    if len(loader_g) != steps_per_epoch or abs(getattr(loader_g, "sample_rate", q) - q) > 1e-15:
-        raise CheckpointError("internal error: Opacus's Poisson loader disagrees with the planned sampling rate; please report it")
-    sched = [torch.optim.lr_scheduler.LambdaLR(o, lambda e: lr_factor(e, tc)) for o in (opt_g_base, opt_d_base) if o is not None]
-    gan_loss = GANLoss()
-
-    from privaudit.pipeline import data_fingerprint  # lazy: pipeline may import the defenses
-
+    with _expected_warnings_off():
+        step = DPStep(pairs, arch, cfg, sigma=sigma, delta=delta, sample_rate=q, steps_per_epoch=steps_per_epoch, device=device)
     data_sha = data_fingerprint(pairs)
     fp = {
         "config": {k: v for k, v in cfg.to_dict().items()},
@@ -373,13 +346,6 @@ def train_dpsgd(
     }
     # as given (decay_epochs None stays None, so a longer --epochs can resume), less the device
     fp["config"]["train"] = {k: v for k, v in asdict(tc).items() if k != "device"}
-    state_file = out.with_name(out.name + ".state")
-    history: list[EpochStats] = []
-    start_epoch = 0
-    if resume:
-        start_epoch, history = _load_state(state_file, fp, G, D, opt_g_base, opt_d_base, sched, engine, noise_g, noise_d)
-        if start_epoch >= tc.epochs:
-            raise InputError(f"--resume: {state_file} already holds {start_epoch} epochs; pass --epochs greater than {start_epoch} to train on")
 
     def defense_record(epochs_done: int, eps: float) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -405,101 +371,27 @@ def train_dpsgd(
             rec["requested_norm"] = requested_norm
         return rec
 
-    def zero_rows(opt: Any) -> None:
-        # An empty Poisson draw: no per-sample gradients, so the step adds noise only (and counts).
-        for p in opt.params:
-            p.grad_sample = p.new_zeros((0, *p.shape))
-
-    for epoch in range(start_epoch, tc.epochs):
-        gen_load_g.manual_seed(seed_base + 2 * epoch + 1)
-        gen_load_d.manual_seed(seed_base + 2 * epoch + 2)
-        aug = torch.Generator().manual_seed(seed_base + epoch)
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        d_batches = iter(loader_d) if loader_d is not None else itertools.repeat(None)
-        for step, (batch_g, batch_d) in enumerate(zip(loader_g, d_batches)):
-            losses: dict[str, float] = {}
-            # --- discriminator step on its own Poisson draw
-            if D_dp is not None and opt_d is not None and batch_d is not None:
-                opt_d.zero_grad(set_to_none=True)
-                if len(batch_d[0]) == 0:
-                    zero_rows(opt_d)
-                else:
-                    x, y = _prepare(batch_d, tc.augment, aug, device)
-                    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        fake = G_dp(x)
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        # two passes over the same B samples: Opacus sums them per sample
-                        loss_d_fake = gan_loss(D_dp(torch.cat([x, fake.to(x.dtype)], 1)), False)
-                        loss_d_real = gan_loss(D_dp(torch.cat([x, y], 1)), True)
-                        loss_d = 0.5 * (loss_d_fake + loss_d_real)
-                    loss_d.backward()
-                    losses["D_real"], losses["D_fake"] = loss_d_real.item(), loss_d_fake.item()
-                opt_d.step()
-            # --- generator step on another Poisson draw
-            opt_g.zero_grad(set_to_none=True)
-            if len(batch_g[0]) == 0:
-                zero_rows(opt_g)
-            else:
-                x, y = _prepare(batch_g, tc.augment, aug, device)
-                frozen = D_dp is not None
-                if frozen:
-                    _freeze(D_dp, True)
-                try:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        fake = G_dp(x)
-                        loss_l1 = F.l1_loss(fake.float(), y)
-                        loss_g = tc.lambda_l1 * loss_l1
-                        if D_dp is not None:
-                            loss_g_gan = gan_loss(D_dp(torch.cat([x, fake.to(x.dtype)], 1)), True)
-                            loss_g = loss_g + loss_g_gan
-                            losses["G_GAN"] = loss_g_gan.item()
-                    loss_g.backward()
-                finally:
-                    if frozen:
-                        _freeze(D_dp, False)
-                losses["G_L1"] = loss_l1.item()
-                reason = divergence({**losses, "G": loss_g.item()})
-                if reason:
-                    raise diverged(epoch + 1, reason, lr=tc.lr, out=out, what="DP-SGD training")
-            opt_g.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            if on_step:
-                on_step(epoch, step, steps_per_epoch, {k: sums[k] / counts[k] for k in sums})
-        for s in sched:
-            s.step()
-        reason = weight_problem(G, D)
-        if reason:
-            raise diverged(epoch + 1, reason, lr=tc.lr, out=out, what="DP-SGD training")
-        eps = _epsilon(engine, delta)
-        stats = EpochStats(epoch + 1, {**{k: sums[k] / counts[k] for k in sums}, "epsilon": eps})
-        history.append(stats)
-        G.eval()
+    def save(path: Path, G: nn.Module, epoch: int) -> None:
         save_checkpoint(
-            out,
+            path,
             generator=G,
             image_size=pairs.size,
             direction=direction,
-            defense=defense_record(epoch + 1, eps),
+            defense=defense_record(epoch, _epsilon(step.engine, delta)),
             provenance={
                 "trained_on": {"path": pairs.path, "count": n, "sha256": data_sha},
                 "training": cfg.to_dict(),
                 **(provenance or {}),
-                "epoch": epoch + 1,
+                "epoch": epoch,
             },
-            training=training_record(epoch + 1, tc.epochs),
+            training=training_record(epoch, tc.epochs),
         )
-        G.train()
-        if keep_state or epoch + 1 < tc.epochs:
-            _save_state(state_file, epoch + 1, fp, G, D, opt_g_base, opt_d_base, engine, noise_g, noise_d, history)
-    G.eval()
-    if not keep_state:
-        discard_state(out)
-    eps = _epsilon(engine, delta)
+
+    with _expected_warnings_off():
+        history = train_loop(step, tc, out=out, save_model=save, fingerprint=fp, resume_ignore=("epochs",), resume=resume, keep_state=keep_state,
+                             on_step=on_step)
     return DPResult(
-        epsilon=eps,
+        epsilon=_epsilon(step.engine, delta),
         delta=delta,
         noise_multiplier=sigma,
         sample_rate=q,
@@ -512,6 +404,130 @@ def train_dpsgd(
     )
 
 
+class DPStep:
+    """The DP-SGD step of the one training loop (``training.loop.train_loop``).
+
+    Builds G (and D with the adversarial loss), seeded with ``cfg.train.seed``, Opacus-compatible,
+    each made private by one ``PrivacyEngine`` with its own Poisson loader (rate ``sample_rate``)
+    and noise generator. A step is D's update on its own Poisson draw, then G's update on another;
+    an empty draw still steps (noise only, counted by the accountant). D is frozen, hooks off,
+    during G's update. Its resume state adds the accountant's history and the noise generators.
+    """
+
+    what = "DP-SGD training"
+    state_format = STATE_FORMAT
+
+    def __init__(self, pairs: ImageSet, arch: UnetArch, cfg: DPConfig, *, sigma: float, delta: float, sample_rate: float, steps_per_epoch: int,
+                 device: torch.device) -> None:
+        from opacus import PrivacyEngine
+
+        tc = cfg.train
+        # networks, seeded as pix2pix training is
+        torch.manual_seed(tc.seed)
+        G = UnetGenerator(arch)
+        init_weights(G)
+        make_opacus_compatible(G)
+        _check_private(G, "generator")
+        G.to(device).train()
+        D: nn.Module | None = None
+        if tc.adversarial:
+            D = NLayerDiscriminator(arch.input_nc + arch.output_nc, ndf=tc.ndf, norm="group")
+            init_weights(D)
+            make_opacus_compatible(D)
+            _check_private(D, "discriminator")
+            D.to(device).train()
+        opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr, betas=(tc.beta1, 0.999))
+        opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr, betas=(tc.beta1, 0.999)) if D is not None else None
+
+        # one engine, one accountant; each network gets its own Poisson loader and noise stream
+        dataset = TensorDataset(pairs.inputs, pairs.targets)
+        self.seed_base = tc.seed * 1_000_003
+        self.load_g, self.load_d = torch.Generator(), torch.Generator()
+        self.noise_g = torch.Generator(device=device).manual_seed(self.seed_base + 11)
+        self.noise_d = torch.Generator(device=device).manual_seed(self.seed_base + 13)
+        self.engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
+        common = dict(noise_multiplier=sigma, max_grad_norm=cfg.max_grad_norm, poisson_sampling=True, loss_reduction="mean")
+        self.G_dp, self.dp_opt_g, self.loader_g = self.engine.make_private(
+            module=G, optimizer=opt_g, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=self.load_g), noise_generator=self.noise_g, **common
+        )
+        self.D_dp = self.dp_opt_d = self.loader_d = None
+        if D is not None:
+            self.D_dp, self.dp_opt_d, self.loader_d = self.engine.make_private(
+                module=D, optimizer=opt_d, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=self.load_d), noise_generator=self.noise_d, **common
+            )
+        if len(self.loader_g) != steps_per_epoch or abs(getattr(self.loader_g, "sample_rate", sample_rate) - sample_rate) > 1e-15:
+            raise InternalError("internal error: Opacus's Poisson loader disagrees with the planned sampling rate; please report it")
+        self.generator, self.discriminator = G, D
+        self.optimizers = (opt_g, opt_d)
+        self.steps_per_epoch = steps_per_epoch
+        self.delta = delta
+        self.tc, self.device = tc, device
+        self.amp = tc.amp and device.type == "cuda"
+        self.gan_loss = GANLoss()
+        self.aug = torch.Generator()
+
+    def batches(self, epoch: int) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor] | None]]:
+        """(G's Poisson draw, D's Poisson draw) per step; seeded per epoch, so a resumed run draws the same."""
+        self.load_g.manual_seed(self.seed_base + 2 * epoch + 1)
+        self.load_d.manual_seed(self.seed_base + 2 * epoch + 2)
+        self.aug = torch.Generator().manual_seed(self.seed_base + epoch)
+        d_batches = iter(self.loader_d) if self.loader_d is not None else itertools.repeat(None)
+        return zip(self.loader_g, d_batches)
+
+    def __call__(self, batch: tuple[list[torch.Tensor], list[torch.Tensor] | None]) -> tuple[dict[str, float], float | None]:
+        batch_g, batch_d = batch
+        tc, device, aug = self.tc, self.device, self.aug
+        losses: dict[str, float] = {}
+        # --- discriminator step on its own Poisson draw
+        if self.D_dp is not None and self.dp_opt_d is not None and batch_d is not None:
+            self.dp_opt_d.zero_grad(set_to_none=True)
+            if len(batch_d[0]) == 0:
+                _zero_rows(self.dp_opt_d)
+            else:
+                x, y = _prepare(batch_d, tc.augment, aug, device)
+                with torch.no_grad(), autocast(device, self.amp):
+                    fake = self.G_dp(x)
+                with autocast(device, self.amp):
+                    # two passes over the same B samples: Opacus sums them per sample
+                    loss_d, logged = discriminator_loss(self.D_dp, self.gan_loss, x, y, fake)
+                loss_d.backward()
+                losses.update(logged)
+            self.dp_opt_d.step()
+        # --- generator step on another Poisson draw
+        self.dp_opt_g.zero_grad(set_to_none=True)
+        g_total = None
+        if len(batch_g[0]) == 0:
+            _zero_rows(self.dp_opt_g)
+        else:
+            x, y = _prepare(batch_g, tc.augment, aug, device)
+            with frozen(self.D_dp), _hooks_off(self.D_dp):
+                with autocast(device, self.amp):
+                    fake = self.G_dp(x)
+                    loss_g, logged = generator_loss(self.D_dp, self.gan_loss, x, y, fake, tc.lambda_l1)
+                loss_g.backward()
+            losses.update(logged)
+            g_total = loss_g.item()
+        self.dp_opt_g.step()
+        return losses, g_total
+
+    def epoch_extras(self) -> dict[str, float]:
+        return {"epsilon": _epsilon(self.engine, self.delta)}
+
+    def extra_state(self) -> dict[str, Any]:
+        acc = self.engine.accountant.state_dict()
+        return {
+            "accountant": {"mechanism": acc.get("mechanism"), "history": [list(h) for h in acc.get("history", [])]},
+            "noise_g": self.noise_g.get_state(),
+            "noise_d": self.noise_d.get_state(),
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        acc = state["accountant"]
+        self.engine.accountant.load_state_dict({"mechanism": acc["mechanism"], "history": [tuple(h) for h in acc["history"]]})
+        self.noise_g.set_state(state["noise_g"])
+        self.noise_d.set_state(state["noise_d"])
+
+
 def _prepare(batch: list[torch.Tensor], augment: bool, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = to_float(batch[0]), to_float(batch[1])
     if augment:
@@ -519,48 +535,83 @@ def _prepare(batch: list[torch.Tensor], augment: bool, gen: torch.Generator, dev
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def _freeze(D: Any, frozen: bool) -> None:
-    """Freeze D for the generator step: no gradients, and Opacus's hooks off (they would fire on
-    the backward pass through D and find no activations of a frozen layer)."""
-    for p in D.parameters():
-        p.requires_grad_(not frozen)
-    if frozen:
-        D.disable_hooks()
-    else:
+def _zero_rows(opt: Any) -> None:
+    """An empty Poisson draw: no per-sample gradients, so the step adds noise only (and counts)."""
+    for p in opt.params:
+        p.grad_sample = p.new_zeros((0, *p.shape))
+
+
+@contextmanager
+def _hooks_off(D: Any) -> Iterator[None]:
+    """Opacus's hooks off on D during the generator's update: they would fire on the backward pass
+    through D and find no activations of a frozen layer (and mix G's batch into D's per-sample
+    gradients)."""
+    if D is None:
+        yield
+        return
+    D.disable_hooks()
+    try:
+        yield
+    finally:
         D.enable_hooks()
 
 
 # ---------------------------------------------------------------------------------------------
-# resume state
+# the defense: `privaudit defend --method dpsgd`
 
 
-def _save_state(path: Path, epoch: int, fp: dict[str, Any], G: nn.Module, D: nn.Module | None, opt_g, opt_d, engine, noise_g, noise_d, history) -> None:
-    acc = engine.accountant.state_dict()
-    state = {
-        **train_state(epoch, fp, G, D, opt_g, opt_d, history, fmt=STATE_FORMAT),
-        "accountant": {"mechanism": acc.get("mechanism"), "history": [list(h) for h in acc.get("history", [])]},
-        "noise_g": noise_g.get_state(),
-        "noise_d": noise_d.get_state(),
-    }
-    atomic_torch_save(path, state)
+@dataclass(frozen=True)
+class DPSGDOptions(TrainingOptions):
+    """``defend(method="dpsgd")`` settings: pix2pix training (the expected Poisson batch
+    ``batch_size``), the generator's width and depth (always GroupNorm), and the privacy settings.
+    ``noise_multiplier`` None: ``defaults.DP_NOISE_MULTIPLIER``, unless σ is solved for
+    ``target_epsilon``. ``delta`` None: 1/N."""
+
+    batch_size: int = defaults.DP_BATCH_SIZE
+    ngf: int = defaults.NGF
+    num_downs: int | None = None
+    noise_multiplier: float | None = None
+    max_grad_norm: float = defaults.DP_MAX_GRAD_NORM
+    target_epsilon: float | None = None
+    delta: float | None = None
+    accountant: str = defaults.DP_ACCOUNTANT
+
+    def dp_config(self, *, seed: int = defaults.SEED, device: str = defaults.DEVICE) -> DPConfig:
+        sigma = self.noise_multiplier
+        if sigma is None and self.target_epsilon is None:
+            sigma = defaults.DP_NOISE_MULTIPLIER
+        return DPConfig(train=self.train_config(seed=seed, device=device), noise_multiplier=sigma, max_grad_norm=self.max_grad_norm,
+                        target_epsilon=self.target_epsilon, delta=self.delta, accountant=self.accountant)
+
+    def validate(self) -> None:
+        self.dp_config().validate()
 
 
-def _load_state(path: Path, fp: dict[str, Any], G, D, opt_g, opt_d, sched, engine, noise_g, noise_d) -> tuple[int, list[EpochStats]]:
-    if not path.exists():
-        raise InputError(missing_state_message(path, " DP-SGD"))
-    state = safe_torch_load(path, what="training state")
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path} is not a privaudit DP-SGD training state; drop --resume to start afresh")
-    check_resume_fingerprint(path, state.get("fingerprint", {}), fp, ignore=("epochs",))
-    restore_networks(state, G, D, opt_g, opt_d)
-    acc = state["accountant"]
-    engine.accountant.load_state_dict({"mechanism": acc["mechanism"], "history": [tuple(h) for h in acc["history"]]})
-    noise_g.set_state(state["noise_g"])
-    noise_d.set_state(state["noise_d"])
-    epoch = int(state["epoch"])
-    restore_schedules(sched, epoch)
-    torch.set_rng_state(state["rng_cpu"])
-    if torch.cuda.is_available() and state.get("rng_cuda"):
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
-    history = [EpochStats(h["epoch"], h["losses"]) for h in state.get("history", [])]
-    return epoch, history
+class DPSGD:
+    """DP-SGD training from scratch on the private pairs (no teacher)."""
+
+    name = "dpsgd"
+    description = "DP-SGD training from scratch with Opacus (clipped, noised per-sample gradients)"
+    Options = DPSGDOptions
+
+    def run(self, options: DPSGDOptions, job: DefenseJob) -> DefenseResult:
+        if job.train_data is None:
+            raise InputError("--method dpsgd trains from scratch on the private pairs: pass --train-data PATH")
+        cfg = options.dp_config(seed=job.seed, device=job.device)
+        # Like `train`, DP-SGD defines the direction rather than reading it: AtoB unless told, and said.
+        direction_note = "--direction" if job.direction else "the default; pass --direction BtoA if the right half or B/ is the input"
+        direction = job.direction or defaults.DIRECTION
+        spec = ModelSpec(num_downs=options.num_downs, ngf=options.ngf, norm=defaults.DP_NORM)
+        if job.size is not None:
+            spec.build(job.size)  # a --size the U-Net cannot take fails before any image is read
+        pairs = load_pairs(job.train_data, direction=direction, size=job.size, what="training data")
+        line = pairs.resize_warning("training data")
+        if line:
+            job.warn(line)
+        arch = spec.build(pairs.size, pairs.inputs.shape[1], pairs.targets.shape[1])
+        result = train_dpsgd(pairs, job.out, direction=direction, arch=arch, cfg=cfg, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state,
+                             provenance={"trained_on": {"path": str(job.train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}})
+        summary = {"direction": f"{direction} ({direction_note})", "image size": f"{pairs.size}x{pairs.size} px", "ε spent": f"{result.epsilon:.4g}", "δ": f"{result.delta:.3g}", "noise multiplier σ": f"{result.noise_multiplier:.4g}",
+                   "max grad norm C": f"{result.max_grad_norm:g}", "sample rate": f"{result.sample_rate:.4g}", "steps": str(result.steps),
+                   "accountant": result.accountant}
+        return DefenseResult(method=self.name, out=job.out, summary=summary, history=result.history, privacy=result)

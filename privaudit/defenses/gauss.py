@@ -7,17 +7,24 @@ wraps the generator in ``OutputNoise`` so it behaves as the deployed model would
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, load_teacher
 from privaudit.errors import InputError
 from privaudit.models.checkpoint import LoadedModel, OutputNoise, save_checkpoint
 from privaudit.models.networks import UnetGenerator
 
 
-def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction: str | None, image_size: int | None) -> None:
-    """Write ``out``: the teacher's U-Net weights plus ``defense = {method: gauss, sigma}``."""
+def check_sigma(sigma: float) -> float:
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
         raise InputError(f"--sigma must be a finite number >= 0, not {sigma}")
+    return float(sigma)
+
+
+def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction: str | None, image_size: int | None) -> None:
+    """Write ``out``: the teacher's U-Net weights plus ``defense = {method: gauss, sigma}``."""
+    check_sigma(sigma)
     net = teacher.module
     if isinstance(net, OutputNoise):
         net = net.generator  # re-noising replaces the old sigma rather than stacking two
@@ -38,3 +45,33 @@ def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction
         provenance={"from": teacher.path, **({"teacher_provenance": teacher.provenance} if teacher.provenance else {})},
         training=teacher.training,  # the teacher's weights, so the teacher's training status
     )
+
+
+@dataclass(frozen=True)
+class GaussOptions:
+    """``defend(method="gauss")`` settings: ``sigma``, the output noise's standard deviation on
+    images in [-1, 1] (required: there is no neutral default)."""
+
+    sigma: float | None = None
+
+    def validate(self) -> None:
+        if self.sigma is None:
+            raise InputError("--method gauss needs --sigma (the output noise's standard deviation, e.g. 0.1)")
+        check_sigma(self.sigma)
+
+
+class Gauss:
+    """The teacher deployed with Gaussian output noise."""
+
+    name = "gauss"
+    description = "zero-mean Gaussian noise of sigma added to every output"
+    Options = GaussOptions
+
+    def run(self, options: GaussOptions, job: DefenseJob) -> DefenseResult:
+        teacher, direction, source = load_teacher(job, self.name)
+        sigma = check_sigma(options.sigma)  # type: ignore[arg-type]
+        size = teacher.image_size if job.size is None else job.size
+        add_output_noise(teacher, job.out, sigma=sigma, direction=direction, image_size=size)
+        summary = {"direction": f"{direction} ({DIRECTION_SOURCES[source]})",
+                   "image size": f"{size}x{size} px" if size else "not recorded (attacks use the images' own)", "σ": f"{sigma:g}", "teacher": str(job.teacher)}
+        return DefenseResult(method=self.name, out=job.out, summary=summary)

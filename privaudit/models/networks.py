@@ -9,13 +9,15 @@ reference ``*_net_G.pth`` state_dict loads into them key for key (``model.model.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from privaudit.errors import CheckpointError
+from privaudit import defaults
+from privaudit.errors import CheckpointError, InputError
 
 NORMS = ("batch", "instance", "none", "group")
 
@@ -130,6 +132,38 @@ class UnetArch:
     def min_size(self) -> int:
         """Image side length must be a multiple of this."""
         return 2**self.num_downs
+
+
+def default_num_downs(size: int) -> int:
+    """pix2pix uses unet_256 (8 downsamplings) at 256 px; smaller images get a shallower U-Net."""
+    if size < 32:
+        raise InputError(f"--size {size} is too small for a U-Net (at least 32 px, 5 downsamplings); pass a larger --size")
+    depth = min(8, int(math.log2(size)))
+    if size % (2**depth):
+        raise InputError(f"--size {size} is not a multiple of {2**depth}; pass --size {size // 2**depth * 2**depth} or give --num-downs")
+    return depth
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture flags for a new generator (None = default for the image size)."""
+
+    num_downs: int | None = None
+    ngf: int = defaults.NGF
+    norm: str = defaults.NORM
+    use_dropout: bool = defaults.DROPOUT
+
+    def build(self, size: int, input_nc: int = 3, output_nc: int = 3) -> UnetArch:
+        if self.ngf < 1:
+            raise InputError(f"--ngf must be at least 1, not {self.ngf}")
+        if self.num_downs is not None and self.num_downs < 5:
+            raise InputError(f"--num-downs must be at least 5 (pix2pix U-Nets downsample at least 5 times), not {self.num_downs}")
+        depth = default_num_downs(size) if self.num_downs is None else self.num_downs
+        arch = UnetArch(input_nc=input_nc, output_nc=output_nc, num_downs=depth, ngf=self.ngf, norm=self.norm, use_dropout=self.use_dropout)
+        arch.validate()
+        if size % arch.min_size:
+            raise InputError(f"--size {size} is not a multiple of {arch.min_size} (a U-Net with {depth} downsamplings); change --size or --num-downs")
+        return arch
 
 
 class UnetGenerator(nn.Module):

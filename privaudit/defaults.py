@@ -1,0 +1,33 @@
+"""Every default, defined once: the config dataclasses and the command-line options both read this table.
+
+Plain constants, no imports, so reading a default never costs the CLI a torch import. So far it
+holds training and defense defaults (``privaudit train``, ``privaudit defend``, ``TrainConfig``,
+``DPConfig``, the defenses' options); the other commands' defaults (bootstrap count, KID subsets,
+batch sizes of the attack, ...) are to move here as well: add them as another section.
+"""
+
+# --- pix2pix training (Isola et al.); the AKD paper trains its students with the same recipe
+EPOCHS = 200
+BATCH_SIZE = 1
+LR = 2e-4
+BETA1 = 0.5  # Adam's β1 (β2 = 0.999)
+LAMBDA_L1 = 100.0  # λ, the weight of the L1 term
+DECAY_EPOCHS: int | None = None  # linear learning-rate decay over the last N epochs; None: half of them
+AUGMENT = True  # jitter (resize to 286/256 of the size, random crop) and flips
+NGF = 64  # generator width
+NDF = 64  # discriminator width
+NORM = "batch"
+DROPOUT = True
+AMP = True  # bfloat16 autocast, on CUDA only
+SEED = 0
+DEVICE = "auto"
+DIRECTION = "AtoB"
+
+# --- defenses (privaudit defend)
+METHOD = "akd"
+PROXY_LAYOUT = "auto"
+DP_BATCH_SIZE = 8  # DP-SGD: the expected Poisson batch
+DP_NOISE_MULTIPLIER = 1.0  # σ when neither --noise-multiplier nor --target-epsilon is given
+DP_MAX_GRAD_NORM = 1.0  # C, the per-sample clipping norm
+DP_ACCOUNTANT = "rdp"
+DP_NORM = "group"  # Opacus cannot train BatchNorm

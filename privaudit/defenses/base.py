@@ -1,0 +1,107 @@
+"""What every defense shares: the job it is given, the result it returns, the interface the
+registry (``defenses.registry``) maps names to, and the training options of the trained defenses."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol
+
+from privaudit import defaults
+from privaudit.data.images import check_direction
+from privaudit.errors import InputError
+from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
+from privaudit.pipeline import resolve_direction, unfinished_warnings
+from privaudit.training.config import TrainConfig
+from privaudit.training.loop import EpochStats, OnStep
+
+
+@dataclass(frozen=True)
+class DefenseJob:
+    """Where a defense reads and writes, and how it runs; each method uses its part.
+
+    ``teacher``: the model to harden (akd, dmp, gauss); ``proxy``: unlabelled proxy inputs (akd,
+    dmp); ``train_data``: the private pairs (dpsgd). ``direction`` None: the teacher's, else AtoB.
+    ``size`` None: the teacher's recorded size, else the images' own. ``on_step(epoch, step,
+    steps_per_epoch, mean_losses)`` reports training progress; ``on_warning(line)`` receives
+    warnings (an unfinished teacher), by default as Python warnings.
+    """
+
+    out: Path
+    teacher: Path | None = None
+    proxy: Path | None = None
+    train_data: Path | None = None
+    direction: str | None = None
+    size: int | None = None
+    seed: int = defaults.SEED
+    device: str = defaults.DEVICE
+    resume: bool = False
+    keep_state: bool = False
+    on_step: OnStep | None = None
+    on_warning: Callable[[str], None] | None = None
+
+    def warn(self, line: str) -> None:
+        if self.on_warning is not None:
+            self.on_warning(line)
+        else:
+            warnings.warn(line, UserWarning, stacklevel=3)
+
+
+@dataclass
+class DefenseResult:
+    """What a defense wrote (``out``) and did: ``summary`` (label → value, in order, for a table;
+    ``defend`` adds method, time and the output), the training's per-epoch mean losses (empty for
+    gauss), and for dpsgd the privacy spent (a ``DPResult``)."""
+
+    method: str
+    out: Path
+    summary: dict[str, str]
+    history: list[EpochStats] = field(default_factory=list)
+    privacy: Any = None
+    seconds: float = 0.0
+
+
+class Defense(Protocol):
+    """A defense: a name, a one-line description, its own frozen ``Options`` dataclass (with
+    ``validate()``), and ``run``, which writes the hardened checkpoint ``job.out``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type]
+
+    def run(self, options: Any, job: DefenseJob) -> DefenseResult: ...
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The pix2pix training settings of a trained defense (defaults: ``privaudit.defaults``)."""
+
+    epochs: int = defaults.EPOCHS
+    decay_epochs: int | None = defaults.DECAY_EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float = defaults.LR
+    lambda_l1: float = defaults.LAMBDA_L1
+    augment: bool = defaults.AUGMENT
+    ndf: int = defaults.NDF
+
+    def train_config(self, *, seed: int = defaults.SEED, device: str = defaults.DEVICE) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, lambda_l1=self.lambda_l1, decay_epochs=self.decay_epochs,
+                           augment=self.augment, ndf=self.ndf, seed=seed, device=device)
+
+
+def load_teacher(job: DefenseJob, method: str) -> tuple[LoadedModel, str, str]:
+    """The teacher ``job.teacher`` (any MODEL format), the direction to use and where it came from
+    (``model`` or ``--direction``: a model that does not record its direction needs the flag, and a
+    flag that contradicts the recorded one is refused); warns (``job.warn``) when the teacher is the
+    model of an unfinished training run."""
+    if job.teacher is None:
+        raise InputError(f"--method {method} needs the teacher MODEL as the first argument")
+    teacher = load_model(job.teacher, device=job.device, seed=job.seed, overrides=ArchOverrides())
+    for line in unfinished_warnings({"path": str(job.teacher), "training": teacher.training, "defense": teacher.defense}):
+        job.warn(line)
+    direction, source = resolve_direction(teacher, job.direction)
+    return teacher, direction, source
+
+
+DIRECTION_SOURCES = {"model": "recorded in the model", "--direction": "--direction"}

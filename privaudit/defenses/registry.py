@@ -1,0 +1,92 @@
+"""The defenses by name, and ``defend``: the one place a method name becomes code.
+
+``DEFENSES`` maps each ``--method`` to its class (Opacus's ``_ACCOUNTANTS`` is the model); each
+class has its own frozen options dataclass (``Options``) and a ``run``. ``defend`` is the library
+entry of ``privaudit defend``; the CLI, ``privaudit demo`` and ``benchmarks/reproduce_table2.py``
+all call it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable
+
+from privaudit import defaults
+from privaudit.data.images import check_direction
+from privaudit.defenses.base import Defense, DefenseJob, DefenseResult
+from privaudit.defenses.distill import AKD, DMP
+from privaudit.defenses.dpsgd import DPSGD
+from privaudit.defenses.gauss import Gauss
+from privaudit.errors import InputError, check_seed
+from privaudit.io import check_writable
+from privaudit.training.loop import OnStep
+
+DEFENSES: dict[str, type[Defense]] = {"akd": AKD, "dmp": DMP, "gauss": Gauss, "dpsgd": DPSGD}
+
+
+def get_defense(method: str) -> Defense:
+    """The defense called ``method``; ``InputError`` listing the valid names for an unknown one."""
+    if method not in DEFENSES:
+        raise InputError(f"unknown --method {method!r}; choose one of {', '.join(DEFENSES)}")
+    return DEFENSES[method]()
+
+
+def options_for(method: str, **values: Any) -> Any:
+    """``method``'s options from flat values (the command line's flags): the values its options
+    know, None meaning its default; the others are ignored (e.g. ``sigma`` for akd)."""
+    options_type = get_defense(method).Options
+    known = {f.name for f in fields(options_type)}
+    return options_type(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+def defend(
+    method: str,
+    *,
+    out: str | Path,
+    teacher: str | Path | None = None,
+    proxy: str | Path | None = None,
+    train_data: str | Path | None = None,
+    options: Any = None,
+    direction: str | None = None,
+    size: int | None = None,
+    seed: int = defaults.SEED,
+    device: str = defaults.DEVICE,
+    resume: bool = False,
+    keep_state: bool = False,
+    on_step: OnStep | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> DefenseResult:
+    """Harden a generator with ``method`` (akd, dmp, gauss or dpsgd) and write the checkpoint ``out``.
+
+    akd/dmp distil a student from ``teacher`` on the unlabelled ``proxy`` inputs; gauss re-saves
+    ``teacher`` with output noise; dpsgd trains from scratch on the private pairs ``train_data``.
+    ``options``: the method's options dataclass (``DEFENSES[method].Options``; None: its defaults).
+    ``resume`` continues an interrupted run from ``out.state``, deleted when the run finishes unless
+    ``keep_state``. ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress,
+    ``on_warning(line)`` warnings (default: Python warnings). Raises ``InputError`` (and the other
+    ``PrivauditError``s) before anything is written for bad settings, inputs or an unwritable ``out``.
+    """
+    defense = get_defense(method)
+    if out is None:
+        raise InputError("--out FILE is required: where to write the hardened checkpoint")
+    check_writable(out, what="checkpoint")
+    if direction is not None:
+        check_direction(direction)
+    options = defense.Options() if options is None else options
+    if not isinstance(options, defense.Options):
+        raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
+    options.validate()
+    check_seed(seed)
+    job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=_path(train_data), direction=direction, size=size, seed=seed,
+                     device=device, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning)
+    t0 = time.perf_counter()
+    result = defense.run(options, job)
+    result.seconds = time.perf_counter() - t0
+    result.summary = {"method": method, **result.summary, "time": f"{result.seconds:.1f}s", "wrote": str(out)}
+    return result
+
+
+def _path(p: str | Path | None) -> Path | None:
+    return None if p is None else Path(p)

@@ -1,0 +1,278 @@
+"""pix2pix training: the objective, its plain step, and ``train``, the library entry of ``privaudit train``.
+
+Regular training (``train``) fits G to the private targets y. AKD is the same game with
+y := G_t(x), the teacher's output on an unlabelled proxy input (Eq. 4 and 5 of the AKD paper); DMP
+drops the discriminator and keeps only the λ·L1 term. ``fit`` serves all three: ``PlainStep`` in
+the one loop (``training.loop.train_loop``). DP-SGD uses the same losses in its own step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privaudit import defaults
+from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
+from privaudit.errors import InputError
+from privaudit.io import check_writable
+from privaudit.models.checkpoint import resolve_device, save_checkpoint
+from privaudit.models.networks import ModelSpec, NLayerDiscriminator, UnetArch, UnetGenerator, init_weights
+from privaudit.training.config import TrainConfig
+from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
+from privaudit.training.resume import TRAIN_STATE_FORMAT
+
+
+def jitter(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """pix2pix's augmentation on a batch: upscale by 286/256, the same random crop and flip for x and y."""
+    size = x.shape[-1]
+    load = int(round(size * 286 / 256))
+    if load > size:
+        both = F.interpolate(torch.cat([x, y], 1), size=(load, load), mode="bicubic", align_corners=False).clamp_(-1, 1)
+        i = int(torch.randint(0, load - size + 1, (1,), generator=gen))
+        j = int(torch.randint(0, load - size + 1, (1,), generator=gen))
+        both = both[..., i : i + size, j : j + size]
+        x, y = both[:, : x.shape[1]], both[:, x.shape[1] :]
+    if bool(torch.rand(1, generator=gen) < 0.5):
+        x, y = x.flip(-1), y.flip(-1)
+    return x.contiguous(), y.contiguous()
+
+
+class GANLoss(nn.Module):
+    """pix2pix 'vanilla' GAN loss on the PatchGAN's logits."""
+
+    def forward(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast (``TrainConfig.amp``, CUDA only), or a no-op."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def discriminator_loss(D: nn.Module, gan_loss: GANLoss, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The conditional PatchGAN's loss on one batch: ½·(BCE(D(x, G(x)), fake) + BCE(D(x, y), real)).
+    x, y, fake: (B, C, H, W). Returns (loss, {D_real, D_fake})."""
+    loss_fake = gan_loss(D(torch.cat([x, fake.detach().to(x.dtype)], 1)), False)
+    loss_real = gan_loss(D(torch.cat([x, y], 1)), True)
+    return 0.5 * (loss_fake + loss_real), {"D_real": loss_real.item(), "D_fake": loss_fake.item()}
+
+
+def generator_loss(D: nn.Module | None, gan_loss: GANLoss, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor,
+                   lambda_l1: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The generator's loss on one batch: λ·L1(G(x), y), plus BCE(D(x, G(x)), real) with a
+    discriminator (None: DMP). Returns (loss, {G_GAN, G_L1})."""
+    loss_l1 = F.l1_loss(fake.float(), y)
+    loss = lambda_l1 * loss_l1
+    logged: dict[str, float] = {}
+    if D is not None:
+        loss_gan = gan_loss(D(torch.cat([x, fake.to(x.dtype)], 1)), True)
+        loss = loss + loss_gan
+        logged["G_GAN"] = loss_gan.item()
+    logged["G_L1"] = loss_l1.item()
+    return loss, logged
+
+
+@contextmanager
+def frozen(D: nn.Module | None) -> Iterator[None]:
+    """D's parameters need no gradient while the generator learns from it."""
+    if D is None:
+        yield
+        return
+    for p in D.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in D.parameters():
+            p.requires_grad_(True)
+
+
+class PlainStep:
+    """The pix2pix step: one permuted batch (jittered when ``cfg.augment``) feeds D's update, then
+    G's. inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1]. Builds the
+    discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers."""
+
+    what = "training"
+    state_format = TRAIN_STATE_FORMAT
+
+    def __init__(self, generator: UnetGenerator, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, device: torch.device,
+                 discriminator: nn.Module | None = None) -> None:
+        self.n = int(inputs.shape[0])
+        if self.n == 0:
+            raise InputError("no training images")
+        torch.manual_seed(cfg.seed)
+        D = None
+        if cfg.adversarial:
+            D = discriminator or NLayerDiscriminator(inputs.shape[1] + targets.shape[1], ndf=cfg.ndf, norm=generator.arch.norm)
+            init_weights(D)
+            D.to(device).train()
+        generator.to(device).train()
+        self.generator, self.discriminator = generator, D
+        opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if D is not None else None
+        self.optimizers = (opt_g, opt_d)
+        self.inputs, self.targets = inputs, targets.float()
+        self.cfg, self.device = cfg, device
+        self.amp = cfg.amp and device.type == "cuda"
+        self.gan_loss = GANLoss()
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=gen)
+        for b in range(0, self.n, self.cfg.batch_size):
+            idx = perm[b : b + self.cfg.batch_size]
+            x, y = to_float(self.inputs[idx]), self.targets[idx]
+            if self.cfg.augment:
+                x, y = jitter(x, y, gen)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, float], float]:
+        x, y = batch
+        G, D = self.generator, self.discriminator
+        opt_g, opt_d = self.optimizers
+        with autocast(self.device, self.amp):
+            fake = G(x)
+        losses: dict[str, float] = {}
+        if D is not None and opt_d is not None:
+            with autocast(self.device, self.amp):
+                loss_d, logged = discriminator_loss(D, self.gan_loss, x, y, fake)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            losses.update(logged)
+        with frozen(D):
+            with autocast(self.device, self.amp):
+                loss_g, logged = generator_loss(D, self.gan_loss, x, y, fake, self.cfg.lambda_l1)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+        opt_g.step()
+        losses.update(logged)
+        return losses, loss_g.item()
+
+    def epoch_extras(self) -> dict[str, float]:
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def fit(
+    generator: UnetGenerator,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    save_model: Callable[[Path, UnetGenerator, int], None],
+    resume: bool = False,
+    discriminator: nn.Module | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    on_step: OnStep | None = None,
+    keep_state: bool = False,
+) -> list[EpochStats]:
+    """Train ``generator`` on (inputs, targets) with the pix2pix objective.
+
+    inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (real targets for
+    regular training, teacher outputs for distillation). ``cfg.adversarial`` False gives DMP
+    (L1 only). ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress.
+    ``save_model(path, G, epoch)`` writes the model checkpoint after every epoch.
+    ``fingerprint`` (the data and settings) must match on ``resume``. The resume state is deleted
+    when the run finishes, unless ``keep_state``. Raises ``TrainingError`` when the run diverges
+    (see ``training.loop.divergence``), before that epoch is saved.
+    """
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    step = PlainStep(generator, inputs, targets, cfg, device, discriminator)
+    # What must match on --resume: everything but the length of the run and the device.
+    fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "epochs", "decay_epochs")}, **(fingerprint or {})}
+    return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state, on_step=on_step)
+
+
+# ---------------------------------------------------------------------------------------------
+# regular training: `privaudit train`
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` wrote: the checkpoint ``out``, its architecture, the per-epoch mean losses
+    (of this invocation and, after ``resume``, the earlier ones), the pairs it was trained on."""
+
+    out: Path
+    arch: UnetArch
+    pairs: int
+    image_size: int
+    history: list[EpochStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    direction: str = defaults.DIRECTION,
+    size: int | None = None,
+    model: ModelSpec | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    keep_state: bool = False,
+    on_step: OnStep | None = None,
+    on_data: Callable[[ImageSet], None] | None = None,
+) -> TrainResult:
+    """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on the pairs in ``data``
+    and write the privaudit checkpoint ``out`` after every epoch (its resume state to ``out.state``).
+
+    ``model`` gives the U-Net's flags (default: pix2pix's, depth from the image size), ``config`` the
+    training settings (default: pix2pix's). ``resume`` continues an interrupted run; the state is
+    deleted when the run finishes, unless ``keep_state``. ``on_step(epoch, step, steps_per_epoch,
+    mean_losses)`` reports progress; ``on_data(pairs)`` sees the pairs once read, before training
+    (the CLI warns about resizing there). Raises ``InputError``/``DataError`` before any training for bad
+    settings or data, ``TrainingError`` when the run diverges.
+    """
+    t0 = time.perf_counter()
+    model = model or ModelSpec()
+    config = config or TrainConfig()
+    check_direction(direction)
+    check_writable(out, what="checkpoint")
+    config.validate()
+    if size is not None:
+        model.build(size)  # a --size the U-Net cannot take fails before any image is read
+    pairs = load_pairs(data, direction=direction, size=size, what="training data")
+    if on_data is not None:
+        on_data(pairs)
+    img_size = pairs.size
+    arch = model.build(img_size, pairs.inputs.shape[1], pairs.targets.shape[1])
+    torch.manual_seed(config.seed)
+    G = UnetGenerator(arch)
+    init_weights(G)
+    provenance = {"trained_on": {"path": str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict()}
+
+    def save(path: Path, net: UnetGenerator, epoch: int) -> None:
+        save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
+                        training=training_record(epoch, config.epochs))
+
+    history = fit(
+        G,
+        pairs.inputs,
+        to_float(pairs.targets),
+        config,
+        out=Path(out),
+        save_model=save,
+        resume=resume,
+        fingerprint={"data": provenance["trained_on"]["sha256"], "arch": arch.to_dict(), "direction": direction},
+        on_step=on_step,
+        keep_state=keep_state,
+    )
+    return TrainResult(out=Path(out), arch=arch, pairs=len(pairs), image_size=img_size, history=history, seconds=time.perf_counter() - t0)
