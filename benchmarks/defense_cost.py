@@ -23,8 +23,9 @@ import torch
 
 from privaudit.data.images import ImageSet, load_pairs, to_float
 from privaudit.defenses.distill import distill
-from privaudit.models.checkpoint import LoadedModel
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
+from privaudit.models.arch import UnetArch
+from privaudit.models.loaded import LoadedModel
+from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training import TrainConfig, fit
 
 

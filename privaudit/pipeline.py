@@ -6,7 +6,6 @@ The CLI only parses options into these configs, calls one function and renders w
 from __future__ import annotations
 
 import hashlib
-import math
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,8 +18,10 @@ from privaudit import __version__
 from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
 from privaudit.data.images import DIRECTIONS, ImageSet, check_direction, load_pairs, to_float
 from privaudit.errors import CheckpointError, DataError, InputError
-from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model, save_checkpoint
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
+from privaudit.models.arch import ArchOverrides, ModelSpec
+from privaudit.models.checkpoint import load_model, save_checkpoint
+from privaudit.models.loaded import LoadedModel
+from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training import EpochStats, TrainConfig, fit, training_record
 
 from privaudit.report import REPORT_SCHEMA  # noqa: E402
@@ -28,16 +29,6 @@ from privaudit.report import REPORT_SCHEMA  # noqa: E402
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def default_num_downs(size: int) -> int:
-    """pix2pix uses unet_256 (8 downsamplings) at 256 px; smaller images get a shallower U-Net."""
-    if size < 32:
-        raise InputError(f"--size {size} is too small for a U-Net (at least 32 px, 5 downsamplings); pass a larger --size")
-    depth = min(8, int(math.log2(size)))
-    if size % (2**depth):
-        raise InputError(f"--size {size} is not a multiple of {2**depth}; pass --size {size // 2**depth * 2**depth} or give --num-downs")
-    return depth
 
 
 def data_fingerprint(images: ImageSet) -> str:
@@ -51,28 +42,6 @@ def data_fingerprint(images: ImageSet) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # train
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Architecture flags for a new generator (None = default for the image size)."""
-
-    num_downs: int | None = None
-    ngf: int = 64
-    norm: str = "batch"
-    use_dropout: bool = True
-
-    def build(self, size: int, input_nc: int = 3, output_nc: int = 3) -> UnetArch:
-        if self.ngf < 1:
-            raise InputError(f"--ngf must be at least 1, not {self.ngf}")
-        if self.num_downs is not None and self.num_downs < 5:
-            raise InputError(f"--num-downs must be at least 5 (pix2pix U-Nets downsample at least 5 times), not {self.num_downs}")
-        depth = default_num_downs(size) if self.num_downs is None else self.num_downs
-        arch = UnetArch(input_nc=input_nc, output_nc=output_nc, num_downs=depth, ngf=self.ngf, norm=self.norm, use_dropout=self.use_dropout)
-        arch.validate()
-        if size % arch.min_size:
-            raise InputError(f"--size {size} is not a multiple of {arch.min_size} (a U-Net with {depth} downsamplings); change --size or --num-downs")
-        return arch
 
 
 def train_regular(

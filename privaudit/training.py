@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from privaudit.data.images import to_float
+from privaudit.device import resolve_device
 from privaudit.errors import CheckpointError, InputError, TrainingError, check_seed
 from privaudit.io import atomic_torch_save, remove_stale_temporaries
-from privaudit.models.checkpoint import resolve_device, safe_torch_load
+from privaudit.models.checkpoint import safe_torch_load
 from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
 
 

@@ -16,9 +16,10 @@ from privaudit.data.images import check_direction, load_inputs, load_pairs
 from privaudit.defenses import check_method
 from privaudit.errors import InputError
 from privaudit.io import check_writable
-from privaudit.models.checkpoint import ArchOverrides, load_model
+from privaudit.models.arch import ArchOverrides, ModelSpec, check_norm, student_norm
+from privaudit.models.checkpoint import load_model
 from privaudit.models.inference import check_image_size
-from privaudit.pipeline import ModelSpec, data_fingerprint, resolve_direction
+from privaudit.pipeline import data_fingerprint, resolve_direction
 from privaudit.training import TrainConfig
 
 
@@ -117,10 +118,10 @@ def defend(
             warn([proxy_set.resize_warning("proxy inputs")])
             override = None
             if ngf is not None or num_downs is not None or norm is not None or teacher.arch.get("type") != "unet":
-                if norm is not None and norm not in ("batch", "instance", "none"):
-                    raise InputError(f"invalid --norm {norm!r} for the student; use batch, instance or none")
+                if norm is not None:
+                    check_norm(norm, role="for the student")
                 width = int(teacher.arch.get("ngf", 64)) if ngf is None else ngf
-                base = ModelSpec(num_downs=num_downs, ngf=width, norm=norm or str(teacher.arch.get("norm", "batch")).replace("group", "batch"))
+                base = ModelSpec(num_downs=num_downs, ngf=width, norm=norm or student_norm(str(teacher.arch.get("norm", "batch"))))
                 override = base.build(proxy_set.size, in_nc, int(teacher.arch.get("output_nc", 3)))
             arch = student_arch(teacher, override)
             cfg = TrainConfig(epochs=epochs, batch_size=1 if batch_size is None else batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)

@@ -12,9 +12,9 @@ from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
 from privaudit.cli.render import warn
 from privaudit.data.images import check_direction
-from privaudit.errors import InputError
 from privaudit.io import check_writable
-from privaudit.pipeline import ModelSpec, train_regular
+from privaudit.models.arch import ModelSpec, check_norm
+from privaudit.pipeline import train_regular
 from privaudit.training import TrainConfig
 
 
@@ -47,8 +47,7 @@ def train(
     direction_note = "--direction" if direction is not None else "the default; pass --direction BtoA if the right half or B/ is the input"
     direction = check_direction(direction or "AtoB")
     check_writable(out, what="checkpoint")
-    if norm not in ("batch", "instance", "none"):
-        raise InputError(f"invalid --norm {norm!r}; use batch, instance or none")
+    check_norm(norm)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf, seed=seed, device=device)
     cfg.validate()
     spec = ModelSpec(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)

@@ -19,9 +19,11 @@ import torch
 
 from privaudit.data.images import ImageSet
 from privaudit.errors import InputError
-from privaudit.models.checkpoint import LoadedModel, save_checkpoint
+from privaudit.models.arch import UnetArch, student_norm
+from privaudit.models.checkpoint import save_checkpoint
 from privaudit.models.inference import check_image_size, iter_outputs
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
+from privaudit.models.loaded import LoadedModel
+from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.pipeline import data_fingerprint
 from privaudit.training import EpochStats, TrainConfig, fit, training_record
 
@@ -43,9 +45,8 @@ def student_arch(teacher: LoadedModel, override: UnetArch | None) -> UnetArch:
         raise InputError(f"{teacher.path} is a {teacher.format} model, so the student's architecture cannot be copied from it; pass --ngf (and --num-downs) for the student")
     d = dict(teacher.arch)
     d.pop("type", None)
-    if d.get("norm") == "group":
-        d["norm"] = "batch"
-    return UnetArch.from_dict(d)
+    d["norm"] = student_norm(str(d.get("norm")))
+    return UnetArch.from_dict(d, teacher.path)
 
 
 def distill(

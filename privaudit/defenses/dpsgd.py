@@ -44,7 +44,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,10 +54,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privaudit.data.images import ImageSet, check_direction, to_float
+from privaudit.device import resolve_device
 from privaudit.errors import CheckpointError, InputError
 from privaudit.io import atomic_torch_save
-from privaudit.models.checkpoint import resolve_device, safe_torch_load, save_checkpoint
-from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
+from privaudit.models.arch import UnetArch, check_size, private_arch
+from privaudit.models.checkpoint import safe_torch_load, save_checkpoint
+from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, UnetSkipConnectionBlock, init_weights
 from privaudit.training import (EpochStats, GANLoss, TrainConfig, check_resume_fingerprint, discard_state, divergence, diverged, jitter, lr_factor,
                                 missing_state_message, weight_problem, restore_networks, restore_schedules, train_state, training_record)
 
@@ -297,10 +299,8 @@ def train_dpsgd(
     if n == 0:
         raise InputError(f"{pairs.path}: no training pairs")
     requested_norm = arch.norm
-    arch = replace(arch, norm="group")
-    arch.validate()
-    if pairs.size % arch.min_size:
-        raise InputError(f"images are {pairs.size}px, not a multiple of {arch.min_size} (a U-Net with {arch.num_downs} downsamplings); change --size or --num-downs")
+    arch = private_arch(arch)
+    check_size(pairs.size, arch.num_downs, new=True)
     if pairs.inputs.shape[1] != arch.input_nc or pairs.targets.shape[1] != arch.output_nc:
         raise InputError(
             f"the data has {pairs.inputs.shape[1]}→{pairs.targets.shape[1]} channels but the U-Net expects {arch.input_nc}→{arch.output_nc}; "
