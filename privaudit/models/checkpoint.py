@@ -74,7 +74,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def check_file(p: Path, what: str) -> None:
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def _check_file(p: Path, what: str) -> None:
     """CheckpointError unless ``p`` is a file with something in it."""
     if not p.exists():
         raise CheckpointError(f"{what} {p} does not exist; check the path")
@@ -87,7 +91,7 @@ def check_file(p: Path, what: str) -> None:
 def safe_torch_load(path: str | Path, *, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` with errors a user can act on."""
     p = Path(path)
-    check_file(p, what)
+    _check_file(p, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -132,7 +136,7 @@ def load_model(
     p = Path(path)
     dev = resolve_device(device)
     overrides = overrides or ArchOverrides()
-    check_file(p, "model")
+    _check_file(p, "model")
     kind = vetting.zip_kind(p)
     if kind in foreign.ARCHIVE_LOADERS:
         # Read once: the bytes vetted are the bytes torch loads and the bytes hashed.
