@@ -21,8 +21,10 @@ import torch
 from privaudit.attacks.metrics import attack_metrics
 from privaudit.attacks.reconstruction import AttackConfig, reconstruction_losses
 from privaudit.data.images import ImageSet, to_float
-from privaudit.models.checkpoint import LoadedModel, load_model
-from privaudit.models.networks import UnetArch, UnetGenerator
+from privaudit.models.arch import UnetArch
+from privaudit.models.checkpoint import load_model
+from privaudit.models.loaded import LoadedModel
+from privaudit.models.networks import UnetGenerator
 from privaudit.pipeline import load_attack_sets
 
 

@@ -29,7 +29,8 @@ from privaudit.defenses.distill import DistillOptions
 from privaudit.defenses.dpsgd import DPSGDOptions
 from privaudit.demo import write_aligned
 from privaudit.models.checkpoint import save_checkpoint
-from privaudit.models.networks import ModelSpec, UnetArch, UnetGenerator
+from privaudit.models.arch import ModelSpec, UnetArch
+from privaudit.models.networks import UnetGenerator
 from privaudit.training import TrainConfig, train
 
 

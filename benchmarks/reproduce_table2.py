@@ -36,13 +36,14 @@ from privaudit.defenses.distill import DistillOptions
 from privaudit.defenses.dpsgd import DPSGDOptions
 from privaudit.defenses.gauss import GaussOptions
 from privaudit.demo import make_facades, write_aligned
+from privaudit.device import resolve_device
 from privaudit.errors import InputError, PrivauditError, WeightsError
 from privaudit.evaluation.compare import row, save_figure, to_markdown
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
 from privaudit.evaluation.kid import resolve_inception_weights, vet_inception_weights
 from privaudit.io import atomic_write_text, check_dir_writable, sha256_file, write_json
-from privaudit.models.checkpoint import resolve_device
-from privaudit.models.networks import ModelSpec
+from privaudit.device import resolve_device
+from privaudit.models.arch import ModelSpec
 from privaudit.training import TrainConfig, train
 
 METHODS = ("regular", "gauss", "dpsgd", "dmp", "akd")

@@ -30,4 +30,3 @@ DP_BATCH_SIZE = 8  # DP-SGD: the expected Poisson batch
 DP_NOISE_MULTIPLIER = 1.0  # σ when neither --noise-multiplier nor --target-epsilon is given
 DP_MAX_GRAD_NORM = 1.0  # C, the per-sample clipping norm
 DP_ACCOUNTANT = "rdp"
-DP_NORM = "group"  # Opacus cannot train BatchNorm

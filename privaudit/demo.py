@@ -119,10 +119,10 @@ def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | No
     from privaudit.defenses.distill import DistillOptions
     from privaudit.evaluation.compare import row, save_figure, to_markdown, tradeoff_figure
     from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
-    from privaudit.evaluation.kid import resolve_inception_weights
     from privaudit.errors import WeightsError
+    from privaudit.evaluation.kid import resolve_inception_weights
     from privaudit.io import atomic_write_text, write_json
-    from privaudit.models.networks import ModelSpec
+    from privaudit.models.arch import ModelSpec
     from privaudit.pipeline import MIN_PAIRS
 
     stage = on_stage or (lambda s: None)

@@ -83,3 +83,9 @@ def describe_os_error(exc: OSError, *, action: str = "access") -> str:
     else:
         fix = "check the path and the disk"
     return f"cannot {action}{where}: {reason}; {fix}"
+
+
+def first_line(message: str, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters, for a one-line error."""
+    lines = message.strip().splitlines()
+    return lines[0][:limit] if lines else "unknown error"

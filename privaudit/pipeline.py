@@ -19,7 +19,9 @@ from privaudit import __version__
 from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
 from privaudit.data.images import DIRECTIONS, ImageSet, check_direction, load_pairs
 from privaudit.errors import CheckpointError, DataError, InputError
-from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
+from privaudit.models.arch import ArchOverrides
+from privaudit.models.checkpoint import load_model
+from privaudit.models.loaded import LoadedModel
 
 from privaudit.report import REPORT_SCHEMA  # noqa: E402
 

@@ -22,8 +22,9 @@ os.environ["PRIVAUDIT_NO_PROGRESS"] = "1"
 # threads make them several times slower; one thread keeps the suite fast and steady.
 torch.set_num_threads(1)
 
+from privaudit.models.arch import UnetArch  # noqa: E402
 from privaudit.models.checkpoint import save_checkpoint  # noqa: E402
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights  # noqa: E402
+from privaudit.models.networks import UnetGenerator, init_weights  # noqa: E402
 
 TINY_ARCH = UnetArch(input_nc=3, output_nc=3, num_downs=5, ngf=4, norm="batch", use_dropout=True)
 
@@ -124,7 +125,7 @@ def build_overfit_teacher(root: Path, *, epochs: int = OVERFIT_EPOCHS, seed: int
     Returns (checkpoint, members dir, non-members dir); non-members come from the same
     distribution (another seed), so only memorisation separates the two sets.
     """
-    from privaudit.models.networks import ModelSpec
+    from privaudit.models.arch import ModelSpec
     from privaudit.training import TrainConfig, train
 
     members = write_pairs(root / "members", OVERFIT_PAIRS, seed=seed + 1, prefix="m")

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from conftest import OVERFIT_PAIRS, tiny_generator, write_pairs
 from privaudit import __version__
 from privaudit.cli.app import app
+from privaudit.models.arch import UnetArch
 from privaudit.models.checkpoint import save_checkpoint
-from privaudit.models.networks import UnetArch
 
 TRAIN_FLAGS = ["--size", "32", "--ngf", "4", "--ndf", "8", "--epochs", "2", "--batch-size", "4"]
 

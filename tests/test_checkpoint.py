@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from conftest import TINY_ARCH, tiny_generator
-from privaudit.errors import CheckpointError
-from privaudit.models.checkpoint import ArchOverrides, OutputNoise, load_model, save_checkpoint
-from privaudit.models.networks import UnetArch
+from privaudit.defenses.gauss import OutputNoise
+from privaudit.errors import CheckpointError, InputError
+from privaudit.models.arch import ArchOverrides, UnetArch
+from privaudit.models.checkpoint import load_model, save_checkpoint
 
 
 @pytest.fixture
@@ -160,14 +161,14 @@ def test_traced_torchscript_with_frozen_dropout_refuses_stochastic(tmp_path):
         warnings.simplefilter("ignore")
         torch.jit.trace(net, xs).save(str(path))
     loaded = load_model(path, device="cpu")
-    with pytest.raises(CheckpointError, match="drop --stochastic"):
+    with pytest.raises(InputError, match="drop --stochastic"):
         loaded.set_mode(stochastic=True)
     assert loaded.set_mode(stochastic=False) == "eval"
 
 
 def test_stochastic_without_dropout_is_refused(tiny_checkpoint):
     loaded = load_model(tiny_checkpoint, device="cpu")  # num_downs 5: no middle blocks, no dropout
-    with pytest.raises(CheckpointError, match="no dropout"):
+    with pytest.raises(InputError, match="no dropout"):
         loaded.set_mode(stochastic=True)
 
 
@@ -184,7 +185,7 @@ def test_torch_export_program_loads_and_matches(tmp_path, tiny_net, x):
     with torch.inference_mode():
         expected = tiny_net(x)
     assert torch.allclose(_out(loaded, x), expected, atol=1e-5)
-    with pytest.raises(CheckpointError, match="drop --stochastic"):
+    with pytest.raises(InputError, match="drop --stochastic"):
         loaded.set_mode(stochastic=True)
 
 
@@ -279,6 +280,22 @@ def test_unknown_future_format_is_refused(tmp_path, tiny_net):
     torch.save({"format": "privaudit.checkpoint/99", "state_dict": tiny_net.state_dict()}, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match="upgrade privaudit"):
         load_model(tmp_path / "future.pt", device="cpu")
+
+
+@pytest.mark.parametrize("device, needle", [("tpu", "unknown --device 'tpu'"), ("meta", "unknown --device 'meta'"), ("cuda", "no CUDA GPU")])
+def test_a_device_that_cannot_be_used_is_a_usage_error_not_a_bad_model(tiny_checkpoint, monkeypatch, device, needle):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match=needle):
+        load_model(tiny_checkpoint, device=device)
+    assert load_model(tiny_checkpoint, device="auto").device == torch.device("cpu")
+
+
+def test_an_impossible_architecture_record_is_refused(tmp_path, tiny_checkpoint):
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["arch"]["norm"] = "layer"
+    torch.save(ckpt, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="records an impossible architecture: invalid norm layer 'layer'"):
+        load_model(tmp_path / "odd.pt", device="cpu")
 
 
 # --- Gauss output noise ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from privaudit.defenses.dpsgd import DPConfig, DPSGDOptions
 from privaudit.defenses.gauss import GaussOptions
 from privaudit.errors import InputError
 from privaudit.models.checkpoint import load_model
-from privaudit.models.networks import ModelSpec
+from privaudit.models.arch import ModelSpec
 from privaudit.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]

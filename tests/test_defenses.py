@@ -16,7 +16,8 @@ from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli.app import app
 from privaudit.data.images import load_inputs
 from privaudit.defenses.distill import distill, student_arch
-from privaudit.models.checkpoint import OutputNoise, load_model
+from privaudit.defenses.gauss import OutputNoise
+from privaudit.models.checkpoint import load_model
 from privaudit.pipeline import attack
 from privaudit.training import TrainConfig
 
@@ -37,7 +38,7 @@ def facade_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     """A teacher overfit on 16 procedural facades (the demo's data), with non-members and a proxy
     set from the same distribution: (checkpoint, members, non-members, proxy)."""
     from privaudit.demo import make_facades, write_aligned
-    from privaudit.models.networks import ModelSpec
+    from privaudit.models.arch import ModelSpec
     from privaudit.training import train
 
     root = tmp_path_factory.mktemp("facades")

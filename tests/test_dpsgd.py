@@ -17,8 +17,9 @@ from privaudit.data.images import ImageSet
 from privaudit.defenses import dpsgd
 from privaudit.defenses.dpsgd import DPConfig, DPResult, make_opacus_compatible, train_dpsgd
 from privaudit.errors import InputError
+from privaudit.models.arch import UnetArch
 from privaudit.models.checkpoint import load_model, safe_torch_load
-from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator, init_weights
+from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
 from privaudit.training import TrainConfig
 
 ARCH = UnetArch(num_downs=5, ngf=4, norm="group")

@@ -18,7 +18,8 @@ import typer
 
 from conftest import write_pairs
 from privaudit.cli.app import app
-from privaudit.models.networks import UnetArch, UnetGenerator
+from privaudit.models.arch import UnetArch
+from privaudit.models.networks import UnetGenerator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPT = EXAMPLES / "audit_pix2pix_checkpoints.sh"

@@ -23,8 +23,9 @@ from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli.app import app
 from privaudit.errors import EnvironmentProblem, InputError, TrainingError
 from privaudit.limits import MAX_BOOTSTRAP, MAX_KID_SUBSETS, MAX_REPEAT, MAX_SAMPLES
+from privaudit.models.arch import UnetArch
 from privaudit.models.checkpoint import load_model, save_checkpoint
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
+from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training import LOSS_BOUNDS, TrainConfig, divergence, fit, training_record, weight_problem
 
 runner = CliRunner()

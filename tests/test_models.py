@@ -18,9 +18,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from privaudit.errors import CheckpointError
-from privaudit.models.checkpoint import infer_unet_arch
-from privaudit.models.networks import NLayerDiscriminator, UnetArch, UnetGenerator
+from privaudit.errors import CheckpointError, InputError
+from privaudit.models.arch import UnetArch, infer_unet_arch
+from privaudit.models.networks import NLayerDiscriminator, UnetGenerator
 
 # --- num_downs=5, ngf=4, norm=batch, written out in full --------------------------------------
 
@@ -167,7 +167,7 @@ def test_unet_forward_shape_and_range():
 
 
 def test_unet_too_shallow_is_rejected():
-    with pytest.raises(CheckpointError, match="at least 5"):
+    with pytest.raises(InputError, match="at least 5"):  # a bad argument; a file's record is a CheckpointError
         UnetGenerator(UnetArch(num_downs=4, ngf=4))
 
 

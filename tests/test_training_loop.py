@@ -24,7 +24,8 @@ from privaudit.data.images import ImageSet
 from privaudit.defenses import dpsgd
 from privaudit.defenses.dpsgd import DPConfig, train_dpsgd
 from privaudit.errors import InternalError
-from privaudit.models.networks import UnetArch, UnetGenerator, init_weights
+from privaudit.models.arch import UnetArch
+from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training import TrainConfig, fit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

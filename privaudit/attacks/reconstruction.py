@@ -16,8 +16,8 @@ from privaudit.attacks.metrics import DEFAULT_FPRS, AttackMetrics, attack_metric
 from privaudit.data.images import ImageSet, to_float, to_uint8
 from privaudit.errors import CheckpointError, InputError, check_seed
 from privaudit.limits import MAX_BOOTSTRAP, MAX_SAMPLES, check_at_most
-from privaudit.models.checkpoint import LoadedModel
 from privaudit.models.inference import check_image_size, iter_outputs
+from privaudit.models.loaded import LoadedModel
 
 LOSSES = ("l1", "l2")
 

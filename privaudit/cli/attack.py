@@ -15,7 +15,7 @@ from privaudit.cli.common import guarded, progress
 from privaudit.cli.render import attack_table, data_warnings, show, warn, warn_unfinished
 from privaudit.errors import InputError
 from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
-from privaudit.models.checkpoint import ArchOverrides
+from privaudit.models.arch import ArchOverrides
 from privaudit.pipeline import attack as run
 
 

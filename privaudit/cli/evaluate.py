@@ -13,7 +13,7 @@ from privaudit.cli.common import guarded, progress
 from privaudit.cli.render import data_warnings, evaluate_table, show, warn, warn_unfinished
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate as run
 from privaudit.io import check_writable, write_json
-from privaudit.models.checkpoint import ArchOverrides
+from privaudit.models.arch import ArchOverrides
 
 
 @guarded

@@ -15,9 +15,6 @@ from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
 from privaudit.cli.render import warn
-from privaudit.errors import InputError
-
-NORMS = ("batch", "instance", "none")
 
 
 @guarded
@@ -45,14 +42,13 @@ def train(
 ) -> None:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on private pairs."""
     from privaudit import training  # here, not above: --help needs no torch
-    from privaudit.models.networks import ModelSpec
+    from privaudit.models.arch import ModelSpec, check_norm
 
     # Training defines the direction (and records it in the checkpoint), so a default is safe here;
     # the summary says which one was used.
     direction_note = "--direction" if direction is not None else "the default; pass --direction BtoA if the right half or B/ is the input"
     direction = direction or defaults.DIRECTION
-    if norm not in NORMS:
-        raise InputError(f"invalid --norm {norm!r}; use batch, instance or none")
+    check_norm(norm)
     model = ModelSpec(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
     config = training.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf,
                                   seed=seed, device=device)

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 from privaudit import defaults
-from privaudit.data.images import check_direction
 from privaudit.errors import InputError
-from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
+from privaudit.models.arch import ArchOverrides
+from privaudit.models.checkpoint import load_model
+from privaudit.models.loaded import LoadedModel
 from privaudit.pipeline import resolve_direction, unfinished_warnings
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep

@@ -22,14 +22,14 @@ from privaudit import defaults
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs
 from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, TrainingOptions, load_teacher
 from privaudit.errors import InputError
-from privaudit.models.checkpoint import LoadedModel, save_checkpoint
+from privaudit.models.arch import ModelSpec, UnetArch, check_norm, student_norm
+from privaudit.models.checkpoint import save_checkpoint
 from privaudit.models.inference import check_image_size, iter_outputs
-from privaudit.models.networks import ModelSpec, UnetArch, UnetGenerator, init_weights
+from privaudit.models.loaded import LoadedModel
+from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, training_record
 from privaudit.training.pix2pix import fit
-
-STUDENT_NORMS = ("batch", "instance", "none")
 
 
 @torch.inference_mode()
@@ -50,9 +50,8 @@ def student_arch(teacher: LoadedModel, override: UnetArch | None) -> UnetArch:
         raise InputError(f"{teacher.path} is a {teacher.format} model, so the student's architecture cannot be copied from it; pass --ngf (and --num-downs) for the student")
     d = dict(teacher.arch)
     d.pop("type", None)
-    if d.get("norm") == "group":
-        d["norm"] = "batch"
-    return UnetArch.from_dict(d)
+    d["norm"] = student_norm(str(d.get("norm")))
+    return UnetArch.from_dict(d, teacher.path)
 
 
 def student_for(teacher: LoadedModel, size: int, *, ngf: int | None = None, num_downs: int | None = None, norm: str | None = None) -> UnetArch:
@@ -61,7 +60,7 @@ def student_for(teacher: LoadedModel, size: int, *, ngf: int | None = None, num_
     override = None
     if ngf is not None or num_downs is not None or norm is not None or teacher.arch.get("type") != "unet":
         width = int(teacher.arch.get("ngf", defaults.NGF)) if ngf is None else ngf
-        spec = ModelSpec(num_downs=num_downs, ngf=width, norm=norm or str(teacher.arch.get("norm", defaults.NORM)).replace("group", "batch"))
+        spec = ModelSpec(num_downs=num_downs, ngf=width, norm=norm or student_norm(str(teacher.arch.get("norm", defaults.NORM))))
         override = spec.build(size, int(teacher.arch.get("input_nc", 3)), int(teacher.arch.get("output_nc", 3)))
     return student_arch(teacher, override)
 
@@ -138,8 +137,8 @@ class DistillOptions(TrainingOptions):
 
     def validate(self) -> None:
         self.train_config().validate()
-        if self.norm is not None and self.norm not in STUDENT_NORMS:
-            raise InputError(f"invalid --norm {self.norm!r} for the student; use {', '.join(STUDENT_NORMS[:-1])} or {STUDENT_NORMS[-1]}")
+        if self.norm is not None:
+            check_norm(self.norm, role="for the student")
 
 
 class Distillation:

@@ -51,7 +51,7 @@ import itertools
 import math
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -62,9 +62,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from privaudit import defaults
 from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.defenses.base import DefenseJob, DefenseResult, TrainingOptions
+from privaudit.device import resolve_device
 from privaudit.errors import CheckpointError, InputError, InternalError
-from privaudit.models.checkpoint import resolve_device, save_checkpoint
-from privaudit.models.networks import ModelSpec, NLayerDiscriminator, UnetArch, UnetGenerator, UnetSkipConnectionBlock, init_weights
+from privaudit.models.arch import DP_NORM, ModelSpec, UnetArch, check_size, private_arch
+from privaudit.models.checkpoint import save_checkpoint
+from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, UnetSkipConnectionBlock, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
 from privaudit.training.pix2pix import GANLoss, autocast, discriminator_loss, frozen, generator_loss, jitter
@@ -143,7 +145,7 @@ class DPResult:
     history: list[EpochStats]
     max_grad_norm: float = defaults.DP_MAX_GRAD_NORM
     mechanisms: int = 2
-    requested_norm: str = defaults.DP_NORM
+    requested_norm: str = DP_NORM
 
 
 def _finite(v: Any) -> bool:
@@ -311,10 +313,8 @@ def train_dpsgd(
     if n == 0:
         raise InputError(f"{pairs.path}: no training pairs")
     requested_norm = arch.norm
-    arch = replace(arch, norm="group")
-    arch.validate()
-    if pairs.size % arch.min_size:
-        raise InputError(f"images are {pairs.size}px, not a multiple of {arch.min_size} (a U-Net with {arch.num_downs} downsamplings); change --size or --num-downs")
+    arch = private_arch(arch)
+    check_size(pairs.size, arch.num_downs, new=True)
     if pairs.inputs.shape[1] != arch.input_nc or pairs.targets.shape[1] != arch.output_nc:
         raise InputError(
             f"the data has {pairs.inputs.shape[1]}→{pairs.targets.shape[1]} channels but the U-Net expects {arch.input_nc}→{arch.output_nc}; "
@@ -601,7 +601,7 @@ class DPSGD:
         # Like `train`, DP-SGD defines the direction rather than reading it: AtoB unless told, and said.
         direction_note = "--direction" if job.direction else "the default; pass --direction BtoA if the right half or B/ is the input"
         direction = job.direction or defaults.DIRECTION
-        spec = ModelSpec(num_downs=options.num_downs, ngf=options.ngf, norm=defaults.DP_NORM)
+        spec = ModelSpec(num_downs=options.num_downs, ngf=options.ngf, norm=DP_NORM)
         if job.size is not None:
             spec.build(job.size)  # a --size the U-Net cannot take fails before any image is read
         pairs = load_pairs(job.train_data, direction=direction, size=job.size, what="training data")

@@ -10,10 +10,44 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, load_teacher
 from privaudit.errors import InputError
-from privaudit.models.checkpoint import LoadedModel, OutputNoise, save_checkpoint
+from privaudit.models.arch import check_size
+from privaudit.models.checkpoint import save_checkpoint
+from privaudit.models.loaded import LoadedModel, RuntimeDefense
 from privaudit.models.networks import UnetGenerator
+
+
+class OutputNoise(RuntimeDefense):
+    """The deployed Gauss model: ``clamp(G(x) + N(0, sigma^2), -1, 1)``, seeded through ``reseed``.
+
+    The clamp is what a deployed model does when it turns outputs into images. ``load_model`` wraps
+    the generator of a checkpoint whose defense is ``gauss`` in it.
+    """
+
+    def __init__(self, generator: nn.Module, sigma: float, seed: int = 0) -> None:
+        super().__init__()
+        self.generator = generator
+        self.sigma = float(sigma)
+        self._seed = seed
+        self._rng: torch.Generator | None = None
+
+    def reseed(self, seed: int) -> None:
+        self._seed = seed
+        self._rng = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.generator(x)
+        if self.sigma == 0:
+            return out
+        if self._rng is None or self._rng.device != out.device:
+            self._rng = torch.Generator(device=out.device)
+            self._rng.manual_seed(self._seed)
+        noise = torch.randn(out.shape, generator=self._rng, device=out.device, dtype=out.dtype)
+        return (out + self.sigma * noise).clamp(-1.0, 1.0)
 
 
 def check_sigma(sigma: float) -> float:
@@ -34,8 +68,8 @@ def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction
             "(for other models add the noise in the serving code)"
         )
     size = image_size or teacher.image_size or 0
-    if image_size is not None and (image_size < 1 or image_size % net.arch.min_size):
-        raise InputError(f"--size {image_size} does not fit this U-Net: it must be a positive multiple of {net.arch.min_size}")
+    if image_size is not None:
+        check_size(image_size, net.arch.num_downs)
     save_checkpoint(
         out,
         generator=net,

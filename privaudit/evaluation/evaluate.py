@@ -20,8 +20,10 @@ from privaudit.data.images import ImageSet, load_pairs
 from privaudit.errors import InputError
 from privaudit.evaluation.kid import FeatureCache, compute_nkid, resolve_inception_weights, vet_inception_weights
 from privaudit.evaluation.pixel import pixel_metrics, sharpness_ratio
-from privaudit.models.checkpoint import ArchOverrides, LoadedModel, load_model
 from privaudit.limits import MAX_KID_SUBSETS, MAX_REPEAT, check_at_most
+from privaudit.models.arch import ArchOverrides
+from privaudit.models.checkpoint import load_model
+from privaudit.models.loaded import LoadedModel
 from privaudit.pipeline import attack_report, check_count, check_disjoint, load_audit_sets
 
 

@@ -7,21 +7,18 @@ from typing import Callable, Iterator
 import torch
 
 from privaudit.data.images import to_float
-from privaudit.errors import CheckpointError, InputError
-from privaudit.models.checkpoint import LoadedModel
+from privaudit.errors import CheckpointError, InputError, first_line
+from privaudit.models.arch import check_size
+from privaudit.models.loaded import LoadedModel
 
 
 def check_image_size(model: LoadedModel, size: int) -> None:
     """Raise InputError when images of side ``size`` cannot go through the model."""
     if model.image_size is not None and model.format == "export" and size != model.image_size:
         raise InputError(f"{model.path} was exported for {model.image_size}x{model.image_size} images, not {size}x{size}; pass --size {model.image_size}")
-    num_downs = model.arch.get("num_downs")
+    num_downs = model.arch.get("num_downs")  # a U-Net's; other architectures say nothing
     if num_downs:
-        step = 2 ** int(num_downs)
-        if size % step:
-            lower, upper = size // step * step, (size // step + 1) * step
-            hint = f"--size {lower} or --size {upper}" if lower else f"--size {upper}"
-            raise InputError(f"image size {size} is not a multiple of {step} (a U-Net with {num_downs} downsamplings); pass {hint}")
+        check_size(size, int(num_downs))
 
 
 def iter_outputs(
@@ -49,7 +46,7 @@ def iter_outputs(
         try:
             out = model.module(x)
         except RuntimeError as exc:
-            raise CheckpointError(f"{model.path} failed on input of shape {tuple(x.shape)}: {str(exc).splitlines()[0][:160]}; check --size and the model's channels") from None
+            raise CheckpointError(f"{model.path} failed on input of shape {tuple(x.shape)}: {first_line(str(exc))}; check --size and the model's channels") from None
         out = out[: stop - start]
         if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != stop - start or out.shape[-2:] != x.shape[-2:]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

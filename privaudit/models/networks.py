@@ -1,4 +1,4 @@
-"""pix2pix networks with the module tree of pytorch-CycleGAN-and-pix2pix.
+"""pix2pix networks with the module tree of pytorch-CycleGAN-and-pix2pix, and loading weights into them.
 
 The U-Net generator and the PatchGAN discriminator reproduce the reference classes
 (``UnetGenerator``, ``UnetSkipConnectionBlock``, ``NLayerDiscriminator``) layer for layer, so a
@@ -9,17 +9,14 @@ reference ``*_net_G.pth`` state_dict loads into them key for key (``model.model.
 from __future__ import annotations
 
 import functools
-import math
-from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from privaudit import defaults
-from privaudit.errors import CheckpointError, InputError
-
-NORMS = ("batch", "instance", "none", "group")
+from privaudit.errors import CheckpointError
+from privaudit.models.arch import NORMS, ArchOverrides, UnetArch, check_norm, explain_mismatch
 
 
 class Identity(nn.Module):
@@ -29,6 +26,7 @@ class Identity(nn.Module):
 
 def get_norm_layer(norm: str) -> Callable[[int], nn.Module]:
     """Norm layer factory as in the reference; ``group`` is what Opacus needs for DP-SGD."""
+    check_norm(norm, choices=NORMS)
     if norm == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if norm == "instance":
@@ -36,9 +34,7 @@ def get_norm_layer(norm: str) -> Callable[[int], nn.Module]:
     if norm == "group":
         # GroupNorm with affine parameters stands in for BatchNorm under DP-SGD (per-sample gradients).
         return lambda c: nn.GroupNorm(min(32, c), c, affine=True)
-    if norm == "none":
-        return lambda c: Identity()
-    raise CheckpointError(f"unknown norm layer {norm!r}; choose one of {', '.join(NORMS)}")
+    return lambda c: Identity()
 
 
 def _uses_bias(norm: str) -> bool:
@@ -92,80 +88,6 @@ class UnetSkipConnectionBlock(nn.Module):
         return torch.cat([x, self.model(x)], 1)
 
 
-@dataclass(frozen=True)
-class UnetArch:
-    """Everything needed to rebuild a U-Net generator."""
-
-    input_nc: int = 3
-    output_nc: int = 3
-    num_downs: int = 8
-    ngf: int = 64
-    norm: str = "batch"
-    use_dropout: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "unet", **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UnetArch":
-        try:
-            return cls(
-                input_nc=int(d["input_nc"]),
-                output_nc=int(d["output_nc"]),
-                num_downs=int(d["num_downs"]),
-                ngf=int(d["ngf"]),
-                norm=str(d["norm"]),
-                use_dropout=bool(d["use_dropout"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint architecture record is incomplete ({exc}); re-save the model with privaudit") from None
-
-    def validate(self) -> None:
-        if self.num_downs < 5:
-            raise CheckpointError(f"U-Net depth num_downs={self.num_downs} is too small; it must be at least 5")
-        if self.ngf < 1 or self.input_nc < 1 or self.output_nc < 1:
-            raise CheckpointError("U-Net widths and channel counts must be positive")
-        if self.norm not in NORMS:
-            raise CheckpointError(f"unknown norm layer {self.norm!r}; choose one of {', '.join(NORMS)}")
-
-    @property
-    def min_size(self) -> int:
-        """Image side length must be a multiple of this."""
-        return 2**self.num_downs
-
-
-def default_num_downs(size: int) -> int:
-    """pix2pix uses unet_256 (8 downsamplings) at 256 px; smaller images get a shallower U-Net."""
-    if size < 32:
-        raise InputError(f"--size {size} is too small for a U-Net (at least 32 px, 5 downsamplings); pass a larger --size")
-    depth = min(8, int(math.log2(size)))
-    if size % (2**depth):
-        raise InputError(f"--size {size} is not a multiple of {2**depth}; pass --size {size // 2**depth * 2**depth} or give --num-downs")
-    return depth
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Architecture flags for a new generator (None = default for the image size)."""
-
-    num_downs: int | None = None
-    ngf: int = defaults.NGF
-    norm: str = defaults.NORM
-    use_dropout: bool = defaults.DROPOUT
-
-    def build(self, size: int, input_nc: int = 3, output_nc: int = 3) -> UnetArch:
-        if self.ngf < 1:
-            raise InputError(f"--ngf must be at least 1, not {self.ngf}")
-        if self.num_downs is not None and self.num_downs < 5:
-            raise InputError(f"--num-downs must be at least 5 (pix2pix U-Nets downsample at least 5 times), not {self.num_downs}")
-        depth = default_num_downs(size) if self.num_downs is None else self.num_downs
-        arch = UnetArch(input_nc=input_nc, output_nc=output_nc, num_downs=depth, ngf=self.ngf, norm=self.norm, use_dropout=self.use_dropout)
-        arch.validate()
-        if size % arch.min_size:
-            raise InputError(f"--size {size} is not a multiple of {arch.min_size} (a U-Net with {depth} downsamplings); change --size or --num-downs")
-        return arch
-
-
 class UnetGenerator(nn.Module):
     """The pix2pix U-Net: ``num_downs`` downsamplings, so an image side must be a multiple of 2**num_downs.
 
@@ -174,7 +96,7 @@ class UnetGenerator(nn.Module):
 
     def __init__(self, arch: UnetArch) -> None:
         super().__init__()
-        arch.validate()
+        arch.validate()  # InputError: the arguments; loaders check a file's record first (CheckpointError)
         self.arch = arch
         ngf, norm, drop = arch.ngf, arch.norm, arch.use_dropout
         block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, norm=norm, innermost=True)
@@ -232,3 +154,44 @@ def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator 
             with torch.no_grad():
                 m.weight.normal_(1.0, gain, generator=generator)
             nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# weights from a file
+
+
+def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], p: Path | str) -> None:
+    """CheckpointError naming the first tensor with a NaN or inf."""
+    for name, t in tensors:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{p} has non-finite weights (NaN or inf) in {name}; training diverged or the file is corrupt, use an earlier checkpoint")
+
+
+def clean_state_dict(state: Mapping[str, Any], p: Path | str) -> dict[str, torch.Tensor]:
+    """A file's state_dict as tensors only, ``module.`` (DataParallel) prefixes dropped, all finite."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k == "_metadata":
+            continue
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{p} entry {k!r} is a {type(v).__name__}, not a tensor; this is not a generator state_dict")
+        out[k.removeprefix("module.")] = v
+    if not out:
+        raise CheckpointError(f"{p} holds no tensors; it is not a generator checkpoint")
+    check_finite(out.items(), p)
+    return out
+
+
+def unet_from_state_dict(arch: UnetArch, state: Mapping[str, torch.Tensor], p: Path | str, overrides: ArchOverrides) -> UnetGenerator:
+    """A ``UnetGenerator(arch)`` holding ``state``; CheckpointError saying key by key how they differ."""
+    net = UnetGenerator(arch)
+    expected = net.state_dict()
+    if arch.norm == "instance":
+        # Old pix2pix checkpoints carry InstanceNorm running stats that the layer no longer has.
+        state = {k: v for k, v in state.items() if not (k.endswith(("running_mean", "running_var", "num_batches_tracked")) and k not in expected)}
+    problem = explain_mismatch(expected, state)
+    if problem:
+        desc = f"U-Net(num_downs={arch.num_downs}, ngf={arch.ngf}, norm={arch.norm})"
+        raise CheckpointError(f"{p} does not fit {desc}: {problem}; {overrides.hint()}")
+    net.load_state_dict(state, strict=True)
+    return net

@@ -152,13 +152,24 @@ def restricted_load(data: bytes) -> Any:
 # zip archives
 
 
-def _archive(p: Path, zf: zipfile.ZipFile, fix: str) -> dict[str, zipfile.ZipInfo]:
-    """Members by name relative to the archive's one top folder; duplicates and strays refused.
+@contextlib.contextmanager
+def _archive(p: Path, data: bytes, fix: str) -> Iterator[tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]]:
+    """The zip archive in ``data`` and its members by name relative to its one top folder;
+    duplicates and strays refused.
 
     torch's C++ reader takes the first member's folder as the archive's and reads the first of two
     members with one name, Python's zipfile the last: two copies could show the vetter one and torch
     the other, so both are refused.
     """
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{p} is a corrupt zip archive ({exc}); copy or export it again") from None
+    with zf:
+        yield zf, _members(p, zf, fix)
+
+
+def _members(p: Path, zf: zipfile.ZipFile, fix: str) -> dict[str, zipfile.ZipInfo]:
     infos = zf.infolist()
     if not infos:
         raise CheckpointError(f"{p} is an empty zip archive, not a model; export it again")
@@ -210,12 +221,7 @@ def vet_export_archive(p: Path, data: bytes) -> None:
     """Refuse a ``.pt2`` archive (given as its bytes) unless every member is one that
     ``torch.export.save`` writes, of the expected kind. Raises CheckpointError."""
     fix = EXPORT_FIX
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{p} is a corrupt zip archive ({exc}); copy or export it again") from None
-    with zf:
-        members = _archive(p, zf, fix)
+    with _archive(p, data, fix) as (zf, members):
         if "archive_format" not in members:
             raise CheckpointError(f"{p} is a torch.export archive of torch 2.7 or older, which privaudit cannot vet safely; {fix}")
         if _read(p, zf, members["archive_format"], 64).strip() != b"pt2":
@@ -584,15 +590,22 @@ def _touches_files(op: Any) -> bool:
 _SYMBOL_KEYWORDS = re.compile(r"[a-z_]+\Z")
 
 
+def _parse(s: Any, mode: str, limit: int | None = 10_000) -> Any:
+    """``ast.parse(s, mode)``, or None for a non-string, one longer than ``limit``, or one Python cannot parse."""
+    if not isinstance(s, str) or (limit is not None and len(s) > limit):
+        return None
+    try:
+        return ast.parse(s, mode=mode)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def sympy_expr_is_safe(s: str) -> bool:
     """A symbolic-shape expression as torch.export writes it (``srepr`` or ``str`` of a sympy expression):
     numbers, symbols, arithmetic, comparisons and calls of sympy/torch shape functions; a string only as
     a symbol's name or a float's digits. ``sympy.sympify`` evaluates it with ``eval``."""
-    if not isinstance(s, str) or len(s) > 10_000:
-        return False
-    try:
-        tree = ast.parse(s, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = _parse(s, "eval")
+    if tree is None:
         return False
     calls = _SYMPY_CALLS | _torch_sympy_functions()
     string_args: set[int] = set()
@@ -646,13 +659,8 @@ _GUARD_MATH = {"inf", "nan", "isnan", "isinf", "floor", "ceil", "trunc", "sqrt",
 def guard_is_safe(s: str) -> bool:
     """A guard as torch.export records it: a condition on the inputs' sizes, e.g.
     ``(L['x'].size()[0] % 2) == 0``. ``torch.export`` ``exec``-s it when a program is loaded."""
-    if not isinstance(s, str) or len(s) > 10_000:
-        return False
-    try:
-        tree = ast.parse(s, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    return _guard_nodes_safe(tree, allowed_names={"L", "math", "inf"})
+    tree = _parse(s, "eval")
+    return tree is not None and _guard_nodes_safe(tree, allowed_names={"L", "math", "inf"})
 
 
 def _guard_nodes_safe(tree: ast.AST, *, allowed_names: set[str]) -> bool:
@@ -699,11 +707,8 @@ def _guard_nodes_safe(tree: ast.AST, *, allowed_names: set[str]) -> bool:
 def _guards_fn_is_safe(code: str) -> bool:
     """The function torch.export builds from a program's guards before ``exec``:
     ``def _(*args):`` then ``torch._assert(<guard>, "<message>")`` lines and ``return``."""
-    try:
-        tree = ast.parse(code, mode="exec")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
+    tree = _parse(code, "exec", limit=None)
+    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef):
         return False
     fn = tree.body[0]
     a = fn.args
@@ -876,12 +881,7 @@ def vet_torchscript_archive(p: Path, data: bytes) -> None:
     """Refuse a TorchScript archive (given as its bytes) with members ``torch.jit.save`` does not write,
     pickles of other globals, or code that reads or writes files. Raises CheckpointError."""
     fix = TORCHSCRIPT_FIX
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{p} is a corrupt zip archive ({exc}); copy or export it again") from None
-    with zf:
-        members = _archive(p, zf, fix)
+    with _archive(p, data, fix) as (zf, members):
         if "data.pkl" not in members or "constants.pkl" not in members:
             raise CheckpointError(f"{p} is not a complete TorchScript archive (data.pkl or constants.pkl missing); export it again")
         for rel, info in members.items():

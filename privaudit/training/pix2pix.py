@@ -23,8 +23,10 @@ from privaudit import defaults
 from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.errors import InputError
 from privaudit.io import check_writable
-from privaudit.models.checkpoint import resolve_device, save_checkpoint
-from privaudit.models.networks import ModelSpec, NLayerDiscriminator, UnetArch, UnetGenerator, init_weights
+from privaudit.device import resolve_device
+from privaudit.models.arch import ModelSpec, UnetArch
+from privaudit.models.checkpoint import save_checkpoint
+from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
 from privaudit.training.resume import TRAIN_STATE_FORMAT
