@@ -36,12 +36,14 @@ from privaudit.defenses.dpsgd import DPConfig, train_dpsgd
 from privaudit.defenses.gauss import add_output_noise
 from privaudit.demo import make_facades, write_aligned
 from privaudit.errors import InputError, PrivauditError, WeightsError
-from privaudit.evaluation.compare import row, save_figure, to_markdown
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
-from privaudit.evaluation.kid import resolve_inception_weights, vet_inception_weights
+from privaudit.evaluation.inception import resolve_inception_weights, vet_inception_weights
 from privaudit.io import atomic_write_text, check_dir_writable, sha256_file, write_json
 from privaudit.models.checkpoint import load_model, resolve_device
 from privaudit.pipeline import ModelSpec, data_fingerprint, train_regular
+from privaudit.report.markdown import to_markdown
+from privaudit.report.plots import save_figure
+from privaudit.report.tables import row
 from privaudit.training import TrainConfig
 
 METHODS = ("regular", "gauss", "dpsgd", "dmp", "akd")

@@ -117,13 +117,16 @@ def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | No
     from privaudit.attacks.reconstruction import AttackConfig
     from privaudit.defenses.distill import distill
     from privaudit.data.images import load_inputs
-    from privaudit.evaluation.compare import row, save_figure, to_markdown, tradeoff_figure
+    from privaudit.report.markdown import to_markdown
+    from privaudit.report.plots import save_figure, tradeoff_figure
+    from privaudit.report.tables import row
     from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
-    from privaudit.evaluation.kid import resolve_inception_weights
+    from privaudit.evaluation.inception import resolve_inception_weights
     from privaudit.errors import WeightsError
     from privaudit.io import atomic_write_text, write_json
     from privaudit.models.checkpoint import load_model
-    from privaudit.pipeline import MIN_PAIRS, ModelSpec, train_regular
+    from privaudit.data.checks import MIN_PAIRS
+    from privaudit.pipeline import ModelSpec, train_regular
     from privaudit.training import TrainConfig
 
     stage = on_stage or (lambda s: None)

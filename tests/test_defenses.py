@@ -17,7 +17,7 @@ from privaudit.cli.app import app
 from privaudit.data.images import load_inputs
 from privaudit.defenses.distill import distill, student_arch
 from privaudit.models.checkpoint import OutputNoise, load_model
-from privaudit.pipeline import attack
+from privaudit.attacks.api import attack
 from privaudit.training import TrainConfig
 
 runner = CliRunner()

@@ -15,18 +15,17 @@ from typer.testing import CliRunner
 from privaudit.cli.gate import gate
 from privaudit.errors import InputError, ReportError
 from privaudit.gate import (
-    REPORT_SCHEMA,
     GatePolicy,
     discover_policy,
     evaluate_gate,
     load_policy,
-    load_report,
     make_policy,
     merge_policies,
     parse_tpr_flag,
     to_junit_xml,
     to_markdown,
 )
+from privaudit.report.schema import REPORT_SCHEMA, load_report
 
 EXAMPLE_POLICY = Path(__file__).resolve().parents[1] / "examples" / "privaudit.toml"
 

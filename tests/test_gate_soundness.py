@@ -26,9 +26,12 @@ from privaudit.attacks.metrics import attack_metrics
 from privaudit.cli.app import app
 from privaudit.cli.render import attack_table, compare_table, evaluate_table
 from privaudit.errors import ReportError
-from privaudit.evaluation.compare import HEADERS, Row, cells, row, to_markdown, tradeoff_figure
 from privaudit.gate import GatePolicy, evaluate_gate
-from privaudit.report import REPORT_SCHEMA, flipped_bound_advantage, flipped_bound_tpr, flipped_roc, load_report, roc_advantage, roc_tpr_at
+from privaudit.gate.verdict import flipped_bound_advantage, flipped_bound_tpr, flipped_roc, roc_advantage, roc_tpr_at
+from privaudit.report.markdown import to_markdown
+from privaudit.report.plots import tradeoff_figure
+from privaudit.report.schema import REPORT_SCHEMA, load_report
+from privaudit.report.tables import HEADERS, Row, cells, row
 
 runner = CliRunner()
 
@@ -270,10 +273,12 @@ def test_valid_reports_still_load(tmp_path: Path) -> None:
     assert load_report(_write(tmp_path / "ok.json", r))["utility"]["nkid"] == -0.002
 
 
-def test_gate_modules_do_not_import_torch() -> None:
-    code = "import sys, privaudit.gate, privaudit.report, privaudit.cli.gate; print('torch' in sys.modules, 'numpy' in sys.modules)"
+def test_gate_and_report_modules_do_not_import_torch() -> None:
+    # privaudit gate and privaudit report (without plots) read JSON: no torch, no numpy, no matplotlib
+    modules = "privaudit.gate, privaudit.report, privaudit.report.tables, privaudit.report.markdown, privaudit.report.html, privaudit.report.plots, privaudit.report.build, privaudit.cli.gate, privaudit.cli.report"
+    code = f"import sys, {modules}; print(*(m in sys.modules for m in ('torch', 'numpy', 'matplotlib')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.split() == ["False", "False"], out.stderr
+    assert out.stdout.split() == ["False", "False", "False"], out.stderr
 
 
 # ---------------------------------------------------------------------------------------------

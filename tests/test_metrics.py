@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from privaudit.attacks.metrics import attack_metrics, bootstrap_auc_ci, fpr_key, tpr_at_fpr
+from privaudit.attacks.metrics import attack_metrics, bootstrap_auc_ci, tpr_at_fpr
+from privaudit.report.schema import fpr_key
 
 MEMBERS = [0.9, 0.8, 0.4]
 NONMEMBERS = [0.7, 0.3, 0.2, 0.1]

@@ -18,7 +18,8 @@ from privaudit.errors import InputError
 from privaudit.io import check_writable
 from privaudit.models.checkpoint import ArchOverrides, load_model
 from privaudit.models.inference import check_image_size
-from privaudit.pipeline import ModelSpec, data_fingerprint, resolve_direction
+from privaudit.data.checks import resolve_direction
+from privaudit.pipeline import ModelSpec, data_fingerprint
 from privaudit.training import TrainConfig
 
 
