@@ -224,7 +224,9 @@ def test_nkid_is_kid_over_black_kid_and_black_is_worse(weights: Path, real: torc
     r = compute_kid(fake, real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache, normalise=True)
     assert r.nkid == pytest.approx(r.kid / r.kid_black, rel=1e-12)
     assert r.kid_black > 0 and r.kid_black > r.kid
-    assert r.kid == compute_kid(fake, real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache).kid
+    plain = compute_kid(fake, real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache)
+    assert r.kid == plain.kid and r.kid_std == plain.kid_std
+    assert (plain.kid_black, plain.kid_black_std, plain.nkid) == (None, None, None)  # not asked to normalise
     black = compute_kid(torch.zeros_like(fake), real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache, normalise=True)
     assert black.nkid == pytest.approx(1.0, rel=1e-9)
     d = r.as_dict()
