@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from privaudit.attacks.api import load_audit_sets
 from privaudit.attacks.metrics import attack_metrics
 from privaudit.attacks.reconstruction import AttackConfig, reconstruction_losses
 from privaudit.data.images import ImageSet, to_float
@@ -25,7 +26,6 @@ from privaudit.models.arch import UnetArch
 from privaudit.models.checkpoint import load_model
 from privaudit.models.loaded import LoadedModel
 from privaudit.models.networks import UnetGenerator
-from privaudit.pipeline import load_attack_sets
 
 
 def bare(model: LoadedModel, sets: list[ImageSet], batch_size: int) -> None:
@@ -57,7 +57,8 @@ def main() -> None:
 
     if args.model:
         model = load_model(args.model)
-        m, n, _ = load_attack_sets(model, args.members, args.nonmembers, direction=args.direction, size=args.size)
+        sets = load_audit_sets(model, args.members, args.nonmembers, direction=args.direction, size=args.size)
+        m, n = sets.members, sets.nonmembers
     else:
         torch.manual_seed(0)
         net = UnetGenerator(UnetArch(num_downs=6, ngf=args.ngf)).eval()

@@ -38,13 +38,14 @@ from privaudit.defenses.gauss import GaussOptions
 from privaudit.demo import make_facades, write_aligned
 from privaudit.device import resolve_device
 from privaudit.errors import InputError, PrivauditError, WeightsError
-from privaudit.evaluation.compare import row, save_figure, to_markdown
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
-from privaudit.evaluation.kid import resolve_inception_weights, vet_inception_weights
+from privaudit.evaluation.inception import resolve_inception_weights, vet_inception_weights
 from privaudit.io import atomic_write_text, check_dir_writable, sha256_file, write_json
-from privaudit.device import resolve_device
 from privaudit.models.arch import ModelSpec
 from privaudit.training import TrainConfig, train
+from privaudit.report.markdown import to_markdown
+from privaudit.report.plots import save_figure
+from privaudit.report.tables import row
 
 METHODS = ("regular", "gauss", "dpsgd", "dmp", "akd")
 PART_OF = {"nodp": "dpsgd"}  # a control trained and reported with the method it explains

@@ -1,9 +1,7 @@
 """Every default, defined once: the config dataclasses and the command-line options both read this table.
 
-Plain constants, no imports, so reading a default never costs the CLI a torch import. So far it
-holds training and defense defaults (``privaudit train``, ``privaudit defend``, ``TrainConfig``,
-``DPConfig``, the defenses' options); the other commands' defaults (bootstrap count, KID subsets,
-batch sizes of the attack, ...) are to move here as well: add them as another section.
+Plain constants, no imports, so reading a default never costs the CLI a torch import. One section per
+command or config; add new defaults to the section they belong to.
 """
 
 # --- pix2pix training (Isola et al.); the AKD paper trains its students with the same recipe
@@ -30,3 +28,15 @@ DP_BATCH_SIZE = 8  # DP-SGD: the expected Poisson batch
 DP_NOISE_MULTIPLIER = 1.0  # σ when neither --noise-multiplier nor --target-epsilon is given
 DP_MAX_GRAD_NORM = 1.0  # C, the per-sample clipping norm
 DP_ACCOUNTANT = "rdp"
+
+# --- attack (privaudit attack, the attack inside privaudit evaluate; AttackConfig)
+LOSS = "l1"  # the reconstruction loss: l1 (the paper's) or l2
+SAMPLES = 1  # dropout draws averaged per image with --stochastic
+ATTACK_BATCH_SIZE = 32  # images per forward pass
+BOOTSTRAP = 1000  # bootstrap resamples for the AUC's 95% interval (0: none)
+FPRS = (0.001, 0.01, 0.1)  # the FPRs at which the report gives the TPR
+
+# --- evaluation (privaudit evaluate; EvaluateConfig, KID)
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000  # torch-fidelity's; clamped to the set sizes, and the value used is reported
+REPEAT = 1  # seeds an audit is repeated with

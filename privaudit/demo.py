@@ -117,13 +117,15 @@ def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | No
     from privaudit import defenses, training
     from privaudit.attacks.reconstruction import AttackConfig
     from privaudit.defenses.distill import DistillOptions
-    from privaudit.evaluation.compare import row, save_figure, to_markdown, tradeoff_figure
+    from privaudit.report.markdown import to_markdown
+    from privaudit.report.plots import save_figure, tradeoff_figure
+    from privaudit.report.tables import row
     from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
+    from privaudit.evaluation.inception import resolve_inception_weights
     from privaudit.errors import WeightsError
-    from privaudit.evaluation.kid import resolve_inception_weights
     from privaudit.io import atomic_write_text, write_json
     from privaudit.models.arch import ModelSpec
-    from privaudit.pipeline import MIN_PAIRS
+    from privaudit.data.checks import MIN_PAIRS
 
     stage = on_stage or (lambda s: None)
     t0 = time.perf_counter()

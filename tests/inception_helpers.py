@@ -1,7 +1,7 @@
 """Test helpers: a randomly initialised Inception weights file for torch-fidelity, and small image sets.
 
 No download: the architecture is torch-fidelity's ``FeatureExtractorInceptionV3`` built without weights
-(``privaudit.evaluation.kid.build_inception_without_weights``).
+(``privaudit.evaluation.inception.build_inception_without_weights``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from privaudit.evaluation.kid import build_inception_without_weights
+from privaudit.evaluation.inception import build_inception_without_weights
 
 
 def smooth_images(n: int, size: int = 32, *, seed: int = 0) -> torch.Tensor:

@@ -16,9 +16,9 @@ from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli.app import app
 from privaudit.data.images import load_inputs
 from privaudit.defenses.distill import distill, student_arch
+from privaudit.attacks.api import attack
 from privaudit.defenses.gauss import OutputNoise
 from privaudit.models.checkpoint import load_model
-from privaudit.pipeline import attack
 from privaudit.training import TrainConfig
 
 runner = CliRunner()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from privaudit.cli.app import app
 from privaudit.demo import DemoConfig, build_data, make_facades
-from privaudit.evaluation.kid import WEIGHTS_ENV
+from privaudit.evaluation.inception import WEIGHTS_ENV
 
 try:
     from tests.inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)

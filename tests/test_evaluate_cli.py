@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from conftest import write_pairs
 from privaudit.cli.app import app
-from privaudit.evaluation.kid import INCEPTION_WEIGHTS_FILENAME, WEIGHTS_ENV
+from privaudit.evaluation.inception import INCEPTION_WEIGHTS_FILENAME, WEIGHTS_ENV
 
 try:
     from tests.inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)

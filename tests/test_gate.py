@@ -15,18 +15,17 @@ from typer.testing import CliRunner
 from privaudit.cli.gate import gate
 from privaudit.errors import InputError, ReportError
 from privaudit.gate import (
-    REPORT_SCHEMA,
     GatePolicy,
     discover_policy,
     evaluate_gate,
     load_policy,
-    load_report,
     make_policy,
     merge_policies,
     parse_tpr_flag,
     to_junit_xml,
     to_markdown,
 )
+from privaudit.report.schema import REPORT_SCHEMA, load_report
 
 EXAMPLE_POLICY = Path(__file__).resolve().parents[1] / "examples" / "privaudit.toml"
 
@@ -292,6 +291,12 @@ def test_discover_policy(tmp_path: Path) -> None:
 
 def test_load_report_ok_and_errors(tmp_path: Path) -> None:
     assert load_report(write_report(tmp_path / "r.json"))["attack"]["auc"] == 0.5756
+    assert load_report(tmp_path / "r.json", require_attack=True)["attack"]["auc"] == 0.5756
+    no_attack = make_report()
+    del no_attack["attack"]
+    assert "attack" not in load_report(write_report(tmp_path / "utility.json", no_attack))  # the gate says which metric it lacks
+    with pytest.raises(ReportError, match="utility.json has no attack results; write it with privaudit attack or evaluate"):
+        load_report(tmp_path / "utility.json", require_attack=True)
     with pytest.raises(ReportError, match="does not exist"):
         load_report(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")

@@ -26,9 +26,12 @@ from privaudit.attacks.metrics import attack_metrics
 from privaudit.cli.app import app
 from privaudit.cli.render import attack_table, compare_table, evaluate_table
 from privaudit.errors import ReportError
-from privaudit.evaluation.compare import HEADERS, Row, cells, row, to_markdown, tradeoff_figure
 from privaudit.gate import GatePolicy, evaluate_gate
-from privaudit.report import REPORT_SCHEMA, flipped_bound_advantage, flipped_bound_tpr, flipped_roc, load_report, roc_advantage, roc_tpr_at
+from privaudit.gate.verdict import flipped_bound_advantage, flipped_bound_tpr, flipped_roc, roc_advantage, roc_tpr_at
+from privaudit.report.markdown import to_markdown
+from privaudit.report.plots import figure_png, report_curves, roc_figure, tradeoff_figure
+from privaudit.report.schema import REPORT_SCHEMA, load_report
+from privaudit.report.tables import HEADERS, Row, cells, row
 
 runner = CliRunner()
 
@@ -270,10 +273,12 @@ def test_valid_reports_still_load(tmp_path: Path) -> None:
     assert load_report(_write(tmp_path / "ok.json", r))["utility"]["nkid"] == -0.002
 
 
-def test_gate_modules_do_not_import_torch() -> None:
-    code = "import sys, privaudit.gate, privaudit.report, privaudit.cli.gate; print('torch' in sys.modules, 'numpy' in sys.modules)"
+def test_gate_and_report_modules_do_not_import_torch() -> None:
+    # privaudit gate and privaudit report (without plots) read JSON: no torch, no numpy, no matplotlib
+    modules = "privaudit.gate, privaudit.report, privaudit.report.tables, privaudit.report.markdown, privaudit.report.html, privaudit.report.plots, privaudit.report.build, privaudit.cli.gate, privaudit.cli.report"
+    code = f"import sys, {modules}; print(*(m in sys.modules for m in ('torch', 'numpy', 'matplotlib')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.split() == ["False", "False"], out.stderr
+    assert out.stdout.split() == ["False", "False", "False"], out.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +311,24 @@ def test_plot_leaves_out_a_model_without_the_metric() -> None:
     flipped = row("f", _report(*_scores(60, 60, shift=-1.0)) | {"utility": {"l1": 0.3}})
     assert flipped.flipped and flipped.auc > 0.5
     assert _points(tradeoff_figure([flipped]))["f (regular), score flipped"] == pytest.approx((0.3, 100 * flipped.auc))
+
+
+def test_one_roc_plotter_for_attack_arrays_and_report_curves() -> None:
+    measured, flipped = _report(*_scores(60, 60, shift=1.0)), _report(*_scores(60, 60, shift=-1.0))
+    no_curve = _report(*_scores(60, 60, shift=1.0), roc="none")
+    curves = report_curves([("teacher", measured), ("flipped", flipped), ("no-roc", no_curve)])
+    assert [c[0] for c in curves] == ["teacher", "flipped"]  # a report without a usable curve is left out
+    assert curves[0][1] == measured["attack"]["roc"]["fpr"] and curves[0][3] == measured["attack"]["auc"]
+    m = attack_metrics(*_scores(60, 60, shift=1.0), n_bootstrap=0)
+    fig = roc_figure([("live", m.fpr, m.tpr, m.auc)] + curves)  # numpy arrays (privaudit attack) and report lists alike
+    linear, log = fig.axes
+    labels = [line.get_label() for line in linear.get_lines()]
+    assert labels == [f"live (AUC {m.auc:.3f})", f"teacher (AUC {measured['attack']['auc']:.3f})",
+                      f"flipped (AUC {flipped['attack']['auc']:.3f}, below chance: score flipped)", "chance"]
+    assert [line.get_label() for line in log.get_lines()] == labels
+    assert list(linear.get_lines()[0].get_xdata()) == list(m.fpr)
+    assert min(log.get_lines()[1].get_xdata()) > 0  # log axes: the (0, 0) point is left out, not drawn at 1e-300
+    assert figure_png(fig).startswith(b"\x89PNG")
 
 
 def test_missing_values_are_dashes_in_markdown() -> None:

@@ -9,16 +9,9 @@ import pytest
 import torch
 
 from privaudit.errors import DataError, InputError, WeightsError
-from privaudit.evaluation import kid as kidmod
-from privaudit.evaluation.kid import (
-    INCEPTION_WEIGHTS_FILENAME,
-    WEIGHTS_ENV,
-    FeatureCache,
-    compute_kid,
-    compute_nkid,
-    resolve_inception_weights,
-    vet_inception_weights,
-)
+from privaudit.evaluation.features import FeatureCache, default_cache_dir
+from privaudit.evaluation.inception import INCEPTION_WEIGHTS_FILENAME, WEIGHTS_ENV, resolve_inception_weights, vet_inception_weights
+from privaudit.evaluation.kid import compute_kid
 from privaudit.io import sha256_file
 
 try:
@@ -228,11 +221,13 @@ def test_subset_size_is_clamped_and_reported_and_seed_fixes_the_value(
 
 def test_nkid_is_kid_over_black_kid_and_black_is_worse(weights: Path, real: torch.Tensor, fake: torch.Tensor) -> None:
     cache = FeatureCache(disk=False)
-    r = compute_nkid(fake, real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache)
+    r = compute_kid(fake, real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache, normalise=True)
     assert r.nkid == pytest.approx(r.kid / r.kid_black, rel=1e-12)
     assert r.kid_black > 0 and r.kid_black > r.kid
-    assert r.kid == compute_kid(fake, real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache).kid
-    black = compute_nkid(torch.zeros_like(fake), real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache)
+    plain = compute_kid(fake, real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache)
+    assert r.kid == plain.kid and r.kid_std == plain.kid_std
+    assert (plain.kid_black, plain.kid_black_std, plain.nkid) == (None, None, None)  # not asked to normalise
+    black = compute_kid(torch.zeros_like(fake), real, weights=weights, subset_size=6, subsets=30, seed=5, cache=cache, normalise=True)
     assert black.nkid == pytest.approx(1.0, rel=1e-9)
     d = r.as_dict()
     assert {"kid", "kid_std", "kid_black", "nkid", "kid_subset_size", "feature_extractor"} <= set(d)
@@ -241,7 +236,7 @@ def test_nkid_is_kid_over_black_kid_and_black_is_worse(weights: Path, real: torc
 
 def test_black_real_images_make_nkid_undefined(weights: Path, fake: torch.Tensor) -> None:
     with pytest.raises(DataError, match="NKID is undefined"):
-        compute_nkid(fake, torch.zeros_like(fake), weights=weights, cache=FeatureCache(disk=False))
+        compute_kid(fake, torch.zeros_like(fake), weights=weights, cache=FeatureCache(disk=False), normalise=True)
 
 
 def test_bad_inputs_fail_before_any_work(weights: Path, real: torch.Tensor) -> None:
@@ -299,4 +294,4 @@ def test_default_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("HOME", str(tmp_path))
     assert FeatureCache().root == tmp_path / ".cache" / "privaudit" / "features"
     assert FeatureCache(disk=False).root is None
-    assert kidmod.default_cache_dir() == tmp_path / ".cache" / "privaudit" / "features"
+    assert default_cache_dir() == tmp_path / ".cache" / "privaudit" / "features"

@@ -323,7 +323,7 @@ def test_an_unfinished_teacher_is_flagged_in_defend_and_in_its_students_reports(
 
 
 def test_report_comparison_marks_an_unfinished_model(data, tmp_path):
-    from privaudit.evaluation.compare import row
+    from privaudit.report.tables import row
 
     model = _checkpoint(tmp_path / "u.pt", training_record(2, 5))
     report = tmp_path / "r.json"

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from privaudit.attacks.metrics import attack_metrics, bootstrap_auc_ci, fpr_key, tpr_at_fpr
+from privaudit.attacks.metrics import attack_metrics, bootstrap_auc_ci, tpr_at_fpr
+from privaudit.gate import parse_tpr_flag
+from privaudit.report.schema import fpr_key, parse_fpr
 
 MEMBERS = [0.9, 0.8, 0.4]
 NONMEMBERS = [0.7, 0.3, 0.2, 0.1]
@@ -82,6 +84,17 @@ def test_tpr_at_fpr_boundary():
 
 def test_fpr_keys():
     assert [fpr_key(f) for f in (0.001, 0.01, 0.1)] == ["0.001", "0.01", "0.1"]
+    assert [fpr_key(f) for f in (1e-05, 2.5e-06)] == ["1e-05", "2.5e-06"]
+    # the one spelling is also lossless: a key reads back as the very FPR it was written for
+    assert fpr_key(0.0123456789) == "0.0123456789" and fpr_key(1.23456789e-5) == "1.23456789e-05"
+    for f in (0.001, 0.01, 0.1, 1e-05, 0.0123456789, 1 / 3):
+        assert parse_fpr(fpr_key(f)) == f
+
+
+def test_report_and_gate_spell_fpr_keys_alike():
+    m = attack_metrics(np.arange(20.0), np.arange(20.0) - 5, fprs=(0.05, 0.1, 1 / 3), n_bootstrap=0)
+    assert list(m.tpr_at_fpr) == [fpr_key(0.05), fpr_key(0.1), fpr_key(1 / 3)] == ["0.05", "0.1", "0.3333333333333333"]
+    assert list(parse_tpr_flag(["5e-2=0.1", "0.10=0.2", f"{1 / 3!r}=0.3"])) == list(m.tpr_at_fpr)
 
 
 def test_auc_with_ties_counts_one_half():

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from conftest import tiny_generator, write_pairs
 from privaudit.cli.app import app
 from privaudit.errors import CheckpointError, WeightsError
-from privaudit.evaluation.kid import vet_inception_weights
+from privaudit.evaluation.inception import vet_inception_weights
 from privaudit.models import vetting
 from privaudit.models.checkpoint import load_model, save_checkpoint
 
@@ -609,7 +609,7 @@ def test_torch_fidelity_never_loads_unrestricted(tmp_path):
 
 
 def test_feature_cache_file_with_a_payload_is_a_miss_and_never_runs(tmp_path):
-    from privaudit.evaluation.kid import FeatureCache
+    from privaudit.evaluation.features import FeatureCache
 
     marker = tmp_path / "PWNED"
     cache = FeatureCache(tmp_path / "cache")

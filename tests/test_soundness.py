@@ -30,7 +30,8 @@ from privaudit.data.images import load_pairs
 from privaudit.errors import DataError, InputError
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
 from privaudit.models.checkpoint import save_checkpoint
-from privaudit.pipeline import MIN_PAIRS, attack, pair_hashes
+from privaudit.attacks.api import attack
+from privaudit.data.checks import MIN_PAIRS, pair_hashes
 
 
 def invoke(*args):

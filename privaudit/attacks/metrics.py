@@ -13,9 +13,10 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from privaudit.defaults import BOOTSTRAP, FPRS
 from privaudit.errors import EnvironmentProblem
+from privaudit.report.schema import fpr_key
 
-DEFAULT_FPRS = (0.001, 0.01, 0.1)
 # Scores per bootstrap block (rows x (members + non-members)); 256 rows up to 16,384 samples.
 BOOTSTRAP_BLOCK_ELEMENTS = 1 << 22
 
@@ -65,11 +66,6 @@ class AttackMetrics:
         }
 
 
-def fpr_key(fpr: float) -> str:
-    """0.001 → "0.001", 0.1 → "0.1": the report's key for an FPR."""
-    return format(fpr, "g") if fpr >= 1e-4 else repr(fpr)
-
-
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, n_negatives: int) -> float | None:
     """Highest TPR whose FPR does not exceed ``target`` (no interpolation, so never optimistic).
 
@@ -86,7 +82,7 @@ def bootstrap_auc_ci(
     scores_members: np.ndarray,
     scores_nonmembers: np.ndarray,
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = BOOTSTRAP,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
@@ -131,8 +127,8 @@ def attack_metrics(
     scores_members: np.ndarray,
     scores_nonmembers: np.ndarray,
     *,
-    fprs: tuple[float, ...] = DEFAULT_FPRS,
-    n_bootstrap: int = 1000,
+    fprs: tuple[float, ...] = FPRS,
+    n_bootstrap: int = BOOTSTRAP,
     seed: int = 0,
 ) -> AttackMetrics:
     """AUC with a bootstrap 95% interval, TPR at fixed FPRs, advantage max(TPR − FPR), balanced

@@ -12,12 +12,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from privaudit.attacks.metrics import DEFAULT_FPRS, AttackMetrics, attack_metrics
+from privaudit.attacks.metrics import AttackMetrics, attack_metrics
 from privaudit.data.images import ImageSet, to_float, to_uint8
+from privaudit.defaults import ATTACK_BATCH_SIZE, BOOTSTRAP, FPRS, LOSS, SAMPLES
 from privaudit.errors import CheckpointError, InputError, check_seed
 from privaudit.limits import MAX_BOOTSTRAP, MAX_SAMPLES, check_at_most
 from privaudit.models.inference import check_image_size, iter_outputs
 from privaudit.models.loaded import LoadedModel
+from privaudit.report.schema import ROC_POINTS_LIMIT
 
 LOSSES = ("l1", "l2")
 
@@ -26,13 +28,13 @@ LOSSES = ("l1", "l2")
 class AttackConfig:
     """How the attack queries the generator."""
 
-    loss: str = "l1"
+    loss: str = LOSS
     stochastic: bool = False
-    samples: int = 1
-    batch_size: int = 32
+    samples: int = SAMPLES
+    batch_size: int = ATTACK_BATCH_SIZE
     seed: int = 0
-    n_bootstrap: int = 1000
-    fprs: tuple[float, ...] = DEFAULT_FPRS
+    n_bootstrap: int = BOOTSTRAP
+    fprs: tuple[float, ...] = FPRS
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -78,7 +80,7 @@ class AttackResult:
             "roc": self.roc_points(),
         }
 
-    def roc_points(self, limit: int = 256) -> dict[str, list[float]]:
+    def roc_points(self, limit: int = ROC_POINTS_LIMIT) -> dict[str, list[float]]:
         """The ROC curve thinned to at most ``limit`` points (for overlays in ``privaudit report``)."""
         fpr, tpr = self.metrics.fpr, self.metrics.tpr
         if len(fpr) > limit:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from privaudit.attacks import api
 from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
@@ -16,7 +17,6 @@ from privaudit.cli.render import attack_table, data_warnings, show, warn, warn_u
 from privaudit.errors import InputError
 from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
 from privaudit.models.arch import ArchOverrides
-from privaudit.pipeline import attack as run
 
 
 PLOTS = ("roc.png", "loss_hist.png")
@@ -66,7 +66,7 @@ def attack(
     overrides = ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
     with progress(disable=quiet) as bar:
         task = bar.add_task("attack", total=None, info="")
-        report, result = run(model, members, nonmembers, config, direction=direction, size=size, overrides=overrides, device=device,
+        report, result = api.attack(model, members, nonmembers, config, direction=direction, size=size, overrides=overrides, device=device,
                              on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small)
     outputs: list[tuple[Path, bytes]] = []
     if json_out is not None and str(json_out) != "-":
@@ -74,11 +74,11 @@ def attack(
     if scores is not None and str(scores) != "-":
         outputs.append((scores, scores_csv(result).encode()))
     if plot_dir is not None:
-        from privaudit.evaluation.plots import plot_loss_histogram, plot_roc
+        from privaudit.report.plots import figure_png, loss_histogram, roc_figure
 
         m, name = result.metrics, Path(str(model)).name
-        outputs.append((plot_dir / PLOTS[0], plot_roc([(name, m.fpr, m.tpr, m.auc)])))
-        outputs.append((plot_dir / PLOTS[1], plot_loss_histogram(result.member_losses, result.nonmember_losses, title=f"{name}: AUC {m.auc:.3f}")))
+        outputs.append((plot_dir / PLOTS[0], figure_png(roc_figure([(name, m.fpr, m.tpr, m.auc)]))))
+        outputs.append((plot_dir / PLOTS[1], figure_png(loss_histogram(result.member_losses, result.nonmember_losses, title=f"{name}: AUC {m.auc:.3f}"))))
     write_outputs(outputs)
     if json_out is not None and str(json_out) == "-":
         write_json("-", report)

@@ -41,7 +41,7 @@ def demo(
     if not summary["kid"]:
         stderr.print("KID/NKID skipped: no Inception weights (see README: Inception weights); pixel metrics shown instead.")
     from privaudit.gate import GatePolicy, evaluate_gate
-    from privaudit.evaluation.compare import load_report
+    from privaudit.report.schema import load_report
 
     for name in ("teacher", "akd"):
         verdict = evaluate_gate(load_report(out / f"{name}.json"), GatePolicy(max_auc=max_auc))

@@ -19,7 +19,6 @@ from privaudit.gate import (
     evaluate_gate,
     format_number,
     load_policy,
-    load_report,
     make_policy,
     merge_policies,
     parse_tpr_flag,
@@ -27,6 +26,7 @@ from privaudit.gate import (
     to_markdown,
 )
 from privaudit.io import atomic_write_text, check_writable
+from privaudit.report.schema import load_report
 
 
 def _verdict_table(verdict: GateVerdict, report: Path, policy_source: str) -> FitTable:

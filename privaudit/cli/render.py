@@ -102,7 +102,7 @@ def warning(line: str) -> None:
 def warn_unfinished(model: dict[str, Any]) -> None:
     """One warning line on stderr per unfinished model behind a report's ``model`` section (shown
     even with --quiet: the numbers describe a model nobody meant to release)."""
-    from privaudit.pipeline import unfinished_warnings
+    from privaudit.report.build import unfinished_warnings
 
     for line in unfinished_warnings(model):
         warning(line)
@@ -227,7 +227,7 @@ _COMPARE_DROP = ("SSIM", "gap (NKID)", "TPR@10%FPR", "AUC 95% CI", "ε", "L1", "
 
 def compare_table(rows, *, hint: str = "see every column with privaudit report ... --markdown - (or a wider terminal)") -> FitTable:
     """The utility-privacy comparison, fitted to the terminal (see FitTable)."""
-    from privaudit.evaluation.compare import FLIPPED_NOTE, HEADERS, cells
+    from privaudit.report.tables import FLIPPED_NOTE, HEADERS, cells
 
     cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in HEADERS]
     drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]

@@ -10,8 +10,11 @@ import typer
 from privaudit.cli.common import guarded
 from privaudit.cli.render import compare_table, show
 from privaudit.errors import InputError
-from privaudit.evaluation.compare import load_report, roc_figure, row, to_html, to_markdown, tradeoff_figure
-from privaudit.evaluation.plots import figure_png
+from privaudit.report.html import to_html
+from privaudit.report.markdown import to_markdown
+from privaudit.report.plots import figure_png, report_curves, roc_figure, tradeoff_figure
+from privaudit.report.schema import load_report
+from privaudit.report.tables import row
 from privaudit.io import check_writable, write_outputs
 
 
@@ -31,7 +34,7 @@ def report(
     for out in (markdown, plot, roc, html_out):
         if out is not None and str(out) != "-":
             check_writable(out)
-    loaded = [load_report(p) for p in reports]
+    loaded = [load_report(p, require_attack=True) for p in reports]
     labels = [p.stem for p in reports]
     if names:
         labels = [s.strip() for s in names.split(",")]
@@ -47,7 +50,7 @@ def report(
     if plot is not None:
         files.append((plot, figure_png(tradeoff_figure(rows))))
     if roc is not None:
-        files.append((roc, figure_png(roc_figure(list(zip(labels, loaded))))))
+        files.append((roc, figure_png(roc_figure(report_curves(list(zip(labels, loaded)))))))
     show(compare_table(rows))
     write_outputs(files)
     for text in stdout:

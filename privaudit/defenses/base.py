@@ -13,7 +13,8 @@ from privaudit.errors import InputError
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
 from privaudit.models.loaded import LoadedModel
-from privaudit.pipeline import resolve_direction, unfinished_warnings
+from privaudit.data.checks import resolve_direction
+from privaudit.report.build import unfinished_warnings
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep
 

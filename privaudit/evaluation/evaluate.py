@@ -15,16 +15,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
+from privaudit.attacks.api import load_audit_sets
+from privaudit.attacks.reconstruction import AttackConfig, run_attack
+from privaudit.data.checks import check_count, check_disjoint
 from privaudit.data.images import ImageSet, load_pairs
+from privaudit.defaults import KID_SUBSETS, REPEAT
 from privaudit.errors import InputError
-from privaudit.evaluation.kid import FeatureCache, compute_nkid, resolve_inception_weights, vet_inception_weights
+from privaudit.evaluation.features import FeatureCache
+from privaudit.evaluation.inception import resolve_inception_weights, vet_inception_weights
+from privaudit.evaluation.kid import compute_kid
 from privaudit.evaluation.pixel import pixel_metrics, sharpness_ratio
 from privaudit.limits import MAX_KID_SUBSETS, MAX_REPEAT, check_at_most
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
 from privaudit.models.loaded import LoadedModel
-from privaudit.pipeline import attack_report, check_count, check_disjoint, load_audit_sets
+from privaudit.report.build import attack_report
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,11 @@ class EvaluateConfig:
     kid: bool = True
     inception_weights: str | None = None
     kid_subset_size: int | None = None
-    kid_subsets: int = 100
+    kid_subsets: int = KID_SUBSETS
     feature_cache: str | None = None
     no_disk_cache: bool = False
     proxy_pairs: str | None = None
-    repeat: int = 1
+    repeat: int = REPEAT
 
     def validate(self) -> None:
         self.attack.validate()
@@ -67,9 +72,9 @@ def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, 
     if weights is None:
         utility.update({"kid": None, "kid_std": None, "kid_black": None, "nkid": None, "kid_skipped": True})
         return utility, gap
-    kw = dict(weights=weights, subset_size=cfg.kid_subset_size, subsets=cfg.kid_subsets, seed=seed, cache=cache, device=device)
-    test = compute_nkid(fake_test, real_test, **kw)
-    train = compute_nkid(fake_train, real_train, **kw)
+    kw = dict(weights=weights, subset_size=cfg.kid_subset_size, subsets=cfg.kid_subsets, seed=seed, cache=cache, device=device, normalise=True)
+    test = compute_kid(fake_test, real_test, **kw)
+    train = compute_kid(fake_train, real_train, **kw)
     utility.update(test.as_dict())
     gap.update({"nkid_train": train.nkid, "nkid_test": test.nkid, "gap": test.nkid - train.nkid})
     return utility, gap
@@ -128,7 +133,7 @@ def evaluate(
                "nkid": utility.get("nkid"), "kid": utility.get("kid"), "l1": utility["l1"], "ssim": utility["ssim"], "psnr": utility["psnr"], "gap": gap["gap"]}
         runs.append(run)
         if r == 0:
-            report = attack_report(model, m, n, result, direction=direction, sets=sets)
+            report = attack_report(model, sets, result)
             report["utility"] = utility
             report["generalization_gap"] = gap
             if proxy is not None:

@@ -1,5 +1,6 @@
-"""The report format (``privaudit.report/1``), reading it back and checking that its numbers can
-be trusted. Torch-free (standard library only), so a CI gate step that only reads reports stays light.
+"""The report format (``privaudit.report/1``): its schema name, the spelling of its FPR keys,
+reading a report back and checking that its numbers can be trusted. Torch-free and numpy-free
+(standard library only), so a CI gate step that only reads reports stays light.
 
 ``load_report`` is the one place where a report's values are validated (``validate_report``):
 every consumer (``privaudit gate``, ``privaudit report``, the demo) reads reports through it.
@@ -10,18 +11,23 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from privaudit.errors import ReportError
 
 REPORT_SCHEMA = "privaudit.report/1"
 
+# privaudit writes at most this many ROC points (``attack.roc``): a curve this long may be thinned,
+# so values read from it are bounds rather than exact.
+ROC_POINTS_LIMIT = 256
+
 _RECREATE = "re-create it with privaudit attack/evaluate --json"
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
+def load_report(path: str | Path, *, require_attack: bool = False) -> dict[str, Any]:
     """Read a ``privaudit.report/1`` JSON file → dict; ReportError (one line) when it cannot be used:
-    unreadable, another schema, or a metric that is not a number in its range (see ``validate_report``)."""
+    unreadable, another schema, or a metric that is not a number in its range (see ``validate_report``).
+    ``require_attack``: also refuse a report without attack results (``attack.auc``)."""
     p = Path(path)
     if not p.exists():
         raise ReportError(f"report {p} does not exist; check the path")
@@ -35,7 +41,42 @@ def load_report(path: str | Path) -> dict[str, Any]:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ReportError(f"report {p} has schema {found!r}, not {REPORT_SCHEMA!r}; write it with privaudit attack/evaluate --json")
     validate_report(data, str(p))
+    if require_attack and (not isinstance(data.get("attack"), dict) or "auc" not in data["attack"]):
+        raise ReportError(f"report {path} has no attack results; write it with privaudit attack or evaluate")
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# FPR keys: the report writes ``tpr_at_fpr`` keyed by FPR; the gate's policies name FPRs too
+
+
+def fpr_key(fpr: float) -> str:
+    """0.01 → ``"0.01"``, 1e-05 → ``"1e-05"``: the canonical spelling of an FPR, as the report writes
+    its keys (the shortest ``g`` form, or the full ``repr`` when that would round the value)."""
+    text = format(fpr, "g")
+    return text if float(text) == fpr else repr(float(fpr))
+
+
+def parse_fpr(key: str | float) -> float:
+    """``"0.01"``, ``"1e-2"``, ``"0.010"`` or ``0.01`` → 0.01; ValueError unless a number in (0, 1)."""
+    if isinstance(key, bool):
+        raise ValueError(f"{key!r} is not an FPR")
+    f = float(key)
+    if not (math.isfinite(f) and 0.0 < f < 1.0):
+        raise ValueError(f"FPR {key!r} is not in (0, 1)")
+    return f
+
+
+def find_fpr(table: Mapping[str, Any], fpr: float) -> tuple[str, Any] | None:
+    """The entry of a ``tpr_at_fpr`` table whose key is the FPR ``fpr`` (keys are compared as numbers,
+    so ``"1e-2"`` matches 0.01): (key as written, value), or None when the table has no such FPR."""
+    for key, value in table.items():
+        try:
+            if math.isclose(float(key), fpr, rel_tol=1e-9, abs_tol=0.0):
+                return key, value
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,12 +214,7 @@ def validate_report(report: Mapping[str, Any], name: str = "(in memory)") -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# The attack with its score flipped (predict "member" for HIGH loss)
-#
-# Negating the score mirrors the ROC: the points of the flipped score are (1 − fpr, 1 − tpr) of the
-# measured ones, in reverse order. So its AUC is 1 − AUC, its 95% interval [1 − hi, 1 − lo], its
-# advantage max(FPR − TPR) over the measured curve. An attacker can flip a score whose AUC is below
-# 0.5, so a gate judges the stronger of the two directions.
+# The stored ROC curve
 
 
 def usable_roc(attack: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
@@ -197,54 +233,3 @@ def usable_roc(attack: Mapping[str, Any]) -> tuple[list[float], list[float]] | N
     if fpr[0] != 0 or tpr[0] != 0 or fpr[-1] != 1 or tpr[-1] != 1:
         return None
     return [float(v) for v in fpr], [float(v) for v in tpr]
-
-
-# privaudit writes at most this many ROC points (AttackResult.roc_points): a curve this long may be
-# thinned, so values read from it are bounds rather than exact.
-ROC_POINTS_LIMIT = 256
-
-
-def flipped_roc(fpr: Sequence[float], tpr: Sequence[float]) -> tuple[list[float], list[float]]:
-    """The ROC of the negated score: (1 − fpr, 1 − tpr), reversed so that it runs from (0, 0)."""
-    return [1.0 - f for f in reversed(fpr)], [1.0 - t for t in reversed(tpr)]
-
-
-def roc_tpr_at(fpr: Sequence[float], tpr: Sequence[float], target: float, *, exact: bool) -> float:
-    """TPR at FPR ``target`` read from ROC points (non-decreasing, from (0, 0) to (1, 1)).
-
-    ``exact``: the points are the whole curve, and the value is the highest TPR whose FPR does not
-    exceed the target (as ``attacks.metrics.tpr_at_fpr``). Otherwise points may be missing between
-    two stored ones, and the value is an upper bound: the TPR of the first point beyond the target.
-    """
-    best = 0.0
-    for f, t in zip(fpr, tpr):
-        if f <= target + 1e-12:
-            best = max(best, t)
-        elif not exact:
-            return t
-        else:
-            break
-    return best
-
-
-def roc_advantage(fpr: Sequence[float], tpr: Sequence[float], *, exact: bool) -> float:
-    """max(TPR − FPR) over ROC points; not ``exact``: an upper bound over the gaps between stored
-    points (a missing point lies between its neighbours, so its TPR − FPR <= t[i+1] − f[i])."""
-    if exact:
-        return max(0.0, max(t - f for f, t in zip(fpr, tpr)))
-    return max(0.0, max(t1 - f0 for f0, t1 in zip(fpr, tpr[1:])))
-
-
-def flipped_bound_tpr(auc: float, fpr: float) -> float:
-    """An upper bound on the flipped score's TPR at FPR ``fpr`` from the measured AUC alone.
-
-    A flipped point (f, t) is the measured point (1 − f, 1 − t); a monotone curve through it has an
-    area of at most (1 − f)(1 − t) + f, so t <= (1 − AUC) / (1 − f).
-    """
-    return min(1.0, (1.0 - auc) / (1.0 - fpr))
-
-
-def flipped_bound_advantage(auc: float) -> float:
-    """An upper bound on the flipped score's advantage max(FPR − TPR) from the measured AUC alone:
-    a measured point (x, y) with x − y = d bounds the area by 1 − x(1 − y) <= 1 − d, so d <= 1 − AUC."""
-    return max(0.0, 1.0 - auc)

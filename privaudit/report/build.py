@@ -1,0 +1,65 @@
+"""Building a report (``privaudit.report/1``): its common head (schema, tool, model, data,
+environment), the attack section, and the warnings a report's ``model`` section calls for.
+
+Imports no torch itself (``base_report`` reads its version when it runs, with a model loaded).
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from privaudit import __version__
+from privaudit.report.schema import REPORT_SCHEMA
+
+if TYPE_CHECKING:
+    from privaudit.attacks.reconstruction import AttackResult
+    from privaudit.data.checks import AuditSets
+    from privaudit.models.loaded import LoadedModel
+
+
+def now() -> str:
+    """The current UTC time as the report writes it (ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def base_report(model: LoadedModel, sets: AuditSets, *, seed: int) -> dict[str, Any]:
+    """The report's common head (schema, tool, created, seed, model, data, environment)."""
+    import torch
+
+    return {
+        "schema": REPORT_SCHEMA,
+        "tool": {"name": "privaudit", "version": __version__},
+        "created": now(),
+        "seed": seed,
+        "model": {
+            "path": model.path,
+            "sha256": model.sha256,
+            "format": model.format,
+            "arch": model.arch,
+            "image_size": sets.image_size,
+            "defense": dict(model.defense),
+            "training": model.training,  # {complete, epochs_done, epochs_total}; None when the file does not say
+        },
+        "data": sets.data(),
+        "environment": {"torch": torch.__version__, "device": str(model.device), "python": platform.python_version()},
+    }
+
+
+def attack_report(model: LoadedModel, sets: AuditSets, result: AttackResult) -> dict[str, Any]:
+    """A whole attack report: the head and the ``attack`` section of ``result``."""
+    report = base_report(model, sets, seed=result.config.seed)
+    report["attack"] = result.to_dict()
+    return report
+
+
+def unfinished_warnings(model: dict[str, Any]) -> list[str]:
+    """Warnings for a report's ``model`` section: the checkpoint (or the teacher it was distilled
+    from) is the model of an unfinished run. Unknown (older files, foreign formats) warns nothing."""
+    out = []
+    for who, training in ((f"{model.get('path')}", model.get("training")), ("its teacher", ((model.get("defense") or {}).get("teacher") or {}).get("training"))):
+        if isinstance(training, dict) and training.get("complete") is False:
+            out.append(f"{who} is an unfinished model: its training stopped after epoch {training.get('epochs_done')} of {training.get('epochs_total')} "
+                       "(interrupted or diverged); finish the run with --resume, or use a finished model")
+    return out

@@ -1,0 +1,22 @@
+"""Reports as Markdown (fits a CI job summary): the comparison table of ``privaudit report``."""
+
+from __future__ import annotations
+
+from privaudit.report.tables import FLIPPED_NOTE, HEADERS, Row, cells
+
+
+def md_cell(text: str) -> str:
+    """A table cell's text, safe inside a Markdown table row (``|`` escaped, one line)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(rows: list[Row], *, title: str = "privaudit: utility-privacy comparison") -> str:
+    """The comparison as a Markdown table with a legend (and the flipped-score note when a row needs it)."""
+    lines = [f"### {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(md_cell(c) for c in cells(r)) + " |" for r in rows]
+    lines += ["", "AUC: attack AUC (50% = chance, lower is more private). NKID = KID / KID(all-black) on the test set (lower is better). "
+              "gap = NKID(test) − NKID(train), positive = better on training data. L1 on [-1, 1] images, test set. "
+              "– = not in the report.", ""]
+    if any(r.flipped for r in rows):
+        lines += [FLIPPED_NOTE.replace("*", "\\*", 1), ""]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Comparing reports, as data: one Row per report and its cells as shown (a missing value is "–",
+never 0). ``privaudit report`` draws them (``privaudit.cli.render``), ``markdown`` and ``html``
+write them. Torch-free and numpy-free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from privaudit.errors import ReportError
+
+FLIPPED_NOTE = ("* score flipped: the measured AUC is below 50%, so an attacker who predicts 'member' for HIGH loss does "
+                "better; the row shows that attacker (AUC = 1 − measured AUC)")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    method: str
+    auc: float  # the stronger direction: max(AUC, 1 − AUC) (see ``flipped``)
+    auc_ci95: tuple[float, float] | None
+    tpr_1: float | None
+    tpr_10: float | None
+    nkid: float | None
+    gap: float | None
+    l1: float | None
+    ssim: float | None
+    epsilon: float | None
+    auc_std: float | None = None
+    nkid_std: float | None = None
+    flipped: bool = False  # the measured AUC is below 0.5: AUC, its interval and the TPRs are the flipped score's
+    auc_measured: float | None = None  # attack.auc as the report holds it (averages over seeds use this one)
+
+
+def row(name: str, r: dict[str, Any]) -> Row:
+    """One table row from a report; ReportError when a field has the wrong type or is not finite."""
+    try:
+        out = _row(name, r)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        raise ReportError(f"report {name} has a malformed field ({type(exc).__name__}: {str(exc)[:80]}); write it again with privaudit attack/evaluate --json") from None
+    numbers = [out.auc, *(out.auc_ci95 or ())] + [v for v in (out.tpr_1, out.tpr_10, out.nkid, out.gap, out.l1, out.ssim) if v is not None]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+        raise ReportError(f"report {name} holds a metric that is not a finite number; write it again with privaudit attack/evaluate --json")
+    return out
+
+
+def _row(name: str, r: dict[str, Any]) -> Row:
+    a, u, g = r["attack"], r.get("utility") or {}, r.get("generalization_gap") or {}
+    d = (r.get("model") or {}).get("defense") or {}
+    rep = r.get("repeats") or {}
+    auc = float(a["auc"])
+    ci = a.get("auc_ci95")
+    ci = (float(ci[0]), float(ci[1])) if ci is not None else None
+    tpr = a.get("tpr_at_fpr") or {}
+    flipped = auc < 0.5
+    if flipped:  # show what an attacker gets: the negated score (its TPRs only when the report holds them)
+        auc, ci = 1.0 - auc, (None if ci is None else (1.0 - ci[1], 1.0 - ci[0]))
+        tpr = (a.get("flipped_score") or {}).get("tpr_at_fpr") or {}
+    method = d.get("method", "none")
+    if method == "gauss":
+        method = f"gauss σ={d.get('sigma')}"
+    elif method == "dpsgd" and d.get("noise_multiplier") is not None:
+        method = f"dpsgd σ={d.get('noise_multiplier'):.3g}"
+    method = method if method != "none" else "regular"
+    training = (r.get("model") or {}).get("training")
+    if isinstance(training, dict) and training.get("complete") is False:
+        method += f" (unfinished: epoch {training.get('epochs_done')}/{training.get('epochs_total')})"
+    return Row(
+        name=name,
+        method=method,
+        auc=auc,
+        auc_ci95=ci,
+        tpr_1=tpr.get("0.01"),
+        tpr_10=tpr.get("0.1"),
+        nkid=u.get("nkid"),
+        gap=g.get("gap"),
+        l1=u.get("l1"),
+        ssim=u.get("ssim"),
+        epsilon=d.get("epsilon"),
+        auc_std=(rep.get("auc") or {}).get("std") if rep else None,
+        nkid_std=(rep.get("nkid") or {}).get("std") if rep else None,
+        flipped=flipped,
+        auc_measured=float(a["auc"]),
+    )
+
+
+def _f(x: float | None, pct: bool = False, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.{max(digits - 2, 1)}f}%" if pct else f"{x:.{digits}f}"
+
+
+HEADERS = ["model", "defense", "AUC", "AUC 95% CI", "TPR@1%FPR", "TPR@10%FPR", "NKID", "gap (NKID)", "L1", "SSIM", "ε"]
+
+
+def cells(r: Row) -> list[str]:
+    """The row's cells as shown (a missing value is "–", never 0); a flipped AUC is marked "*" (FLIPPED_NOTE)."""
+    auc = _f(r.auc, pct=True, digits=4) + ("*" if r.flipped else "") + (f" ± {100 * r.auc_std:.2f}" if r.auc_std is not None else "")
+    nkid = _f(r.nkid, pct=True, digits=4) + (f" ± {100 * r.nkid_std:.2f}" if r.nkid_std is not None else "")
+    ci = "–" if r.auc_ci95 is None else f"[{100 * r.auc_ci95[0]:.1f}, {100 * r.auc_ci95[1]:.1f}]"
+    return [r.name, r.method, auc, ci, _f(r.tpr_1, pct=True), _f(r.tpr_10, pct=True),
+            nkid if r.nkid is not None else "–", _f(r.gap, digits=4), _f(r.l1, digits=4), _f(r.ssim, digits=3), _f(r.epsilon, digits=3)]
