@@ -12,23 +12,16 @@ from rich.table import Table
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
 from privaudit.cli.render import DIRECTION_SOURCES, warn, warn_unfinished
-from privaudit.data.images import check_direction, load_inputs, load_pairs
-from privaudit.defenses import check_method
 from privaudit.errors import InputError
-from privaudit.io import check_writable
-from privaudit.models.checkpoint import ArchOverrides, load_model
-from privaudit.models.inference import check_image_size
-from privaudit.pipeline import ModelSpec, data_fingerprint, resolve_direction
-from privaudit.training import TrainConfig
 
 
 @guarded
 def defend(
     model: Annotated[Optional[Path], typer.Argument(help="The teacher (any MODEL format); not used by dpsgd, which trains from scratch.")] = None,
-    method: Annotated[str, typer.Option("--method", help="akd, dmp, gauss or dpsgd.")] = "akd",
+    method: Annotated[o.MethodChoice, typer.Option("--method", help="The defense.")] = "akd",
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write the hardened checkpoint (OUT.state holds the resume state).")] = None,
     proxy: Annotated[Optional[Path], typer.Option("--proxy", help="akd/dmp: unlabelled proxy inputs (a folder of input images, aligned A|B pairs or A/+B/; only the input side is ever read).")] = None,
-    proxy_layout: Annotated[str, typer.Option("--proxy-layout", help="auto, aligned, folders or inputs.")] = "auto",
+    proxy_layout: Annotated[o.LayoutChoice, typer.Option("--proxy-layout", help="How --proxy is laid out (auto: guess from the files).")] = "auto",
     train_data: Annotated[Optional[Path], typer.Option("--train-data", help="dpsgd: the private training pairs.")] = None,
     direction: o.Direction = None,
     size: o.Size = None,
@@ -42,7 +35,7 @@ def defend(
     ngf: Annotated[Optional[int], typer.Option("--ngf", help="Student/DP generator width (default: the teacher's; dpsgd: 64).")] = None,
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = 64,
     num_downs: o.NumDowns = None,
-    norm: Annotated[Optional[str], typer.Option("--norm", help="Student norm layer: batch, instance or none (dpsgd always uses group).")] = None,
+    norm: Annotated[Optional[o.NormChoice], typer.Option("--norm", help="Student norm layer (dpsgd always uses group).")] = None,
     noise_multiplier: Annotated[Optional[float], typer.Option("--noise-multiplier", help="dpsgd: σ, noise std over the clipping norm.")] = None,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="dpsgd: per-sample gradient clipping norm C.")] = 1.0,
     target_epsilon: Annotated[Optional[float], typer.Option("--target-epsilon", help="dpsgd: solve σ so that the whole run spends this ε.")] = None,
@@ -54,6 +47,14 @@ def defend(
     quiet: o.Quiet = False,
 ) -> None:
     """Harden a generator against membership inference and record exactly what was done."""
+    from privaudit.data.images import check_direction, load_inputs, load_pairs
+    from privaudit.defenses import check_method
+    from privaudit.io import check_writable
+    from privaudit.models.checkpoint import ArchOverrides, load_model
+    from privaudit.models.inference import check_image_size
+    from privaudit.pipeline import ModelSpec, data_fingerprint, resolve_direction
+    from privaudit.training import TrainConfig
+
     check_method(method)
     if out is None:
         raise InputError("--out FILE is required: where to write the hardened checkpoint")

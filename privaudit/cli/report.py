@@ -10,9 +10,6 @@ import typer
 from privaudit.cli.common import guarded
 from privaudit.cli.render import compare_table, show
 from privaudit.errors import InputError
-from privaudit.evaluation.compare import load_report, roc_figure, row, to_html, to_markdown, tradeoff_figure
-from privaudit.evaluation.plots import figure_png
-from privaudit.io import check_writable, write_outputs
 
 
 @guarded
@@ -25,6 +22,9 @@ def report(
     names: Annotated[Optional[str], typer.Option("--names", help="Comma-separated names for the reports (default: file names).")] = None,
 ) -> None:
     """Compare audit reports: AUC, TPR@1%FPR, NKID, gap and ε side by side."""
+    from privaudit.evaluation.compare import load_report, roc_figure, row, to_html, to_markdown, tradeoff_figure
+    from privaudit.io import check_writable, write_outputs
+
     for flag, out in (("--plot", plot), ("--roc", roc)):
         if out is not None and str(out) == "-":
             raise InputError(f"{flag} writes a PNG and needs a file name, not '-'")
@@ -44,10 +44,13 @@ def report(
     for out, text in ((markdown, lambda: to_markdown(rows)), (html_out, lambda: to_html(rows, list(zip(labels, loaded))))):
         if out is not None:
             (stdout.append(text()) if str(out) == "-" else files.append((out, text().encode())))
-    if plot is not None:
-        files.append((plot, figure_png(tradeoff_figure(rows))))
-    if roc is not None:
-        files.append((roc, figure_png(roc_figure(list(zip(labels, loaded))))))
+    if plot is not None or roc is not None:
+        from privaudit.evaluation.plots import figure_png  # matplotlib and numpy: only for plots
+
+        if plot is not None:
+            files.append((plot, figure_png(tradeoff_figure(rows))))
+        if roc is not None:
+            files.append((roc, figure_png(roc_figure(list(zip(labels, loaded))))))
     show(compare_table(rows))
     write_outputs(files)
     for text in stdout:

@@ -11,18 +11,14 @@ import typer
 from privaudit.cli import options as o
 from privaudit.cli.common import epoch_callback, guarded, progress, stderr
 from privaudit.cli.render import warn
-from privaudit.data.images import check_direction
 from privaudit.errors import InputError
-from privaudit.io import check_writable
-from privaudit.pipeline import ModelSpec, train_regular
-from privaudit.training import TrainConfig
 
 
 @guarded
 def train(
     data: Annotated[Path, typer.Argument(help="Training pairs: a folder of aligned A|B images, or a folder with A/ and B/.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the privaudit checkpoint (also written after every epoch; resume state goes to OUT.state).")],
-    direction: Annotated[Optional[str], typer.Option("--direction", help="AtoB (left half or A/ is the input, the default) or BtoA (right half or B/); recorded in the checkpoint.")] = None,
+    direction: Annotated[Optional[o.DirectionChoice], typer.Option("--direction", help="AtoB (left half or A/ is the input, the default) or BtoA (right half or B/); recorded in the checkpoint.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (pix2pix: 200).")] = 200,
     decay_epochs: Annotated[Optional[int], typer.Option("--decay-epochs", help="Linear learning-rate decay over the last N epochs (default: half).")] = None,
     size: Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE (default: their own size).")] = None,
@@ -30,7 +26,7 @@ def train(
     ngf: Annotated[int, typer.Option("--ngf", help="Generator width.")] = 64,
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = 64,
     num_downs: o.NumDowns = None,
-    norm: Annotated[str, typer.Option("--norm", help="batch, instance or none.")] = "batch",
+    norm: Annotated[o.NormChoice, typer.Option("--norm", help="The U-Net's norm layer.")] = "batch",
     dropout: Annotated[bool, typer.Option("--dropout/--no-dropout", help="Dropout in the U-Net (pix2pix's noise z).")] = True,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 2e-4,
     lambda_l1: Annotated[float, typer.Option("--lambda-l1", help="Weight of the L1 term.")] = 100.0,
@@ -42,6 +38,11 @@ def train(
     quiet: o.Quiet = False,
 ) -> None:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on private pairs."""
+    from privaudit.data.images import check_direction
+    from privaudit.io import check_writable
+    from privaudit.pipeline import ModelSpec, train_regular
+    from privaudit.training import TrainConfig
+
     # Training defines the direction (and records it in the checkpoint), so a default is safe here;
     # the summary says which one was used.
     direction_note = "--direction" if direction is not None else "the default; pass --direction BtoA if the right half or B/ is the input"
