@@ -13,6 +13,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from privaudit import defaults
 from privaudit.errors import EnvironmentProblem
 
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
@@ -86,7 +87,7 @@ def bootstrap_auc_ci(
     scores_members: np.ndarray,
     scores_nonmembers: np.ndarray,
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = defaults.BOOTSTRAP,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
@@ -132,7 +133,7 @@ def attack_metrics(
     scores_nonmembers: np.ndarray,
     *,
     fprs: tuple[float, ...] = DEFAULT_FPRS,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = defaults.BOOTSTRAP,
     seed: int = 0,
 ) -> AttackMetrics:
     """AUC with a bootstrap 95% interval, TPR at fixed FPRs, advantage max(TPR − FPR), balanced

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from privaudit import defaults
 from privaudit.attacks.metrics import DEFAULT_FPRS, AttackMetrics, attack_metrics
 from privaudit.data.images import ImageSet, to_float, to_uint8
 from privaudit.errors import CheckpointError, InputError, check_seed
@@ -26,12 +27,12 @@ LOSSES = ("l1", "l2")
 class AttackConfig:
     """How the attack queries the generator."""
 
-    loss: str = "l1"
+    loss: str = defaults.LOSS
     stochastic: bool = False
-    samples: int = 1
-    batch_size: int = 32
-    seed: int = 0
-    n_bootstrap: int = 1000
+    samples: int = defaults.SAMPLES
+    batch_size: int = defaults.ATTACK_BATCH_SIZE
+    seed: int = defaults.SEED
+    n_bootstrap: int = defaults.BOOTSTRAP
     fprs: tuple[float, ...] = DEFAULT_FPRS
 
     def validate(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from privaudit import defaults
 from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
 from privaudit.data.images import ImageSet, load_pairs
 from privaudit.errors import InputError
@@ -31,11 +32,11 @@ class EvaluateConfig:
     kid: bool = True
     inception_weights: str | None = None
     kid_subset_size: int | None = None
-    kid_subsets: int = 100
+    kid_subsets: int = defaults.KID_SUBSETS
     feature_cache: str | None = None
     no_disk_cache: bool = False
     proxy_pairs: str | None = None
-    repeat: int = 1
+    repeat: int = defaults.REPEAT
 
     def validate(self) -> None:
         self.attack.validate()

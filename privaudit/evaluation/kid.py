@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from privaudit import defaults
 from privaudit.errors import DataError, InputError, PrivauditError, WeightsError
 from privaudit.io import atomic_torch_save
 
@@ -37,7 +38,7 @@ INCEPTION_WEIGHTS_URL = (
 )
 INCEPTION_WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_ENV = "PRIVAUDIT_INCEPTION_WEIGHTS"
-DEFAULT_SUBSET_SIZE = 1000  # torch-fidelity's default kid_subset_size
+DEFAULT_SUBSET_SIZE = defaults.KID_SUBSET_SIZE  # torch-fidelity's default kid_subset_size
 BATCH_SIZE = 64  # torch-fidelity's default batch_size: same batches, bit-identical features
 # KID_black at or below this fraction of the kernel sums it is the difference of is float32 round-off,
 # not a distance: NKID is then refused.
@@ -472,7 +473,7 @@ def compute_kid(
     *,
     weights: str | os.PathLike,
     subset_size: int | None = None,
-    subsets: int = 100,
+    subsets: int = defaults.KID_SUBSETS,
     seed: int = 0,
     cache: FeatureCache | None = None,
     device: str | torch.device | None = "cpu",
@@ -480,7 +481,7 @@ def compute_kid(
     """KID between generated ``fake`` (input1) and ``real`` (input2) uint8 (N, 3, H, W) images.
 
     Same value as ``torch_fidelity.calculate_metrics(input1=fake, input2=real, kid=True,
-    kid_subset_size=..., kid_subsets=subsets, rng_seed=seed)``. ``subset_size`` (default 1000) is
+    kid_subset_size=..., kid_subsets=subsets, rng_seed=seed)``. ``subset_size`` (default ``defaults.KID_SUBSET_SIZE``) is
     clamped to the smaller set; the value used is in the result. Real features go through ``cache``.
     ``device=None``: CUDA when available, else the CPU.
     """
@@ -496,7 +497,7 @@ def compute_nkid(
     *,
     weights: str | os.PathLike,
     subset_size: int | None = None,
-    subsets: int = 100,
+    subsets: int = defaults.KID_SUBSETS,
     seed: int = 0,
     cache: FeatureCache | None = None,
     device: str | torch.device | None = "cpu",
