@@ -171,3 +171,16 @@ def test_every_proxy_layout_choice_is_one_load_inputs_takes(tmp_path: Path):
     assert {c.value for c in o.LayoutChoice} == {"auto", "aligned", "inputs", "folders"}
     folders = write_pairs(tmp_path / "f", 2, layout="folders")
     assert len(load_inputs(folders, layout="folders")) == 2
+
+
+def test_choices_written_into_a_checkpoint_are_plain_strings(tmp_path: Path):
+    """`train --norm instance --direction BtoA` records both as strings: a checkpoint holding the CLI's
+    Enums would not load (``weights_only`` refuses unknown classes)."""
+    data = write_pairs(tmp_path / "d", 4)
+    out = tmp_path / "t.pt"
+    r = runner.invoke(app, ["train", str(data), "--out", str(out), "--direction", "BtoA", "--norm", "instance", "--ngf", "4", "--ndf", "4",
+                            "--epochs", "1", "--batch-size", "4", "--no-augment", "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    model = privaudit.load_model(out, device="cpu")
+    assert type(model.direction) is str and model.direction == "BtoA"
+    assert type(model.arch["norm"]) is str and model.arch["norm"] == "instance"
