@@ -40,3 +40,7 @@ FPRS = (0.001, 0.01, 0.1)  # the FPRs at which the report gives the TPR
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000  # torch-fidelity's; clamped to the set sizes, and the value used is reported
 REPEAT = 1  # seeds an audit is repeated with
+
+# --- cli (the demo's options; SEED and DEVICE are above)
+DEMO_OUT = "privaudit-demo"
+DEMO_MAX_AUC = 0.6  # the gate's AUC limit in privaudit demo

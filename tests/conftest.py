@@ -140,3 +140,27 @@ def build_overfit_teacher(root: Path, *, epochs: int = OVERFIT_EPOCHS, seed: int
 def overfit_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(checkpoint path, members dir, non-members dir) of a teacher overfit on its OVERFIT_PAIRS members. Read-only."""
     return build_overfit_teacher(tmp_path_factory.mktemp("overfit"))
+
+
+# ---------------------------------------------------------------------------------------------
+# KID on a CPU
+
+
+@pytest.fixture(scope="module")
+def fast_cpu_inception():
+    """One intra-op thread, and Inception fed 75x75 instead of 299x299 (16x less work).
+
+    With two threads on a busy shared CPU each forward can take seconds (threads waiting on each
+    other). torch-fidelity resizes every input to the class attribute ``INPUT_IMAGE_SIZE``; 75 is the
+    smallest InceptionV3 accepts, and nothing tested with it depends on the size except comparisons
+    with ``torch_fidelity.calculate_metrics``, which set the real 299 themselves.
+    A test module asks for it by name: ``pytestmark = pytest.mark.usefixtures("fast_cpu_inception")``.
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)
+        yield
+    torch.set_num_threads(before)

@@ -1,4 +1,5 @@
 """Test helpers: a randomly initialised Inception weights file for torch-fidelity, and small image sets.
+(The fixture that makes Inception fast on a CPU, ``fast_cpu_inception``, is in conftest.py.)
 
 No download: the architecture is torch-fidelity's ``FeatureExtractorInceptionV3`` built without weights
 (``privaudit.evaluation.inception.build_inception_without_weights``).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from privaudit.evaluation.inception import build_inception_without_weights
@@ -52,23 +52,3 @@ def make_random_inception_weights(path: str | Path, *, seed: int = 0, batches: i
         model.eval()
     torch.save(model.state_dict(), path)
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_cpu_inception():
-    """One intra-op thread, and Inception fed 75x75 instead of 299x299 (16x less work).
-
-    With two threads on a busy shared CPU each forward can take seconds (threads waiting on each
-    other). torch-fidelity resizes every input to the class attribute ``INPUT_IMAGE_SIZE``; 75 is the
-    smallest InceptionV3 accepts, and nothing tested with it depends on the size except comparisons
-    with ``torch_fidelity.calculate_metrics``, which set the real 299 themselves.
-    Import it into a test module to apply it to every test there.
-    """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)
-        yield
-    torch.set_num_threads(before)

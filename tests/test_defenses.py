@@ -169,7 +169,7 @@ def test_gauss_noise_is_applied_on_load_and_seeded(tiny_checkpoint, tmp_path):
         (["--method", "gauss", "--sigma", "-1"], "--sigma"),
         (["--method", "gauss"], "--sigma"),
         (["--method", "akd"], "--proxy"),
-        (["--method", "magic"], "akd, dmp, gauss, dpsgd"),
+        (["--method", "magic"], "'--method': 'magic' is not one of 'akd', 'dmp', 'gauss', 'dpsgd'"),
         (["--method", "dpsgd"], "--train-data"),
     ],
 )

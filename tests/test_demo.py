@@ -20,10 +20,9 @@ from privaudit.cli.app import app
 from privaudit.demo import DemoConfig, build_data, make_facades
 from privaudit.evaluation.inception import WEIGHTS_ENV
 
-try:
-    from tests.inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)
+from inception_helpers import make_random_inception_weights
+
+pytestmark = pytest.mark.usefixtures("fast_cpu_inception")  # Inception at 75x75 px, one thread (conftest.py)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -84,6 +83,7 @@ def demo_run(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, out=out, result=result)
 
 
+@pytest.mark.slow
 def test_demo_quick_runs_the_whole_pipeline(demo_run):
     result, out = demo_run.result, demo_run.out
     assert result.exit_code == 0, result.output

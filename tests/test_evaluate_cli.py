@@ -22,10 +22,9 @@ from conftest import write_pairs
 from privaudit.cli.app import app
 from privaudit.evaluation.inception import INCEPTION_WEIGHTS_FILENAME, WEIGHTS_ENV
 
-try:
-    from tests.inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from inception_helpers import fast_cpu_inception, make_random_inception_weights  # noqa: F401 (fixture)
+from inception_helpers import make_random_inception_weights
+
+pytestmark = pytest.mark.usefixtures("fast_cpu_inception")  # Inception at 75x75 px, one thread (conftest.py)
 
 N_PAIRS = 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -123,6 +122,7 @@ def test_evaluate_report_has_utility_and_gap(evaluated):
     assert r["data"]["members"]["count"] == N_PAIRS and r["data"]["nonmembers"]["count"] == N_PAIRS
 
 
+@pytest.mark.slow
 def test_report_kid_equals_torch_fidelity_calculate_metrics(env, tmp_path, monkeypatch):
     """The report's KID is torch-fidelity's KID of the model's outputs against the non-member targets."""
     import torch_fidelity

@@ -179,6 +179,7 @@ def dataroot(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_audit_script_on_a_pix2pix_run(tmp_path: Path, dataroot: Path):
     ckpt_dir = tmp_path / "checkpoints" / "facades"
     ckpt_dir.mkdir(parents=True)
@@ -234,6 +235,7 @@ def _pix2pix_run(tmp_path: Path) -> Path:
     return ckpt_dir
 
 
+@pytest.mark.slow
 def test_audit_script_reads_the_direction_from_the_runs_train_opt(tmp_path: Path, dataroot: Path):
     ckpt_dir = _pix2pix_run(tmp_path)
     # as pix2pix's BaseOptions.print_options writes it

@@ -380,14 +380,14 @@ def test_comparison_of_five_models_fits_80_columns() -> None:
 
 
 def test_gate_attack_and_evaluate_tables_fit_80_columns(tmp_path: Path) -> None:
-    from privaudit.cli.gate import _verdict_table
+    from privaudit.cli.render import gate_table
 
     sm, sn = _scores(200, 200, shift=-1.0)
     report = _report(sm, sn)
     report["model"]["path"] = "runs/2026-01-01/facades-256px-unet-teacher-epoch-200/checkpoints/latest_net_G.pth"
     report["attack"].update({"generator_mode": "eval", "samples": 1, "loss": "l1"})
     verdict = evaluate_gate(report, GatePolicy(max_auc=0.6, max_auc_ci_upper=0.7, max_tpr_at_fpr={"0.01": 0.05}, max_advantage=0.2))
-    out = _render(_verdict_table(verdict, Path(report["model"]["path"]).with_suffix(".json"), "command-line flags"))
+    out = _render(gate_table(verdict, Path(report["model"]["path"]).with_suffix(".json"), "command-line flags"))
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
     from privaudit.gate import format_number
 

@@ -14,10 +14,9 @@ from privaudit.evaluation.inception import INCEPTION_WEIGHTS_FILENAME, WEIGHTS_E
 from privaudit.evaluation.kid import compute_kid
 from privaudit.io import sha256_file
 
-try:
-    from tests.inception_helpers import fast_cpu_inception, make_random_inception_weights, noisy_copy, smooth_images  # noqa: F401 (fixture)
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from inception_helpers import fast_cpu_inception, make_random_inception_weights, noisy_copy, smooth_images  # noqa: F401 (fixture)
+from inception_helpers import make_random_inception_weights, noisy_copy, smooth_images
+
+pytestmark = pytest.mark.usefixtures("fast_cpu_inception")  # Inception at 75x75 px, one thread (conftest.py)
 
 N = 8
 
@@ -174,6 +173,7 @@ class _U8(torch.utils.data.Dataset):
         return self.x[i]
 
 
+@pytest.mark.slow
 def test_kid_equals_torch_fidelity_calculate_metrics(
     weights: Path, real: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,8 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_table2.py"
 MODELS = ["regular", "gauss_s0.1", "gauss_s0.3", "dpsgd_n1", "dpsgd_n0.1", "dmp", "akd"]
 
+pytestmark = pytest.mark.slow  # every test here runs the benchmark (quick mode: several trainings)
+
 
 @pytest.fixture
 def table2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:

@@ -14,7 +14,7 @@ import torch
 
 from privaudit.attacks.metrics import AttackMetrics, attack_metrics
 from privaudit.data.images import ImageSet, to_float, to_uint8
-from privaudit.defaults import ATTACK_BATCH_SIZE, BOOTSTRAP, FPRS, LOSS, SAMPLES
+from privaudit.defaults import ATTACK_BATCH_SIZE, BOOTSTRAP, FPRS, LOSS, SAMPLES, SEED
 from privaudit.errors import CheckpointError, InputError, check_seed
 from privaudit.limits import MAX_BOOTSTRAP, MAX_SAMPLES, check_at_most
 from privaudit.models.inference import check_image_size, iter_outputs
@@ -32,7 +32,7 @@ class AttackConfig:
     stochastic: bool = False
     samples: int = SAMPLES
     batch_size: int = ATTACK_BATCH_SIZE
-    seed: int = 0
+    seed: int = SEED
     n_bootstrap: int = BOOTSTRAP
     fprs: tuple[float, ...] = FPRS
 

@@ -9,14 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from privaudit.attacks import api
-from privaudit.attacks.reconstruction import AttackConfig
+import privaudit
+from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
 from privaudit.cli.render import attack_table, data_warnings, show, warn, warn_unfinished
 from privaudit.errors import InputError
-from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
-from privaudit.models.arch import ArchOverrides
 
 
 PLOTS = ("roc.png", "loss_hist.png")
@@ -29,17 +27,17 @@ def attack(
     nonmembers: Annotated[Path, typer.Option("--nonmembers", help="Pairs it never saw, e.g. the test set (label 0).")],
     direction: o.Direction = None,
     size: o.Size = None,
-    loss: Annotated[str, typer.Option("--loss", help="Reconstruction loss: l1 (the paper's) or l2.")] = "l1",
-    stochastic: Annotated[bool, typer.Option("--stochastic", help="Keep dropout on (pix2pix's test-time noise z) and average --samples draws.")] = False,
-    samples: Annotated[int, typer.Option("--samples", help="Dropout draws averaged per image with --stochastic.")] = 1,
-    batch_size: o.BatchSize = 32,
-    seed: o.Seed = 0,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC's 95% interval (0: none).")] = 1000,
+    loss: o.Loss = o.LossChoice(defaults.LOSS),
+    stochastic: o.Stochastic = False,
+    samples: o.Samples = defaults.SAMPLES,
+    batch_size: o.BatchSize = defaults.ATTACK_BATCH_SIZE,
+    seed: o.Seed = defaults.SEED,
+    bootstrap: o.Bootstrap = defaults.BOOTSTRAP,
     json_out: o.JsonOut = None,
     scores: Annotated[Optional[Path], typer.Option("--scores", help="Write per-sample losses and scores as CSV ('-' for stdout).")] = None,
     plot_dir: Annotated[Optional[Path], typer.Option("--plot-dir", help="Write roc.png (linear and log-log) and loss_hist.png here.")] = None,
     fail_above_auc: Annotated[Optional[float], typer.Option("--fail-above-auc", help="Exit 1 when the AUC exceeds X (judged as max(AUC, 1 − AUC): a flipped score leaks as much).")] = None,
-    device: o.Device = "auto",
+    device: o.Device = defaults.DEVICE,
     num_downs: o.NumDowns = None,
     ngf: o.Ngf = None,
     norm: o.Norm = None,
@@ -48,6 +46,8 @@ def attack(
     quiet: o.Quiet = False,
 ) -> None:
     """Attack MODEL with the per-sample reconstruction loss and report AUC, TPR at low FPR, advantage."""
+    from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
+
     if fail_above_auc is not None and not 0.0 <= fail_above_auc <= 1.0:
         raise InputError(f"--fail-above-auc must be between 0 and 1, not {fail_above_auc}")
     # Check every output before the work, build them all in memory, then write: a bad path or a
@@ -62,12 +62,12 @@ def attack(
         raise InputError("--plot-dir writes PNG files and needs a folder name, not '-'")
     if plot_dir is not None:
         check_dir_creatable(plot_dir, what="plot folder", files=PLOTS)
-    config = AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap)
-    overrides = ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
+    config = privaudit.AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap)
+    overrides = privaudit.ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
     with progress(disable=quiet) as bar:
         task = bar.add_task("attack", total=None, info="")
-        report, result = api.attack(model, members, nonmembers, config, direction=direction, size=size, overrides=overrides, device=device,
-                             on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small)
+        report, result = privaudit.attack(model, members, nonmembers, config=config, direction=direction, size=size, overrides=overrides, device=device,
+                                          on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small)
     outputs: list[tuple[Path, bytes]] = []
     if json_out is not None and str(json_out) != "-":
         outputs.append((json_out, report_json(report).encode()))

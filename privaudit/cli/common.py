@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import traceback
+from enum import Enum
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -56,10 +57,15 @@ def _environment_message(exc: BaseException) -> str | None:
 def guarded(fn: F) -> F:
     """The exit-code contract (see privaudit.errors): a PrivauditError or an environment failure
     becomes one line on stderr and exit 2; any other exception is a bug: its traceback is kept,
-    the user is asked to report it, and the exit code is 3."""
+    the user is asked to report it, and the exit code is 3.
+
+    Choice options (the StrEnums of ``privaudit.cli.options``) reach the command as plain strings,
+    so no Enum flows into the library, a report or a checkpoint (which would then not load under
+    ``weights_only``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs = {k: v.value if isinstance(v, Enum) else v for k, v in kwargs.items()}
         try:
             return fn(*args, **kwargs)
         except PrivauditError as exc:
@@ -96,6 +102,7 @@ class OneLineUsageError(UsageError):
             ctx = ctx.parent
         command = " ".join(["privaudit", *reversed(names)])
         message = " ".join(self.message.split()).rstrip(".")
+        message = message.replace(": Value error, ", ": ")  # Typer's validation prefix on a bad choice says nothing
         typer.echo(f"privaudit: error: {message}; see {command} --help", err=True)
 
 

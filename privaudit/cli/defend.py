@@ -21,10 +21,10 @@ from privaudit.cli.render import warning
 @guarded
 def defend(
     model: Annotated[Optional[Path], typer.Argument(help="The teacher (any MODEL format); not used by dpsgd, which trains from scratch.")] = None,
-    method: Annotated[str, typer.Option("--method", help="akd, dmp, gauss or dpsgd.")] = defaults.METHOD,
+    method: Annotated[o.MethodChoice, typer.Option("--method", help="The defense.")] = defaults.METHOD,
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write the hardened checkpoint (OUT.state holds the resume state).")] = None,
     proxy: Annotated[Optional[Path], typer.Option("--proxy", help="akd/dmp: unlabelled proxy inputs (a folder of input images, aligned A|B pairs or A/+B/; only the input side is ever read).")] = None,
-    proxy_layout: Annotated[str, typer.Option("--proxy-layout", help="auto, aligned, folders or inputs.")] = defaults.PROXY_LAYOUT,
+    proxy_layout: Annotated[o.LayoutChoice, typer.Option("--proxy-layout", help="How --proxy is laid out (auto: guess from the files).")] = defaults.PROXY_LAYOUT,
     train_data: Annotated[Optional[Path], typer.Option("--train-data", help="dpsgd: the private training pairs.")] = None,
     direction: o.Direction = None,
     size: o.Size = None,
@@ -38,7 +38,7 @@ def defend(
     ngf: Annotated[Optional[int], typer.Option("--ngf", help=f"Student/DP generator width (default: the teacher's; dpsgd: {defaults.NGF}).")] = None,
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = defaults.NDF,
     num_downs: o.NumDowns = None,
-    norm: Annotated[Optional[str], typer.Option("--norm", help="Student norm layer: batch, instance or none (dpsgd always uses group).")] = None,
+    norm: Annotated[Optional[o.NormChoice], typer.Option("--norm", help="Student norm layer (dpsgd always uses group).")] = None,
     noise_multiplier: Annotated[Optional[float], typer.Option("--noise-multiplier", help=f"dpsgd: σ, noise std over the clipping norm (default {defaults.DP_NOISE_MULTIPLIER:g}).")] = None,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="dpsgd: per-sample gradient clipping norm C.")] = defaults.DP_MAX_GRAD_NORM,
     target_epsilon: Annotated[Optional[float], typer.Option("--target-epsilon", help="dpsgd: solve σ so that the whole run spends this ε.")] = None,

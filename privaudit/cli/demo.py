@@ -7,24 +7,26 @@ from typing import Annotated
 
 import typer
 
+from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, stderr
 from privaudit.cli.render import compare_table, show
-from privaudit.demo import DemoConfig, build_data, run_demo
 from privaudit.errors import InputError, check_seed
-from privaudit.io import check_dir_writable
 
 
 @guarded
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the data, checkpoints, reports and plots.")] = Path("privaudit-demo"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the data, checkpoints, reports and plots.")] = Path(defaults.DEMO_OUT),
     quick: Annotated[bool, typer.Option("--quick", help="A toy-sized run (seconds): what the test suite runs.")] = False,
-    max_auc: Annotated[float, typer.Option("--max-auc", help="The gate's AUC limit applied to both models.")] = 0.6,
+    max_auc: Annotated[float, typer.Option("--max-auc", help="The gate's AUC limit applied to both models.")] = defaults.DEMO_MAX_AUC,
     data_only: Annotated[bool, typer.Option("--data-only", help="Only write the procedural data set (OUT/data/train, proxy, test) and stop.")] = False,
-    seed: o.Seed = 0,
+    seed: o.Seed = defaults.SEED,
 ) -> None:
     """Train a small teacher on procedural facades until it overfits, attack it, defend it with AKD,
     evaluate both, compare them and show the release gate's verdict."""
+    from privaudit.demo import DemoConfig, build_data, run_demo
+    from privaudit.io import check_dir_writable
+
     if not 0.0 <= max_auc <= 1.0:
         raise InputError(f"--max-auc must be between 0 and 1, not {max_auc}")
     check_seed(seed)

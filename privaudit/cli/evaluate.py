@@ -7,13 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from privaudit.attacks.reconstruction import AttackConfig
+import privaudit
+from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
 from privaudit.cli.render import data_warnings, evaluate_table, show, warn, warn_unfinished
-from privaudit.evaluation.evaluate import EvaluateConfig, evaluate as run
-from privaudit.io import check_writable, write_json
-from privaudit.models.arch import ArchOverrides
 
 
 @guarded
@@ -25,20 +23,20 @@ def evaluate(
     size: o.Size = None,
     inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", help="torch-fidelity's Inception weights file (weights-inception-2015-12-05-6726825d.pth); else $PRIVAUDIT_INCEPTION_WEIGHTS, else the torch hub cache.")] = None,
     no_kid: Annotated[bool, typer.Option("--no-kid", help="Skip KID/NKID (pixel metrics only); the report says so.")] = False,
-    kid_subset_size: Annotated[Optional[int], typer.Option("--kid-subset-size", help="KID subset size (default 1000, clamped to the set size; the value used is reported).")] = None,
-    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Number of KID subsets.")] = 100,
+    kid_subset_size: Annotated[Optional[int], typer.Option("--kid-subset-size", help=f"KID subset size (default {defaults.KID_SUBSET_SIZE}, clamped to the set size; the value used is reported).")] = None,
+    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Number of KID subsets.")] = defaults.KID_SUBSETS,
     feature_cache: Annotated[Optional[Path], typer.Option("--feature-cache", help="Folder caching ground-truth Inception features (default ~/.cache/privaudit/features).")] = None,
     no_feature_cache: Annotated[bool, typer.Option("--no-feature-cache", help="Keep features in memory only.")] = False,
     proxy_pairs: Annotated[Optional[Path], typer.Option("--proxy-pairs", help="Proxy leakage check: attack AUC with these pairs as members (≈ 0.5 expected for a distilled student).")] = None,
-    repeat: Annotated[int, typer.Option("--repeat", help="Re-run with N seeds (dropout draws, output noise, KID subsets) and report mean ± std.")] = 1,
-    loss: Annotated[str, typer.Option("--loss", help="Reconstruction loss: l1 or l2.")] = "l1",
-    stochastic: Annotated[bool, typer.Option("--stochastic", help="Keep dropout on and average --samples draws.")] = False,
-    samples: Annotated[int, typer.Option("--samples", help="Dropout draws per image with --stochastic.")] = 1,
-    batch_size: o.BatchSize = 32,
-    seed: o.Seed = 0,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC interval.")] = 1000,
+    repeat: Annotated[int, typer.Option("--repeat", help="Re-run with N seeds (dropout draws, output noise, KID subsets) and report mean ± std.")] = defaults.REPEAT,
+    loss: o.Loss = o.LossChoice(defaults.LOSS),
+    stochastic: o.Stochastic = False,
+    samples: o.Samples = defaults.SAMPLES,
+    batch_size: o.BatchSize = defaults.ATTACK_BATCH_SIZE,
+    seed: o.Seed = defaults.SEED,
+    bootstrap: o.Bootstrap = defaults.BOOTSTRAP,
     json_out: o.JsonOut = None,
-    device: o.Device = "auto",
+    device: o.Device = defaults.DEVICE,
     num_downs: o.NumDowns = None,
     ngf: o.Ngf = None,
     norm: o.Norm = None,
@@ -47,10 +45,12 @@ def evaluate(
     quiet: o.Quiet = False,
 ) -> None:
     """Audit MODEL: attack AUC, KID/NKID and pixel metrics on the test set, and the generalization gap."""
+    from privaudit.io import check_writable, write_json
+
     if json_out is not None:
         check_writable(json_out, what="report")
-    cfg = EvaluateConfig(
-        attack=AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap),
+    config = privaudit.EvaluateConfig(
+        attack=privaudit.AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap),
         kid=not no_kid,
         inception_weights=str(inception_weights) if inception_weights else None,
         kid_subset_size=kid_subset_size,
@@ -62,9 +62,9 @@ def evaluate(
     )
     with progress(disable=quiet) as bar:
         task = bar.add_task("evaluate", total=None, info="")
-        report = run(model, members, nonmembers, cfg, direction=direction, size=size, device=device,
-                     overrides=ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout), on_batch=lambda k: bar.update(task, advance=k),
-                     allow_small=allow_small)
+        report = privaudit.evaluate(model, members, nonmembers, cfg=config, direction=direction, size=size, device=device,
+                                    overrides=privaudit.ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout),
+                                    on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small)
     if json_out is not None:
         write_json(json_out, report)
     warn(data_warnings(report))

@@ -10,40 +10,14 @@ import typer
 from rich.markup import escape
 
 from privaudit.cli.common import guarded, stderr
-from privaudit.cli.render import Col, FitTable
+from privaudit.cli.render import gate_table
 from privaudit.errors import InputError
-from privaudit.gate import (
-    GatePolicy,
-    GateVerdict,
-    discover_policy,
-    evaluate_gate,
-    format_number,
-    load_policy,
-    make_policy,
-    merge_policies,
-    parse_tpr_flag,
-    to_junit_xml,
-    to_markdown,
-)
-from privaudit.io import atomic_write_text, check_writable
-from privaudit.report.schema import load_report
-
-
-def _verdict_table(verdict: GateVerdict, report: Path, policy_source: str) -> FitTable:
-    title = f"release gate: {report}\npolicy: {policy_source}"
-    rows, notes = [], []
-    for c in verdict.checks:
-        if c.note and c.note not in notes:
-            notes.append(c.note)
-        mark = f" [{notes.index(c.note) + 1}]" if c.note else ""
-        rows.append([escape(f"{c.name} ({c.metric})") + mark, format_number(c.value), f"≤ {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]"])
-    cols = [Col("check", justify="left", text=True), Col("value"), Col("limit"), Col("result", justify="left")]
-    return FitTable(cols, rows, title=escape(title), notes=[escape(f"[{i}] {n}") for i, n in enumerate(notes, 1)], min_text=24,
-                    min_width=max(len(line) for line in title.splitlines()))  # a path in the title is not wrapped while there is room
 
 
 def _check_appendable(path: Path) -> None:
     """Like check_writable, plus: an existing file must itself be writable (we append to it)."""
+    from privaudit.io import check_writable
+
     check_writable(path, what="Markdown summary")
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"cannot append to Markdown summary {path}: the file is not writable; choose another path")
@@ -76,6 +50,11 @@ def gate(
     as_measured: Annotated[bool, typer.Option("--as-measured", help="Judge the attack only in the direction it was measured. Default: each attack check (AUC, its CI, TPR, advantage) takes the stronger of the score and its negation, since an attacker can flip a score whose AUC is below 0.5.")] = False,
 ) -> None:
     """Check REPORT against privacy/utility thresholds: exit 0 when all pass, 1 when any fails, 2 on bad input."""
+    from privaudit.gate import (GatePolicy, discover_policy, evaluate_gate, load_policy, make_policy, merge_policies, parse_tpr_flag, to_junit_xml,
+                                to_markdown)
+    from privaudit.report.schema import load_report
+    from privaudit.io import atomic_write_text, check_writable
+
     if policy is not None and no_policy:
         raise InputError("--policy and --no-policy contradict each other; give one")
     # Check every output before anything else, so a bad path never leaves half the outputs behind.
@@ -98,7 +77,7 @@ def gate(
     data = load_report(report)
     verdict = evaluate_gate(data, merged, report_name=str(report), as_measured=as_measured)
 
-    stderr.print(_verdict_table(verdict, report, policy_source))
+    stderr.print(gate_table(verdict, report, policy_source))
     if verdict.passed:
         stderr.print(f"[green]gate passed[/]: {len(verdict.checks)} of {len(verdict.checks)} checks within their limits")
     else:

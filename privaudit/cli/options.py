@@ -1,22 +1,66 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, and the choices of every option that takes one of a few
+words, declared once.
+
+A choice option is a ``StrEnum``, so ``--help`` lists its values and Click refuses any other in one
+line (exit 2). The commands receive plain strings (``guarded`` converts them), so no Enum reaches the
+library or a checkpoint. Defaults come from ``privaudit.defaults``.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-Direction = Annotated[Optional[str], typer.Option("--direction", help="AtoB: left half (or A/) is the input; BtoA: right half (or B/). A privaudit checkpoint records it (a contradicting flag is refused); a pix2pix .pth, .pt2 or TorchScript model does not, so it is required there.")]
+
+class DirectionChoice(StrEnum):
+    AtoB = "AtoB"
+    BtoA = "BtoA"
+
+
+class NormChoice(StrEnum):
+    batch = "batch"
+    instance = "instance"
+    none = "none"
+
+
+class LossChoice(StrEnum):
+    l1 = "l1"
+    l2 = "l2"
+
+
+class MethodChoice(StrEnum):
+    akd = "akd"
+    dmp = "dmp"
+    gauss = "gauss"
+    dpsgd = "dpsgd"
+
+
+class LayoutChoice(StrEnum):
+    auto = "auto"
+    aligned = "aligned"
+    folders = "folders"
+    inputs = "inputs"
+
+
+Direction = Annotated[Optional[DirectionChoice], typer.Option("--direction", help="AtoB: left half (or A/) is the input; BtoA: right half (or B/). A privaudit checkpoint records it (a contradicting flag is refused); a pix2pix .pth, .pt2 or TorchScript model does not, so it is required there.")]
 AllowSmall = Annotated[bool, typer.Option("--allow-small", help="Accept fewer than 10 members or non-members (the AUC is then a rough estimate; the report records it).")]
 Size = Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE. Default: the size recorded in a privaudit checkpoint, else the images' own size.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (same seed, same report).")]
-Device = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report to FILE ('-' for stdout).")]
 NumDowns = Annotated[Optional[int], typer.Option("--num-downs", help="U-Net depth (downsamplings); inferred from a pix2pix state_dict when omitted.")]
 Ngf = Annotated[Optional[int], typer.Option("--ngf", help="U-Net width (filters in the first layer); inferred when omitted.")]
-Norm = Annotated[Optional[str], typer.Option("--norm", help="batch, instance or none; inferred when omitted.")]
+Norm = Annotated[Optional[NormChoice], typer.Option("--norm", help="The U-Net's norm layer; inferred when omitted.")]
 Dropout = Annotated[Optional[bool], typer.Option("--dropout/--no-dropout", help="Whether the U-Net has dropout (cannot be seen in a state_dict; pix2pix's default is on).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")]
 KeepState = Annotated[bool, typer.Option("--keep-state", help="Keep the resume state OUT.state (several times the model's size) after the run finishes, so that --resume with a larger --epochs can extend it later.")]
+
+# The attack's options (privaudit attack, and the attack inside privaudit evaluate)
+Loss = Annotated[LossChoice, typer.Option("--loss", help="Reconstruction loss (l1 is the paper's).")]
+Stochastic = Annotated[bool, typer.Option("--stochastic", help="Keep dropout on (pix2pix's test-time noise z) and average --samples draws.")]
+Samples = Annotated[int, typer.Option("--samples", help="Dropout draws averaged per image with --stochastic.")]
+Bootstrap = Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC's 95% interval (0: none).")]

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import typer
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -233,3 +234,19 @@ def compare_table(rows, *, hint: str = "see every column with privaudit report .
     drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]
     notes = [FLIPPED_NOTE] if any(r.flipped for r in rows) else []
     return FitTable(cols, [cells(r) for r in rows], title="utility-privacy comparison", drop=drop, hint=hint, notes=notes)
+
+
+def gate_table(verdict: Any, report: Any, policy_source: str) -> FitTable:
+    """The gate's checks (a ``GateVerdict``) of ``report``, judged under ``policy_source``."""
+    from privaudit.gate import format_number
+
+    title = f"release gate: {report}\npolicy: {policy_source}"
+    rows, notes = [], []
+    for c in verdict.checks:
+        if c.note and c.note not in notes:
+            notes.append(c.note)
+        mark = f" [{notes.index(c.note) + 1}]" if c.note else ""
+        rows.append([escape(f"{c.name} ({c.metric})") + mark, format_number(c.value), f"≤ {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]"])
+    cols = [Col("check", justify="left", text=True), Col("value"), Col("limit"), Col("result", justify="left")]
+    return FitTable(cols, rows, title=escape(title), notes=[escape(f"[{i}] {n}") for i, n in enumerate(notes, 1)], min_text=24,
+                    min_width=max(len(line) for line in title.splitlines()))  # a path in the title is not wrapped while there is room

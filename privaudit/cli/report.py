@@ -10,12 +10,6 @@ import typer
 from privaudit.cli.common import guarded
 from privaudit.cli.render import compare_table, show
 from privaudit.errors import InputError
-from privaudit.report.html import to_html
-from privaudit.report.markdown import to_markdown
-from privaudit.report.plots import figure_png, report_curves, roc_figure, tradeoff_figure
-from privaudit.report.schema import load_report
-from privaudit.report.tables import row
-from privaudit.io import check_writable, write_outputs
 
 
 @guarded
@@ -28,6 +22,12 @@ def report(
     names: Annotated[Optional[str], typer.Option("--names", help="Comma-separated names for the reports (default: file names).")] = None,
 ) -> None:
     """Compare audit reports: AUC, TPR@1%FPR, NKID, gap and ε side by side."""
+    from privaudit.io import check_writable, write_outputs
+    from privaudit.report.html import to_html
+    from privaudit.report.markdown import to_markdown
+    from privaudit.report.schema import load_report
+    from privaudit.report.tables import row
+
     for flag, out in (("--plot", plot), ("--roc", roc)):
         if out is not None and str(out) == "-":
             raise InputError(f"{flag} writes a PNG and needs a file name, not '-'")
@@ -47,10 +47,13 @@ def report(
     for out, text in ((markdown, lambda: to_markdown(rows)), (html_out, lambda: to_html(rows, list(zip(labels, loaded))))):
         if out is not None:
             (stdout.append(text()) if str(out) == "-" else files.append((out, text().encode())))
-    if plot is not None:
-        files.append((plot, figure_png(tradeoff_figure(rows))))
-    if roc is not None:
-        files.append((roc, figure_png(roc_figure(report_curves(list(zip(labels, loaded)))))))
+    if plot is not None or roc is not None:
+        from privaudit.report.plots import figure_png, report_curves, roc_figure, tradeoff_figure  # matplotlib: only for plots
+
+        if plot is not None:
+            files.append((plot, figure_png(tradeoff_figure(rows))))
+        if roc is not None:
+            files.append((roc, figure_png(roc_figure(report_curves(list(zip(labels, loaded)))))))
     show(compare_table(rows))
     write_outputs(files)
     for text in stdout:

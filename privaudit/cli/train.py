@@ -21,7 +21,7 @@ from privaudit.cli.render import warn
 def train(
     data: Annotated[Path, typer.Argument(help="Training pairs: a folder of aligned A|B images, or a folder with A/ and B/.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the privaudit checkpoint (also written after every epoch; resume state goes to OUT.state).")],
-    direction: Annotated[Optional[str], typer.Option("--direction", help=f"AtoB (left half or A/ is the input) or BtoA (right half or B/); recorded in the checkpoint. Default: {defaults.DIRECTION}.")] = None,
+    direction: Annotated[Optional[o.DirectionChoice], typer.Option("--direction", help=f"AtoB (left half or A/ is the input) or BtoA (right half or B/); recorded in the checkpoint. Default: {defaults.DIRECTION}.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help=f"Total epochs (pix2pix: {defaults.EPOCHS}).")] = defaults.EPOCHS,
     decay_epochs: Annotated[Optional[int], typer.Option("--decay-epochs", help="Linear learning-rate decay over the last N epochs (default: half).")] = defaults.DECAY_EPOCHS,
     size: Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE (default: their own size).")] = None,
@@ -29,7 +29,7 @@ def train(
     ngf: Annotated[int, typer.Option("--ngf", help="Generator width.")] = defaults.NGF,
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = defaults.NDF,
     num_downs: o.NumDowns = None,
-    norm: Annotated[str, typer.Option("--norm", help="batch, instance or none.")] = defaults.NORM,
+    norm: Annotated[o.NormChoice, typer.Option("--norm", help="The U-Net's norm layer.")] = defaults.NORM,
     dropout: Annotated[bool, typer.Option("--dropout/--no-dropout", help="Dropout in the U-Net (pix2pix's noise z).")] = defaults.DROPOUT,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = defaults.LR,
     lambda_l1: Annotated[float, typer.Option("--lambda-l1", help="Weight of the L1 term.")] = defaults.LAMBDA_L1,
