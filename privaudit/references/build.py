@@ -37,7 +37,7 @@ from privaudit import __version__, defaults
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs, load_pairs
 from privaudit.errors import CheckpointError, DataError, InputError, PrivauditError, check_seed
 from privaudit.io import check_dir_creatable, check_dir_writable, sha256_file, write_json
-from privaudit.models.checkpoint import ArchOverrides, load_model, safe_torch_load
+from privaudit.models.checkpoint import ArchOverrides, load_model, resolve_device, safe_torch_load
 from privaudit.references.recipe import Recipe, RecipeFlags, read_recipe
 
 MANIFEST = "references.json"
@@ -140,6 +140,7 @@ def build_references(
         raise InputError(f"--online needs an even --count of at least 2 (each sample is IN for exactly half of the references), not {count}")
     check_seed(seed)
     check_seed(seed + count - 1)
+    resolve_device(device)  # an unknown or absent device fails here, before anything is read or written
     if not population:
         raise InputError("--population DIR is required: folders of pairs from the target's distribution to train the references on")
     if online and exclude:
@@ -154,6 +155,8 @@ def build_references(
     # --- the target and its recipe (load_model vets every file before anything runs)
     flags = flags or RecipeFlags()
     target = load_model(model, device="cpu", overrides=ArchOverrides())
+    if teacher is not None and not Path(teacher).is_file():
+        raise InputError(f"--teacher {teacher} {'is a folder' if Path(teacher).is_dir() else 'does not exist'}; give the teacher model file")
     teacher_model = load_model(teacher, device="cpu", overrides=ArchOverrides()) if teacher is not None else None
     recipe = read_recipe(target, flags=flags, teacher=teacher_model)
     if target.training is not None and target.training.get("complete") is False:
