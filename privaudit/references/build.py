@@ -183,6 +183,9 @@ def build_references(
         warn(f"the population holds {n} pairs, fewer than the {recipe.train_count} {target.path} was trained on: every reference trains on all {n}")
     if online and n < 2:
         raise DataError(f"--online needs at least 2 population pairs to split in halves; the population holds {n}")
+    if online and abs(n / 2 - recipe.train_count) > 0.25 * recipe.train_count:
+        warn(f"--online: each reference trains on about {n // 2} pairs (half the population of {n}), {target.path} on {recipe.train_count}; "
+             f"references of the same size need about {2 * recipe.train_count} population pairs")
 
     samples = _samples(n, count, online=online, sample_size=min(recipe.train_count, n), seed=seed)
     manifest = _manifest_head(target, recipe, online=online, count=count, seed=seed, pop=pop, excluded=excluded, proxy=proxy_info,
