@@ -199,7 +199,8 @@ def build_references(
     for entry in previous:
         k = entry["index"]
         path = out / entry["file"]
-        if k < count and entry.get("pairs") == [pop.hashes[i] for i in samples[k]] and path.is_file() and sha256_file(path) == entry.get("sha256"):
+        if (k < count and entry["file"] == reference_name(k) and entry.get("pairs") == [pop.hashes[i] for i in samples[k]] and path.is_file()
+                and sha256_file(path) == entry.get("sha256")):
             done[k] = entry
     _write_manifest(out, manifest, done)
     replayer = _Replayer(proxy=Path(proxy) if proxy is not None else None, device=device, cache=cache, result=result)
