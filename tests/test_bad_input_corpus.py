@@ -71,8 +71,20 @@ EVALUATE = "evaluate {ckpt} --direction AtoB --members {m} --nonmembers {n} --no
 REPORT = "report {report} --markdown {out}/c.md --plot {out}/p.png"
 GATE = "gate {report} --no-policy --max-auc 1 --junit {out}/j.xml --markdown {out}/g.md"
 DEMO = "demo --quick --out {out}/demo"
+# {ckpt} records its U-Net, size and direction but no training config or training set: the flags and --exclude supply them
+REFS = ("references {ckpt} --population {n} --count 1 --exclude {m} --epochs 1 --train-count 5 --batch-size 5 --ndf 4 --no-augment --device cpu --quiet "
+        "--out {out}/refs")
 
-PREFIXES = {"train": TRAIN, "attack": ATTACK, "akd": AKD, "dmp": DMP, "gauss": GAUSS, "dpsgd": DPSGD, "evaluate": EVALUATE, "report": REPORT, "gate": GATE}
+PREFIXES = {"train": TRAIN, "attack": ATTACK, "akd": AKD, "dmp": DMP, "gauss": GAUSS, "dpsgd": DPSGD, "evaluate": EVALUATE, "report": REPORT, "gate": GATE,
+            "references": REFS}
+
+
+def _other_manifest(out: Path) -> None:
+    """``{out}/refs`` holding the references of another model."""
+    (out / "refs").mkdir()
+    (out / "refs" / "references.json").write_text(json.dumps({"schema": "privaudit.references/1", "target": {"path": "other.pt", "sha256": "0" * 64,
+                                                                                                          "recipe": {"recipe_key": "x"}},
+                                                            "mode": "offline", "count": 1, "seed": 0, "population": {"key": "y"}, "references": []}))
 
 
 def _swap(prefix: str, old: str, new: str) -> str:
@@ -287,6 +299,41 @@ CASES: list[Case] = [
     Case("gate-invalid-policy-in-working-folder", _swap(GATE, "--no-policy ", ""), "privaudit.toml", setup=_write("privaudit.toml", "[gate\nmax_auc = ")),
     Case("gate-junit-under-a-file", _swap(GATE, "{out}/j.xml", "{textfile}/j.xml"), "somefile.txt"),
     Case("gate-markdown-is-a-folder", GATE, "g.md", setup=_mkdir("g.md")),
+    # ---------------------------------------------------------------- references
+    Case("references-model-missing", _swap(REFS, "{ckpt}", "{out}/nothing.pt"), "nothing.pt"),
+    Case("references-model-argument-missing", _swap(REFS, "references {ckpt}", "references"), "Missing argument"),
+    Case("references-model-text-file", _swap(REFS, "{ckpt}", "{text_pt}"), "notes.pt"),
+    Case("references-pix2pix-without-recipe", _swap(REFS, "{ckpt}", "{pix2pix_pth}"), "--size"),
+    Case("references-population-option-missing", _swap(REFS, " --population {n}", ""), "--population"),
+    Case("references-population-missing-folder", _swap(REFS, "--population {n}", "--population {out}/nowhere"), "nowhere"),
+    Case("references-second-population-missing-folder", _swap(REFS, "--population {n}", "--population {n} {out}/nowhere"), "nowhere"),
+    Case("references-population-empty-folder", _swap(REFS, "--population {n}", "--population {empty_dir}"), "no images"),
+    Case("references-population-truncated-png", _swap(REFS, "--population {n}", "--population {trunc_dir}"), "broken.png"),
+    Case("references-population-holds-members", _swap(REFS, "--population {n}", "--population {n} {m}"), "trained on"),
+    Case("references-count-missing", _swap(REFS, " --count 1", ""), "--count"),
+    Case("references-count-zero", _swap(REFS, "--count 1", "--count 0"), "--count"),
+    Case("references-count-negative", _swap(REFS, "--count 1", "--count -2"), "--count"),
+    Case("references-count-not-a-number", _swap(REFS, "--count 1", "--count many"), "--count"),
+    Case("references-online-odd-count", _swap(REFS, "--count 1 --exclude {m}", "--online --count 3"), "even --count"),
+    Case("references-online-with-exclude", _swap(REFS, "--count 1", "--online --count 2"), "--exclude"),
+    Case("references-no-members-to-exclude", _swap(REFS, " --exclude {m}", ""), "--exclude"),
+    Case("references-exclude-missing-folder", _swap(REFS, "--exclude {m}", "--exclude {out}/nowhere"), "nowhere"),
+    Case("references-out-missing", _swap(REFS, " --out {out}/refs", ""), "--out"),
+    Case("references-out-is-a-file", _swap(REFS, "{out}/refs", "{textfile}"), "somefile.txt"),
+    Case("references-out-under-a-file", _swap(REFS, "{out}/refs", "{textfile}/refs"), "somefile.txt"),
+    Case("references-out-holds-another-models-references", REFS, "another MODEL", setup=_other_manifest),
+    Case("references-teacher-cache-under-a-file", REFS + " --teacher-cache {textfile}/cache", "somefile.txt"),
+    Case("references-epochs-missing", _swap(REFS, " --epochs 1", ""), "--epochs"),
+    Case("references-epochs-zero", _swap(REFS, "--epochs 1", "--epochs 0"), "--epochs"),
+    Case("references-train-count-zero", _swap(REFS, "--train-count 5", "--train-count 0"), "--train-count"),
+    Case("references-size-contradicts-model", REFS + " --size 64", "--size"),
+    Case("references-direction-contradicts-model", REFS + " --direction BtoA", "--direction"),
+    Case("references-ngf-contradicts-model", REFS + " --ngf 8", "--ngf"),
+    Case("references-proxy-for-a-regular-model", REFS + " --proxy {n}", "--proxy"),
+    Case("references-teacher-for-a-regular-model", REFS + " --teacher {ckpt}", "--teacher"),
+    Case("references-teacher-missing-file", REFS + " --teacher {out}/t.pt", "t.pt"),
+    Case("references-seed-negative", REFS + " --seed -1", "--seed"),
+    Case("references-device-unknown", _swap(REFS, "--device cpu", "--device tpu"), "tpu"),
     # ---------------------------------------------------------------- demo
     Case("demo-max-auc-2", DEMO + " --max-auc 2", "--max-auc"),
     Case("demo-max-auc-negative", DEMO + " --max-auc -0.1", "--max-auc"),
@@ -455,7 +502,7 @@ def test_the_corpus_is_large_and_its_ids_unique():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     assert len(CASES) >= 60
-    assert {c.argv.split()[0] for c in CASES} >= {"train", "attack", "defend", "evaluate", "report", "gate", "demo"}
+    assert {c.argv.split()[0] for c in CASES} >= {"train", "attack", "defend", "evaluate", "report", "gate", "demo", "references"}
     for method in ("akd", "dmp", "gauss", "dpsgd"):
         assert any(f"--method {method}" in c.argv for c in CASES), method
 

@@ -13,6 +13,7 @@ from privaudit.cli.defend import defend
 from privaudit.cli.demo import demo
 from privaudit.cli.evaluate import evaluate
 from privaudit.cli.gate import gate
+from privaudit.cli.references import references
 from privaudit.cli.report import report
 from privaudit.cli.train import train
 
@@ -46,6 +47,7 @@ app.command("defend")(defend)
 app.command("evaluate")(evaluate)
 app.command("report")(report)
 app.command("gate")(gate)
+app.command("references")(references)
 app.command("demo")(demo)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 from privaudit import defaults
+from privaudit.data.images import ImageSet
 from privaudit.errors import InputError
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
@@ -24,7 +25,7 @@ class DefenseJob:
     """Where a defense reads and writes, and how it runs; each method uses its part.
 
     ``teacher``: the model to harden (akd, dmp, gauss); ``proxy``: unlabelled proxy inputs (akd,
-    dmp); ``train_data``: the private pairs (dpsgd). ``direction`` None: the teacher's, else AtoB.
+    dmp); ``train_data``: the private pairs (dpsgd; a folder or pairs already read). ``direction`` None: the teacher's, else AtoB.
     ``size`` None: the teacher's recorded size, else the images' own. ``on_step(epoch, step,
     steps_per_epoch, mean_losses)`` reports training progress; ``on_warning(line)`` receives
     warnings (an unfinished teacher), by default as Python warnings.
@@ -33,7 +34,7 @@ class DefenseJob:
     out: Path
     teacher: Path | None = None
     proxy: Path | None = None
-    train_data: Path | None = None
+    train_data: Path | ImageSet | None = None
     direction: str | None = None
     size: int | None = None
     seed: int = defaults.SEED
@@ -104,6 +105,20 @@ def load_teacher(job: DefenseJob, method: str) -> tuple[LoadedModel, str, str]:
         job.warn(line)
     direction, source = resolve_direction(teacher, job.direction)
     return teacher, direction, source
+
+
+def teacher_record(teacher: LoadedModel) -> dict[str, Any]:
+    """How the teacher was made, as a defended checkpoint records it (``defense.teacher.recipe``), so
+    that ``privaudit references`` can replay the whole pipeline: the teacher's format, U-Net, image
+    size, direction, its own defense, and its provenance's training config and training set (path,
+    count and content hash of the whole set; never per-pair hashes, which would tell anyone holding
+    a candidate image whether it was a member)."""
+    record: dict[str, Any] = {"format": teacher.format, "arch": teacher.arch, "image_size": teacher.image_size, "direction": teacher.direction,
+                              "defense": teacher.defense}
+    for key in ("training", "trained_on", "teacher_provenance"):
+        if key in (teacher.provenance or {}):
+            record[key] = teacher.provenance[key]
+    return record
 
 
 DIRECTION_SOURCES = {"model": "recorded in the model", "--direction": "--direction"}

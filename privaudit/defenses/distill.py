@@ -20,7 +20,7 @@ import torch
 
 from privaudit import defaults
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs
-from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, TrainingOptions, load_teacher
+from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, TrainingOptions, load_teacher, teacher_record
 from privaudit.errors import InputError
 from privaudit.models.arch import ModelSpec, UnetArch, check_norm, student_norm
 from privaudit.models.checkpoint import save_checkpoint
@@ -98,7 +98,7 @@ def distill(
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "teacher": {"path": teacher.path, "sha256": teacher.sha256, "format": teacher.format, "mode": "eval",
-                    **({"training": teacher.training} if teacher.training is not None else {})},
+                    **({"training": teacher.training} if teacher.training is not None else {}), "recipe": teacher_record(teacher)},
         "proxy": {k: proxy_info[k] for k in ("path", "count", "layout")},
     }
 

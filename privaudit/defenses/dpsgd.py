@@ -69,7 +69,7 @@ from privaudit.models.checkpoint import save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, UnetSkipConnectionBlock, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
-from privaudit.training.pix2pix import GANLoss, autocast, discriminator_loss, frozen, generator_loss, jitter
+from privaudit.training.pix2pix import GANLoss, autocast, discriminator_loss, frozen, generator_loss, given_pairs, jitter
 
 ACCOUNTANTS = ("rdp", "prv")
 STATE_FORMAT = "privaudit.dpsgd-state/1"
@@ -604,13 +604,16 @@ class DPSGD:
         spec = ModelSpec(num_downs=options.num_downs, ngf=options.ngf, norm=DP_NORM)
         if job.size is not None:
             spec.build(job.size)  # a --size the U-Net cannot take fails before any image is read
-        pairs = load_pairs(job.train_data, direction=direction, size=job.size, what="training data")
+        if isinstance(job.train_data, ImageSet):
+            pairs = given_pairs(job.train_data, job.size)
+        else:
+            pairs = load_pairs(job.train_data, direction=direction, size=job.size, what="training data")
         line = pairs.resize_warning("training data")
         if line:
             job.warn(line)
         arch = spec.build(pairs.size, pairs.inputs.shape[1], pairs.targets.shape[1])
         result = train_dpsgd(pairs, job.out, direction=direction, arch=arch, cfg=cfg, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state,
-                             provenance={"trained_on": {"path": str(job.train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}})
+                             provenance={"trained_on": {"path": pairs.path if isinstance(job.train_data, ImageSet) else str(job.train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}})
         summary = {"direction": f"{direction} ({direction_note})", "image size": f"{pairs.size}x{pairs.size} px", "ε spent": f"{result.epsilon:.4g}", "δ": f"{result.delta:.3g}", "noise multiplier σ": f"{result.noise_multiplier:.4g}",
                    "max grad norm C": f"{result.max_grad_norm:g}", "sample rate": f"{result.sample_rate:.4g}", "steps": str(result.steps),
                    "accountant": result.accountant}

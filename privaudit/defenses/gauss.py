@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, load_teacher
+from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, load_teacher, teacher_record
 from privaudit.errors import InputError
 from privaudit.models.arch import check_size
 from privaudit.models.checkpoint import save_checkpoint
@@ -75,7 +75,8 @@ def add_output_noise(teacher: LoadedModel, out: Path, *, sigma: float, direction
         generator=net,
         image_size=size,
         direction=direction,
-        defense={"method": "gauss", "sigma": float(sigma), "clamp": [-1.0, 1.0], "teacher": {"path": teacher.path, "sha256": teacher.sha256}},
+        defense={"method": "gauss", "sigma": float(sigma), "clamp": [-1.0, 1.0], "teacher": {"path": teacher.path, "sha256": teacher.sha256,
+                                                                                  "recipe": teacher_record(teacher)}},
         provenance={"from": teacher.path, **({"teacher_provenance": teacher.provenance} if teacher.provenance else {})},
         training=teacher.training,  # the teacher's weights, so the teacher's training status
     )

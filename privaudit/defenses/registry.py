@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from privaudit import defaults
-from privaudit.data.images import check_direction
+from privaudit.data.images import ImageSet, check_direction
 from privaudit.defenses.base import Defense, DefenseJob, DefenseResult
 from privaudit.defenses.distill import AKD, DMP
 from privaudit.defenses.dpsgd import DPSGD
@@ -47,7 +47,7 @@ def defend(
     out: str | Path,
     teacher: str | Path | None = None,
     proxy: str | Path | None = None,
-    train_data: str | Path | None = None,
+    train_data: str | Path | ImageSet | None = None,
     options: Any = None,
     direction: str | None = None,
     size: int | None = None,
@@ -61,7 +61,8 @@ def defend(
     """Harden a generator with ``method`` (akd, dmp, gauss or dpsgd) and write the checkpoint ``out``.
 
     akd/dmp distil a student from ``teacher`` on the unlabelled ``proxy`` inputs; gauss re-saves
-    ``teacher`` with output noise; dpsgd trains from scratch on the private pairs ``train_data``.
+    ``teacher`` with output noise; dpsgd trains from scratch on the private pairs ``train_data`` (a
+    folder, or pairs already read: an ``ImageSet``).
     ``options``: the method's options dataclass (``DEFENSES[method].Options``; None: its defaults).
     ``resume`` continues an interrupted run from ``out.state``, deleted when the run finishes unless
     ``keep_state``. ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress,
@@ -79,7 +80,7 @@ def defend(
         raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
     options.validate()
     check_seed(seed)
-    job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=_path(train_data), direction=direction, size=size, seed=seed,
+    job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=train_data if isinstance(train_data, ImageSet) else _path(train_data), direction=direction, size=size, seed=seed,
                      device=device, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning)
     t0 = time.perf_counter()
     result = defense.run(options, job)

@@ -221,7 +221,7 @@ class TrainResult:
 
 
 def train(
-    data: str | Path,
+    data: str | Path | ImageSet,
     out: str | Path,
     *,
     direction: str = defaults.DIRECTION,
@@ -234,7 +234,8 @@ def train(
     on_data: Callable[[ImageSet], None] | None = None,
 ) -> TrainResult:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on the pairs in ``data``
-    and write the privaudit checkpoint ``out`` after every epoch (its resume state to ``out.state``).
+    (a folder, or pairs already read: an ``ImageSet``, e.g. a reference model's sample of a
+    population) and write the privaudit checkpoint ``out`` after every epoch (its resume state to ``out.state``).
 
     ``model`` gives the U-Net's flags (default: pix2pix's, depth from the image size), ``config`` the
     training settings (default: pix2pix's). ``resume`` continues an interrupted run; the state is
@@ -251,7 +252,7 @@ def train(
     config.validate()
     if size is not None:
         model.build(size)  # a --size the U-Net cannot take fails before any image is read
-    pairs = load_pairs(data, direction=direction, size=size, what="training data")
+    pairs = given_pairs(data, size) if isinstance(data, ImageSet) else load_pairs(data, direction=direction, size=size, what="training data")
     if on_data is not None:
         on_data(pairs)
     img_size = pairs.size
@@ -259,7 +260,7 @@ def train(
     torch.manual_seed(config.seed)
     G = UnetGenerator(arch)
     init_weights(G)
-    provenance = {"trained_on": {"path": str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict()}
+    provenance = {"trained_on": {"path": pairs.path if isinstance(data, ImageSet) else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict()}
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
@@ -278,3 +279,14 @@ def train(
         keep_state=keep_state,
     )
     return TrainResult(out=Path(out), arch=arch, pairs=len(pairs), image_size=img_size, history=history, seconds=time.perf_counter() - t0)
+
+
+def given_pairs(pairs: ImageSet, size: int | None) -> ImageSet:
+    """Pairs handed over already read: they must be pairs, non-empty, and of ``size`` when one is asked for."""
+    if pairs.targets is None:
+        raise InputError(f"{pairs.path}: training needs (input, target) pairs, but only inputs were given")
+    if len(pairs) == 0:
+        raise InputError(f"{pairs.path}: no training pairs")
+    if size is not None and pairs.size != size:
+        raise InputError(f"the pairs of {pairs.path} are {pairs.size}px, not the --size {size} asked for; read them at that size")
+    return pairs
