@@ -92,18 +92,20 @@ def progress(disable: bool = False) -> Progress:
     return bar
 
 
-def epoch_callback(bar: Progress, task: Any, epochs: int) -> Callable[[int, int, int, dict[str, float]], None]:
-    """An ``on_step`` for the training loops that drives a progress bar with the running losses."""
+def epoch_callback(bar: Progress, task: Any, epochs: int, *, label: str = "") -> Callable[[int, int, int, dict[str, float]], None]:
+    """An ``on_step`` for the training loops that drives a progress bar with the running losses.
+    ``label`` prefixes the bar's "epoch k/N" and the log lines (e.g. "teacher")."""
+    prefix = f"{label} " if label else ""
 
     def on_step(epoch: int, step: int, steps_per_epoch: int, losses: dict[str, float]) -> None:
         if getattr(bar, "log_epochs", False) and step == steps_per_epoch - 1:
             # No live bar in a log file or CI: one line per epoch instead.
-            stderr.print(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+            stderr.print(f"{prefix}epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
         bar.update(
             task,
             total=epochs * steps_per_epoch,
             completed=epoch * steps_per_epoch + step + 1,
-            description=f"epoch {epoch + 1}/{epochs}",
+            description=f"{prefix}epoch {epoch + 1}/{epochs}",
             info="  ".join(f"{k} {v:.3f}" for k, v in losses.items()),
         )
 
