@@ -9,7 +9,16 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from privaudit import __version__
 from privaudit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, PrivauditError, describe_os_error
@@ -90,6 +99,20 @@ def progress(disable: bool = False) -> Progress:
     )
     bar.log_epochs = not quiet and not stderr.is_terminal  # type: ignore[attr-defined]
     return bar
+
+
+def download_progress(disable: bool = False) -> Progress:
+    """A Rich progress bar for a download (bytes, speed, time left) on stderr; off like :func:`progress`."""
+    quiet = disable or os.environ.get("PRIVAUDIT_NO_PROGRESS") == "1"
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet or not stderr.is_terminal,
+    )
 
 
 def epoch_callback(bar: Progress, task: Any, epochs: int, *, label: str = "") -> Callable[[int, int, int, dict[str, float]], None]:

@@ -75,7 +75,8 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
     the expected file name and where to put it) when none is found.
     """
     hint = (
-        f"put {INCEPTION_WEIGHTS_FILENAME} (from {INCEPTION_WEIGHTS_URL}) in {hub_weights_path().parent}, "
+        f"run `privaudit weights fetch` (downloads {INCEPTION_WEIGHTS_FILENAME}, checks its SHA-256, puts it in "
+        f"{hub_weights_path().parent}), or put that file there from {INCEPTION_WEIGHTS_URL}, "
         f"or pass --inception-weights FILE, or set {WEIGHTS_ENV}=FILE"
     )
     if explicit is not None and str(explicit) != "":
@@ -92,7 +93,7 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
     hub = hub_weights_path()
     if hub.is_file():
         return hub
-    raise WeightsError(f"Inception weights for KID not found (privaudit never downloads); {hint}")
+    raise WeightsError(f"Inception weights for KID not found (evaluate never downloads); {hint}")
 
 
 # ----------------------------------------------------------------------------- weights: vetting
