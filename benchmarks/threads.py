@@ -141,10 +141,10 @@ def main() -> None:
     p.add_argument("--conditions", default=",".join(CONDITIONS), help=f"comma-separated, from {', '.join(CONDITIONS)}")
     p.add_argument("--competitor", choices=("python", "torch"), default="python")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds the competitor runs before each busy run")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--size", type=int, default=64)
     p.add_argument("--ngf", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=10, help="times the attack is repeated (it takes well under a second once)")
+    p.add_argument("--rounds", type=int, default=6, help="times the attack is repeated (it takes well under a second once)")
     p.add_argument("--pairs", type=int, default=16, help="training pairs (members) and test pairs (non-members) each")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     # the child's arguments

@@ -8,8 +8,9 @@ So the command line picks the cores that are free when it starts:
 1. ``--threads N`` (the global option), else ``PRIVAUDIT_THREADS=N``: exactly N threads;
 2. else ``OMP_NUM_THREADS`` set by the user: left alone (torch and OpenMP honour it);
 3. else ``auto``: the cores this process may use (CPU affinity, a cgroup CPU quota) less the cores
-   found busy (the 1-minute load average, or the processes running right now if more), at least 1
-   and never more than torch already uses (so ``torch.set_num_threads(1)`` by the caller stands).
+   found busy (the 1-minute load average, or the processes running right now if more; for a process
+   pinned to some cores, also their use over 0.1 s), at least 1 and never more than torch already
+   uses (so ``torch.set_num_threads(1)`` by the caller stands).
 
 :func:`prepare_openmp` sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads (OpenMP reads it once):
 idle threads then sleep instead of spinning, which keeps a machine whose load rises after the start
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import MutableMapping
@@ -38,16 +40,21 @@ __all__ = ["ENV", "ThreadChoice", "choose_threads", "configure_threads", "curren
 class ThreadChoice:
     """``threads``: the intra-op thread count set, or None when left to OMP_NUM_THREADS / torch.
     ``source``: "--threads", "PRIVAUDIT_THREADS", "OMP_NUM_THREADS" or "auto"; ``cores``: the cores this
-    process may use; ``busy``: the cores found busy at the start (auto only)."""
+    process may use; ``busy``: the cores found busy machine-wide at the start, ``busy_here``: busy among
+    this process's cores when it is pinned to some, ``total_cpus``: the machine's (auto only)."""
 
     threads: int | None
     source: str
     cores: int
     busy: float | None = None
+    busy_here: float | None = None
+    total_cpus: int | None = None
 
     def describe(self) -> str:
         if self.source == "auto":
-            return f"{self.threads} thread(s): {self.cores} core(s), {self.busy:.1f} busy (set --threads N or {ENV} to choose)"
+            where = (f"{self.cores} of {self.total_cpus} cores usable, {self.busy_here:.1f} of them busy"
+                     if self.busy_here is not None else f"{self.cores} core(s), {self.busy:.1f} busy")
+            return f"{self.threads} thread(s): {where} (set --threads N or {ENV} to choose)"
         if self.threads is None:
             return f"threads from OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}"
         return f"{self.threads} thread(s) from {self.source}"
@@ -94,8 +101,8 @@ def usable_cores() -> int:
 
 
 def busy_cores() -> float:
-    """Cores other processes keep busy: the 1-minute load average, or the number of other processes
-    running right now if that is more (the load average lags a job that has just started)."""
+    """Cores other processes keep busy machine-wide: the 1-minute load average, or the number of other
+    processes running right now if that is more (the load average lags a job that has just started)."""
     try:
         fields = Path("/proc/loadavg").read_text().split()
         load1 = float(fields[0])
@@ -107,6 +114,44 @@ def busy_cores() -> float:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return 0.0
+
+
+def _cpu_times(stat: str) -> dict[int, tuple[int, int]]:
+    """cpu number -> (busy, total) jiffies from the text of /proc/stat."""
+    out = {}
+    for line in stat.splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and len(values) >= 4:
+            v = [int(x) for x in values[:8]]
+            idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+            out[int(name[3:])] = (sum(v) - idle, sum(v))
+    return out
+
+
+def busy_fraction(before: str, after: str, cpus: set[int]) -> float:
+    """Cores kept busy among ``cpus`` between two readings of /proc/stat (0 to len(cpus))."""
+    a, b = _cpu_times(before), _cpu_times(after)
+    busy = 0.0
+    for c in cpus:
+        if c in a and c in b and b[c][1] > a[c][1]:
+            busy += (b[c][0] - a[c][0]) / (b[c][1] - a[c][1])
+    return busy
+
+
+def busy_in_affinity(interval: float = 0.1) -> float | None:
+    """Cores kept busy among those this process may run on, sampled over ``interval`` seconds, when
+    the process is pinned to some of the machine's cores (a cpuset: ``taskset``, ``docker --cpuset-cpus``):
+    the machine's load then says little about those cores. None when it is not pinned or cannot tell."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+        if len(cpus) >= (os.cpu_count() or 1):
+            return None
+        stat = Path("/proc/stat")
+        before = stat.read_text()
+        time.sleep(interval)
+        return busy_fraction(before, stat.read_text(), cpus)
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- the choice (pure)
@@ -132,10 +177,12 @@ def choose_threads(
     total_cpus: int,
     busy: float,
     current: int | None,
+    busy_here: float | None = None,
 ) -> ThreadChoice:
     """The thread count for ``requested`` (``--threads``), ``environ`` (PRIVAUDIT_THREADS, OMP_NUM_THREADS),
-    ``cores`` usable by this process, ``total_cpus`` on the machine, ``busy`` cores (machine-wide) and
-    torch's ``current`` count (None when torch is not loaded yet). Raises InputError for a bad value."""
+    ``cores`` usable by this process, ``total_cpus`` on the machine, ``busy`` cores (machine-wide),
+    ``busy_here`` cores busy among this process's own (None: not pinned) and torch's ``current`` count
+    (None when torch is not loaded yet). Raises InputError for a bad value."""
     if requested is not None:
         return ThreadChoice(_parse(requested, "--threads"), "--threads", cores)
     env = environ.get(ENV, "").strip()
@@ -145,10 +192,12 @@ def choose_threads(
         return ThreadChoice(None, "OMP_NUM_THREADS", cores)
     # Round the busy cores half up: a process using 60% of a core already takes it from a thread.
     free = total_cpus - math.floor(busy + 0.5)
+    if busy_here is not None:
+        free = min(free, cores - math.floor(busy_here + 0.5))
     n = max(1, min(cores, free))
     if current is not None:
         n = min(n, max(1, current))
-    return ThreadChoice(n, "auto", cores, round(busy, 2))
+    return ThreadChoice(n, "auto", cores, round(busy, 2), None if busy_here is None else round(busy_here, 2), total_cpus)
 
 
 # ----------------------------------------------------------------------------- applying it
@@ -173,8 +222,10 @@ def configure_threads(requested: int | None = None) -> ThreadChoice:
     global _CHOICE
     torch = sys.modules.get("torch")
     current = torch.get_num_threads() if torch is not None else None
+    auto = requested is None and not os.environ.get(ENV, "").strip() and not os.environ.get("OMP_NUM_THREADS", "").strip()
     choice = choose_threads(
-        requested, os.environ, cores=usable_cores(), total_cpus=os.cpu_count() or 1, busy=busy_cores(), current=current
+        requested, os.environ, cores=usable_cores(), total_cpus=os.cpu_count() or 1, busy=busy_cores(), current=current,
+        busy_here=busy_in_affinity() if auto else None,
     )
     if choice.threads is not None:
         if torch is not None:

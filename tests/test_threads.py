@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from privaudit.cli.app import app
 from privaudit.errors import InputError
-from privaudit.threads import ENV, choose_threads, configure_threads, current_choice, prepare_openmp
+from privaudit.threads import ENV, busy_fraction, choose_threads, configure_threads, current_choice, prepare_openmp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,8 +27,8 @@ def keep_torch_threads():
     torch.set_num_threads(before)
 
 
-def choose(requested=None, environ=None, *, cores=2, total_cpus=2, busy=0.0, current=None):
-    return choose_threads(requested, environ or {}, cores=cores, total_cpus=total_cpus, busy=busy, current=current)
+def choose(requested=None, environ=None, *, cores=2, total_cpus=2, busy=0.0, current=None, busy_here=None):
+    return choose_threads(requested, environ or {}, cores=cores, total_cpus=total_cpus, busy=busy, current=current, busy_here=busy_here)
 
 
 @pytest.mark.parametrize(
@@ -49,6 +49,24 @@ def test_auto_takes_the_free_cores(cores, total_cpus, busy, current, expected):
     choice = choose(cores=cores, total_cpus=total_cpus, busy=busy, current=current)
     assert (choice.threads, choice.source, choice.cores) == (expected, "auto", cores)
     assert choice.busy == busy
+
+
+def test_a_pinned_process_counts_the_use_of_its_own_cores():
+    # pinned to 2 of 16 cores: the machine looks idle, but one of our cores is taken
+    choice = choose(cores=2, total_cpus=16, busy=1.0, busy_here=0.9)
+    assert (choice.threads, choice.busy_here, choice.total_cpus) == (1, 0.9, 16)
+    assert "2 of 16 cores usable, 0.9 of them busy" in choice.describe()
+    assert choose(cores=2, total_cpus=16, busy=6.0, busy_here=0.1).threads == 2  # the load is elsewhere
+    assert choose(cores=4, total_cpus=16, busy=14.7, busy_here=0.0).threads == 1  # the machine-wide load still counts
+
+
+def test_busy_fraction_reads_proc_stat():
+    # user nice system idle iowait irq softirq steal: cpu1 busy 30 of 40 jiffies, cpu2 idle, cpu0 not ours
+    before = "cpu  1 2 3 4 5 6 7 8\ncpu0 100 0 0 100 0 0 0 0\ncpu1 10 0 10 50 10 0 0 0\ncpu2 0 0 0 500 0 0 0 0\nintr 5\n"
+    after = "cpu  9 9 9 9 9 9 9 9\ncpu0 200 0 0 100 0 0 0 0\ncpu1 30 0 20 55 15 0 0 0\ncpu2 0 0 0 540 0 0 0 0\nintr 7\n"
+    assert busy_fraction(before, after, {1, 2}) == pytest.approx(30 / 40)
+    assert busy_fraction(before, after, {0, 1, 2}) == pytest.approx(1 + 30 / 40)
+    assert busy_fraction(before, after, {7}) == 0.0  # a core /proc/stat does not list
 
 
 def test_explicit_settings_win_in_order():
