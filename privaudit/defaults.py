@@ -44,3 +44,9 @@ REPEAT = 1  # seeds an audit is repeated with
 # --- cli (the demo's options; SEED and DEVICE are above)
 DEMO_OUT = "privaudit-demo"
 DEMO_MAX_AUC = 0.6  # the gate's AUC limit in privaudit demo
+
+# --- Inception weights for KID (torch-fidelity's file; privaudit weights fetch and evaluate)
+INCEPTION_WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILENAME
+INCEPTION_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"  # pinned; see evaluation/fetch.py
+WEIGHTS_ENV = "PRIVAUDIT_INCEPTION_WEIGHTS"

@@ -9,8 +9,9 @@ memorising them, which is what makes such models leak. No third-party data is us
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,13 +72,16 @@ def make_facades(n: int, *, size: int = 32, seed: int = 0) -> tuple[torch.Tensor
     return to_t(photos), to_t(labels)
 
 
-def write_aligned(folder: Path, photos: torch.Tensor, labels: torch.Tensor, prefix: str) -> None:
-    """Write pairs in the pix2pix aligned format: photo (A) on the left, label (B) on the right."""
+def write_aligned(folder: Path, photos: torch.Tensor, labels: torch.Tensor, prefix: str, *, on_image: Callable[[], None] | None = None) -> None:
+    """Write pairs in the pix2pix aligned format: photo (A) on the left, label (B) on the right.
+    ``on_image()`` is called after each file written."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(photos.shape[0]):
         ab = torch.cat([photos[i], labels[i]], dim=2).permute(1, 2, 0).numpy()
         with atomic_path(folder / f"{prefix}_{i:04d}.png") as tmp:
             Image.fromarray(ab).save(tmp, format="PNG")
+        if on_image:
+            on_image()
 
 
 @dataclass(frozen=True)
@@ -99,20 +103,64 @@ class DemoConfig:
         return cls(n_train=12, n_proxy=12, n_test=12, ngf=4, teacher_epochs=20, student_epochs=4)
 
 
-def build_data(root: Path, cfg: DemoConfig) -> dict[str, Path]:
-    """Write train (members), proxy and test (non-members) folders under ``root``; disjoint seeds."""
+def build_data(root: Path, cfg: DemoConfig, *, on_image: Callable[[], None] | None = None) -> dict[str, Path]:
+    """Write train (members), proxy and test (non-members) folders under ``root``; disjoint seeds.
+    ``on_image()`` is called after each image written."""
     paths = {}
     for i, (name, n) in enumerate((("train", cfg.n_train), ("proxy", cfg.n_proxy), ("test", cfg.n_test))):
         photos, labels = make_facades(n, size=cfg.size, seed=cfg.seed * 1000 + i)
-        write_aligned(root / name, photos, labels, name)
+        write_aligned(root / name, photos, labels, name, on_image=on_image)
         paths[name] = root / name
     return paths
 
 
-def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+STAGES = ("data", "teacher", "akd", "evaluate:teacher", "evaluate:akd")
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """Progress within one stage of the demo (one of :data:`STAGES`), for a progress bar.
+
+    ``done`` of ``total`` units: images written (data), training steps (teacher, akd: epochs × batches
+    per epoch), images through the generator (evaluate: members then non-members). Training stages
+    also give the 0-based ``epoch`` of ``epochs``, the 0-based ``step`` of ``steps_per_epoch`` and the
+    epoch's running mean ``losses``.
+    """
+
+    stage: str
+    done: int
+    total: int
+    losses: dict[str, float] = field(default_factory=dict)
+    epoch: int | None = None
+    epochs: int | None = None
+    step: int | None = None
+    steps_per_epoch: int | None = None
+
+
+def stage_totals(cfg: DemoConfig) -> dict[str, int]:
+    """The units of work of each stage (see :class:`StageProgress`)."""
+    steps = lambda n: math.ceil(n / cfg.batch_size)  # noqa: E731
+    return {
+        "data": cfg.n_train + cfg.n_proxy + cfg.n_test,
+        "teacher": cfg.teacher_epochs * steps(cfg.n_train),
+        "akd": cfg.student_epochs * steps(cfg.n_proxy),
+        "evaluate:teacher": cfg.n_train + cfg.n_test,
+        "evaluate:akd": cfg.n_train + cfg.n_test,
+    }
+
+
+def run_demo(
+    out: Path,
+    cfg: DemoConfig,
+    *,
+    on_stage: Callable[[str, str, int], None] | None = None,
+    on_progress: Callable[[StageProgress], None] | None = None,
+) -> dict[str, Any]:
     """The whole pipeline: data → teacher → attack → AKD → evaluate both → comparison → gate.
 
-    Returns a summary; writes everything under ``out``.
+    ``on_stage(stage, text, total)`` is called when a stage of :data:`STAGES` starts (``text``: what it
+    does, one line; ``total``: its units of work), ``on_progress(StageProgress)`` as the work goes on;
+    the last call of a stage has ``done == total``. Returns a summary; writes everything under ``out``.
     """
     from privaudit import defenses, training
     from privaudit.attacks.reconstruction import AttackConfig
@@ -127,30 +175,52 @@ def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | No
     from privaudit.models.arch import ModelSpec
     from privaudit.data.checks import MIN_PAIRS
 
-    stage = on_stage or (lambda s: None)
+    totals = stage_totals(cfg)
+    emit = on_progress or (lambda p: None)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+
+    def stage(key: str, text: str) -> None:
+        if on_stage:
+            on_stage(key, text, totals[key])
+
+    def counter(key: str) -> Callable[[int], None]:
+        done = 0
+
+        def advance(k: int = 1) -> None:
+            nonlocal done
+            done += k
+            emit(StageProgress(key, done, totals[key]))
+
+        return advance
+
+    def steps(key: str, epochs: int) -> Callable[[int, int, int, dict[str, float]], None]:
+        def on_step(epoch: int, step: int, steps_per_epoch: int, losses: dict[str, float]) -> None:
+            emit(StageProgress(key, epoch * steps_per_epoch + step + 1, epochs * steps_per_epoch, dict(losses), epoch, epochs, step, steps_per_epoch))
+
+        return on_step
 
     def lap(name: str, start: float) -> None:
         timings[name] = round(time.perf_counter() - start, 2)
 
     s = time.perf_counter()
-    stage("building the procedural data set")
-    data = build_data(out / "data", cfg)
+    stage("data", "building the procedural data set")
+    data = build_data(out / "data", cfg, on_image=counter("data"))
     lap("data", s)
 
     s = time.perf_counter()
-    stage(f"training the teacher ({cfg.teacher_epochs} epochs on {cfg.n_train} private pairs)")
+    stage("teacher", f"training the teacher ({cfg.teacher_epochs} epochs on {cfg.n_train} private pairs)")
     tcfg = training.TrainConfig(epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8), seed=cfg.seed)
-    training.train(data["train"], out / "teacher.pt", direction="BtoA", size=cfg.size, model=ModelSpec(ngf=cfg.ngf), config=tcfg)
+    training.train(data["train"], out / "teacher.pt", direction="BtoA", size=cfg.size, model=ModelSpec(ngf=cfg.ngf), config=tcfg,
+                   on_step=steps("teacher", cfg.teacher_epochs))
     lap("teacher", s)
 
     s = time.perf_counter()
-    stage(f"distilling the AKD student ({cfg.student_epochs} epochs on {cfg.n_proxy} proxy inputs)")
+    stage("akd", f"distilling the AKD student ({cfg.student_epochs} epochs on {cfg.n_proxy} proxy inputs)")
     # the student copies the teacher's U-Net
     options = DistillOptions(epochs=cfg.student_epochs, batch_size=cfg.batch_size, augment=False, ndf=max(cfg.ngf, 8))
     defenses.defend("akd", out=out / "akd.pt", teacher=out / "teacher.pt", proxy=data["proxy"], options=options, direction="BtoA", size=cfg.size,
-                    seed=cfg.seed)
+                    seed=cfg.seed, on_step=steps("akd", cfg.student_epochs))
     lap("akd", s)
 
     try:
@@ -162,9 +232,10 @@ def run_demo(out: Path, cfg: DemoConfig, *, on_stage: Callable[[str], None] | No
     reports = {}
     s = time.perf_counter()
     for name in ("teacher", "akd"):
-        stage(f"attacking and evaluating {name}")
+        stage(f"evaluate:{name}", f"attacking and evaluating {name}" + (" (then KID)" if kid else ""))
         # A tiny DemoConfig (tests) audits fewer pairs than a real audit accepts; the report says so.
-        rep = evaluate(out / f"{name}.pt", data["train"], data["test"], ecfg, direction="BtoA", allow_small=min(cfg.n_train, cfg.n_test) < MIN_PAIRS)
+        rep = evaluate(out / f"{name}.pt", data["train"], data["test"], ecfg, direction="BtoA", on_batch=counter(f"evaluate:{name}"),
+                       allow_small=min(cfg.n_train, cfg.n_test) < MIN_PAIRS)
         write_json(out / f"{name}.json", rep)
         reports[name] = rep
     lap("evaluate", s)

@@ -125,3 +125,47 @@ def test_demo_out_below_a_file_exits_2(tmp_path):
     assert lines[0].startswith("privaudit: error: ") and "a_file" in lines[0], lines[0]
     assert blocker.read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+# --- progress: the stage callbacks (library level) ------------------------------------------------
+
+
+def test_run_demo_reports_each_stage_with_its_progress_counts(tmp_path, monkeypatch):
+    from privaudit.demo import STAGES, run_demo, stage_totals
+
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no Inception weights: KID is skipped
+    cfg = DemoConfig(size=32, n_train=4, n_proxy=3, n_test=5, ngf=4, teacher_epochs=2, student_epochs=3, batch_size=2)
+    events: list[tuple] = []
+    run_demo(tmp_path / "out", cfg, on_stage=lambda key, text, total: events.append(("stage", key, total)),
+             on_progress=lambda p: events.append(("progress", p)))
+
+    # group the progress events under the stage that was running
+    order: list[tuple[str, int]] = []
+    seen: dict[str, list] = {}
+    for kind, *rest in events:
+        if kind == "stage":
+            order.append((rest[0], rest[1]))
+            seen[rest[0]] = []
+        else:
+            seen[order[-1][0]].append(rest[0])
+    # images written; steps = epochs x ceil(n / batch size); images through the generator (members + non-members)
+    expected = {"data": 12, "teacher": 2 * 2, "akd": 3 * 2, "evaluate:teacher": 9, "evaluate:akd": 9}
+    assert stage_totals(cfg) == expected
+    assert order == list(expected.items()) and [k for k, _ in order] == list(STAGES)
+
+    for key, total in expected.items():
+        mine = seen[key]
+        assert mine and all(p.stage == key and p.total == total for p in mine), key
+        done = [p.done for p in mine]
+        assert done == sorted(done) and done[-1] == total, (key, done)
+        if key in ("teacher", "akd"):
+            assert done == list(range(1, total + 1))  # one event per training step
+            epochs = 2 if key == "teacher" else 3
+            assert [(p.epoch, p.step) for p in mine] == [(e, s) for e in range(epochs) for s in range(2)]
+            assert {(p.epochs, p.steps_per_epoch) for p in mine} == {(epochs, 2)}
+            assert set(mine[-1].losses) == {"D_real", "D_fake", "G_GAN", "G_L1"}
+        else:
+            assert all(p.epochs is None and p.losses == {} for p in mine)
+    assert [p.done for p in seen["data"]] == list(range(1, 13))  # one event per image
+    assert [p.done for p in seen["evaluate:teacher"]] == [4, 9]  # members, then non-members (batch size 32)

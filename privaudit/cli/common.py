@@ -11,7 +11,16 @@ from typing import Any, Callable, TypeVar
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from privaudit import __version__
 from privaudit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, PrivauditError, describe_os_error
@@ -146,18 +155,34 @@ def progress(disable: bool = False) -> Progress:
     return bar
 
 
-def epoch_callback(bar: Progress, task: Any, epochs: int) -> Callable[[int, int, int, dict[str, float]], None]:
-    """An ``on_step`` for the training loops that drives a progress bar with the running losses."""
+def download_progress(disable: bool = False) -> Progress:
+    """A Rich progress bar for a download (bytes, speed, time left) on stderr; off like :func:`progress`."""
+    quiet = disable or os.environ.get("PRIVAUDIT_NO_PROGRESS") == "1"
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet or not stderr.is_terminal,
+    )
+
+
+def epoch_callback(bar: Progress, task: Any, epochs: int, *, label: str = "") -> Callable[[int, int, int, dict[str, float]], None]:
+    """An ``on_step`` for the training loops that drives a progress bar with the running losses.
+    ``label`` prefixes the bar's "epoch k/N" and the log lines (e.g. "teacher")."""
+    prefix = f"{label} " if label else ""
 
     def on_step(epoch: int, step: int, steps_per_epoch: int, losses: dict[str, float]) -> None:
         if getattr(bar, "log_epochs", False) and step == steps_per_epoch - 1:
             # No live bar in a log file or CI: one line per epoch instead.
-            stderr.print(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+            stderr.print(f"{prefix}epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
         bar.update(
             task,
             total=epochs * steps_per_epoch,
             completed=epoch * steps_per_epoch + step + 1,
-            description=f"epoch {epoch + 1}/{epochs}",
+            description=f"{prefix}epoch {epoch + 1}/{epochs}",
             info="  ".join(f"{k} {v:.3f}" for k, v in losses.items()),
         )
 

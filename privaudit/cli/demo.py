@@ -9,9 +9,10 @@ import typer
 
 from privaudit import defaults
 from privaudit.cli import options as o
-from privaudit.cli.common import guarded, stderr
+from privaudit.cli.common import epoch_callback, guarded, progress, stderr
 from privaudit.cli.render import compare_table, show
 from privaudit.errors import InputError, check_seed
+from privaudit.threads import current_choice
 
 
 @guarded
@@ -24,7 +25,7 @@ def demo(
 ) -> None:
     """Train a small teacher on procedural facades until it overfits, attack it, defend it with AKD,
     evaluate both, compare them and show the release gate's verdict."""
-    from privaudit.demo import DemoConfig, build_data, run_demo
+    from privaudit.demo import DemoConfig, StageProgress, build_data, run_demo
     from privaudit.io import check_dir_writable
 
     if not 0.0 <= max_auc <= 1.0:
@@ -38,7 +39,27 @@ def demo(
         stderr.print("wrote " + ", ".join(f"{p} ({n})" for p, n in zip(paths.values(), (cfg.n_train, cfg.n_proxy, cfg.n_test)))
                      + f": aligned {cfg.size}x{cfg.size} photo|label pairs, use --direction BtoA")
         return
-    summary = run_demo(out, cfg, on_stage=lambda s: stderr.print(f"[bold]›[/bold] {s}"))
+    choice = current_choice()
+    if choice is not None:
+        stderr.print(f"[bold]›[/bold] torch threads: {choice.describe()}")
+    with progress() as bar:
+        tasks: dict[str, object] = {}
+        on_step: dict[str, object] = {}
+
+        def on_stage(key: str, text: str, total: int) -> None:
+            if bar.disable:  # no live bar (a log, CI, PRIVAUDIT_NO_PROGRESS): one line per stage
+                stderr.print(f"[bold]›[/bold] {text}")
+            tasks[key] = bar.add_task(key.replace(":", " "), total=total, info="")
+
+        def on_progress(p: StageProgress) -> None:
+            if p.epochs is not None:  # training: "teacher epoch 3/150", losses, and a log line per epoch without a terminal
+                if p.stage not in on_step:
+                    on_step[p.stage] = epoch_callback(bar, tasks[p.stage], p.epochs, label=p.stage)
+                on_step[p.stage](p.epoch, p.step, p.steps_per_epoch, p.losses)  # type: ignore[operator]
+            else:
+                bar.update(tasks[p.stage], completed=p.done, total=p.total)  # type: ignore[arg-type]
+
+        summary = run_demo(out, cfg, on_stage=on_stage, on_progress=on_progress)
     show(compare_table(summary["rows"]))
     if not summary["kid"]:
         stderr.print("KID/NKID skipped: no Inception weights (see README: Inception weights); pixel metrics shown instead.")

@@ -23,11 +23,7 @@ from privaudit.errors import WeightsError
 
 EXTRACTOR_NAME = "inception-v3-compat"
 FEATURE_LAYER = "2048"
-INCEPTION_WEIGHTS_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-)
-INCEPTION_WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
-WEIGHTS_ENV = "PRIVAUDIT_INCEPTION_WEIGHTS"
+from privaudit.defaults import INCEPTION_WEIGHTS_FILENAME, INCEPTION_WEIGHTS_URL, WEIGHTS_ENV  # noqa: E402  (re-exported)
 
 __all__ = [
     "EXTRACTOR_NAME",
@@ -59,7 +55,8 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
     the expected file name and where to put it) when none is found.
     """
     hint = (
-        f"put {INCEPTION_WEIGHTS_FILENAME} (from {INCEPTION_WEIGHTS_URL}) in {hub_weights_path().parent}, "
+        f"run `privaudit weights fetch` (downloads {INCEPTION_WEIGHTS_FILENAME}, checks its SHA-256, puts it in "
+        f"{hub_weights_path().parent}), or put that file there from {INCEPTION_WEIGHTS_URL}, "
         f"or pass --inception-weights FILE, or set {WEIGHTS_ENV}=FILE"
     )
     if explicit is not None and str(explicit) != "":
@@ -78,7 +75,7 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
     hub = hub_weights_path()
     if hub.is_file():
         return hub
-    raise WeightsError(f"Inception weights for KID not found (privaudit never downloads); {hint}")
+    raise WeightsError(f"Inception weights for KID not found (evaluate never downloads); {hint}")
 
 
 # ----------------------------------------------------------------------------- weights: vetting
