@@ -67,14 +67,14 @@ def child(args: argparse.Namespace) -> None:
     from privaudit.attacks.reconstruction import AttackConfig, run_attack
     from privaudit.data.images import load_pairs
     from privaudit.models.checkpoint import load_model
-    from privaudit.pipeline import ModelSpec, train_regular
-    from privaudit.training import TrainConfig
+    from privaudit.models.arch import ModelSpec
+    from privaudit.training import TrainConfig, train
 
     data, work = Path(args.data), Path(args.work)
     spec = ModelSpec(ngf=args.ngf, norm="batch", use_dropout=True)
     cfg = TrainConfig(epochs=args.epochs, batch_size=4, augment=False, ndf=args.ngf, seed=0, device="cpu")
     t0 = time.perf_counter()
-    train_regular(data / "train", work / "teacher.pt", direction="BtoA", size=args.size, spec=spec, cfg=cfg)
+    train(data / "train", work / "teacher.pt", direction="BtoA", size=args.size, model=spec, config=cfg)
     train_s = time.perf_counter() - t0
 
     model = load_model(work / "teacher.pt", device="cpu", seed=0)
