@@ -59,7 +59,8 @@ def run_once(tree: Path, argv: list[str]) -> float:
 def imports_torch(tree: Path) -> bool:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     code = "import sys, privaudit.cli.app; print('torch' in sys.modules)"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "True"
+    # run outside any checkout, so the PYTHONPATH tree is the one imported
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout.strip() == "True"
 
 
 def main() -> None:
