@@ -62,7 +62,7 @@ def demo(
         summary = run_demo(out, cfg, on_stage=on_stage, on_progress=on_progress)
     show(compare_table(summary["rows"]))
     if not summary["kid"]:
-        stderr.print("KID/NKID skipped: no Inception weights (see README: Inception weights); pixel metrics shown instead.")
+        stderr.print("KID/NKID skipped: no Inception weights (privaudit weights fetch downloads them); pixel metrics shown instead.")
     from privaudit.gate import GatePolicy, evaluate_gate
     from privaudit.report.schema import load_report
 
