@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from privaudit.defaults import BOOTSTRAP, FPRS
+from privaudit.defaults import BOOTSTRAP, FPRS, SEED
 from privaudit.errors import EnvironmentProblem
 from privaudit.report.schema import fpr_key
 
@@ -83,7 +83,7 @@ def bootstrap_auc_ci(
     scores_nonmembers: np.ndarray,
     *,
     n_bootstrap: int = BOOTSTRAP,
-    seed: int = 0,
+    seed: int = SEED,
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile interval of the AUC over a stratified bootstrap (members and non-members
@@ -129,7 +129,7 @@ def attack_metrics(
     *,
     fprs: tuple[float, ...] = FPRS,
     n_bootstrap: int = BOOTSTRAP,
-    seed: int = 0,
+    seed: int = SEED,
 ) -> AttackMetrics:
     """AUC with a bootstrap 95% interval, TPR at fixed FPRs, advantage max(TPR − FPR), balanced
     accuracy and the score threshold at which the advantage is reached (predict member if

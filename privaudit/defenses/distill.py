@@ -33,7 +33,7 @@ from privaudit.training.pix2pix import fit
 
 
 @torch.inference_mode()
-def teacher_outputs(teacher: LoadedModel, proxy: ImageSet, *, batch_size: int = 32, seed: int = 0) -> torch.Tensor:
+def teacher_outputs(teacher: LoadedModel, proxy: ImageSet, *, batch_size: int = defaults.ATTACK_BATCH_SIZE, seed: int = defaults.SEED) -> torch.Tensor:
     """Query the teacher once per proxy input in eval mode: float (N, C_out, H, W) in [-1, 1], on the CPU."""
     check_image_size(teacher, proxy.size)
     teacher.set_mode(stochastic=False)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from privaudit.defaults import KID_SUBSET_SIZE, KID_SUBSETS
+from privaudit.defaults import KID_SUBSET_SIZE, KID_SUBSETS, SEED
 from privaudit.errors import DataError, InputError
 from privaudit.evaluation.features import FeatureCache, batched_features, cached_features, check_images, extractor, resolve_device
 from privaudit.evaluation.inception import EXTRACTOR_NAME, FEATURE_LAYER
@@ -108,7 +108,7 @@ def compute_kid(
     weights: str | os.PathLike,
     subset_size: int | None = None,
     subsets: int = KID_SUBSETS,
-    seed: int = 0,
+    seed: int = SEED,
     cache: FeatureCache | None = None,
     device: str | torch.device | None = "cpu",
     normalise: bool = False,

@@ -80,9 +80,9 @@ class UnetArch:
     input_nc: int = 3
     output_nc: int = 3
     num_downs: int = 8
-    ngf: int = 64
-    norm: str = "batch"
-    use_dropout: bool = True
+    ngf: int = defaults.NGF
+    norm: str = defaults.NORM
+    use_dropout: bool = defaults.DROPOUT
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "unet", **asdict(self)}

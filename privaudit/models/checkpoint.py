@@ -32,6 +32,7 @@ from privaudit.models import foreign, vetting
 from privaudit.models.arch import ArchOverrides, UnetArch
 from privaudit.models.loaded import LoadedModel
 from privaudit.models.networks import UnetGenerator, clean_state_dict, unet_from_state_dict
+from privaudit import defaults
 
 CHECKPOINT_FORMAT = "privaudit.checkpoint/1"
 
@@ -126,7 +127,7 @@ def load_model(
     *,
     overrides: ArchOverrides | None = None,
     device: str | torch.device | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
 ) -> LoadedModel:
     """Load any supported MODEL file onto ``device`` (``auto``: a GPU when there is one), in eval mode.
 

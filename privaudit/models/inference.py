@@ -10,6 +10,7 @@ from privaudit.data.images import to_float
 from privaudit.errors import CheckpointError, InputError, first_line
 from privaudit.models.arch import check_size
 from privaudit.models.loaded import LoadedModel
+from privaudit import defaults
 
 
 def check_image_size(model: LoadedModel, size: int) -> None:
@@ -25,7 +26,7 @@ def iter_outputs(
     model: LoadedModel,
     inputs: torch.Tensor,
     *,
-    batch_size: int = 32,
+    batch_size: int = defaults.ATTACK_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield ``(slice, outputs)`` for consecutive batches of ``inputs`` (uint8, N×C×H×W).

@@ -17,6 +17,7 @@ from torch import nn
 
 from privaudit.errors import CheckpointError
 from privaudit.models.arch import NORMS, ArchOverrides, UnetArch, check_norm, explain_mismatch
+from privaudit import defaults
 
 
 class Identity(nn.Module):
@@ -114,7 +115,7 @@ class UnetGenerator(nn.Module):
 class NLayerDiscriminator(nn.Module):
     """The conditional PatchGAN of pix2pix; fed ``cat([input, output], 1)``, returns a logit map."""
 
-    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+    def __init__(self, input_nc: int, ndf: int = defaults.NDF, n_layers: int = 3, norm: str = defaults.NORM) -> None:
         super().__init__()
         norm_layer = get_norm_layer(norm)
         use_bias = _uses_bias(norm)

@@ -108,7 +108,7 @@ def build_references(
     teacher_cache: str | Path | None = None,
     exclude: Sequence[str | Path] = (),
     flags: RecipeFlags | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
     device: str = "auto",
     on_progress: OnProgress | None = None,
     on_warning: Callable[[str], None] | None = None,
