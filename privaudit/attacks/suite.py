@@ -181,7 +181,7 @@ def strongest(outcomes: Mapping[str, Outcome], fprs: Sequence[float], n_nonmembe
         raise ValueError("no membership attack to choose from")
     fpr = resolved_fpr(fprs, n_nonmembers)
     best = max(candidates, key=lambda n: (strength(outcomes[n].metrics, fpr), -candidates.index(n)))
-    at = f"TPR at {fpr:g} FPR" if fpr is not None else "AUC (no FPR resolved)"
+    at = f"TPR at {100 * fpr:g}% FPR" if fpr is not None else "AUC (no FPR resolved)"
     why = f"highest {at}, ties by AUC" + (", among the calibrated attacks (the sets differ in distribution)" if shift else "")
     return best, why
 
