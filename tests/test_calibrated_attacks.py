@@ -93,7 +93,7 @@ def test_scores_csv_has_one_column_per_attack(report2):
     assert list(rows[0]) == ["name", "set", "label", "loss", "score", "score_calibrated", "score_lira-offline", "score_lira-online",
                              "score_reference-only"]
     assert len(rows) == 20 and sum(r["label"] == "1" for r in rows) == 10
-    for r in rows:  # calibrated = mean OUT reference loss − target loss, so calibrated − reference-only... = −loss − (−mean OUT)
+    for r in rows:  # calibrated = mean OUT loss − target loss and reference-only = −mean OUT loss
         assert float(r["score_calibrated"]) == pytest.approx(-float(r["score_reference-only"]) - float(r["loss"]), rel=1e-6, abs=1e-7)
 
 
@@ -104,8 +104,19 @@ def test_report2_renders_every_attack_side_by_side(report2, tmp_path):
     assert [x.primary for x in rows] == [True, False, False, False]
     result = runner.invoke(app, ["report", str(path), "--markdown", "-"])
     assert result.exit_code == 0, result.output
-    assert "| teacher" not in result.stdout  # the file is r.json: rows are named r · attack
     assert "| r · lira-online |" in result.stdout and "ε lb" in result.stdout
+
+
+def test_evaluate_takes_the_same_references(overfit_teacher, online, report2, tmp_path):
+    ckpt, members, nonmembers = overfit_teacher
+    result = runner.invoke(app, ["evaluate", str(ckpt), "--members", str(members), "--nonmembers", str(nonmembers), "--references", str(online),
+                                 "--no-kid", "--bootstrap", "50", "--device", "cpu", "--quiet", "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    e, a = json.loads((tmp_path / "e.json").read_text()), report2[0]
+    assert e["schema"] == REPORT_SCHEMA_2 and e["utility"]["l1"] > 0
+    for name in a["attacks"]:  # the same losses, seed and bootstrap: the same figures as attack's
+        assert e["attacks"][name]["auc"] == a["attacks"][name]["auc"] and e["attacks"][name]["auc_ci95"] == a["attacks"][name]["auc_ci95"]
+    assert e["most_exposed"] == a["most_exposed"]
 
 
 def test_attack_skips_what_the_references_cannot_run(overfit_teacher, online, tmp_path):
