@@ -292,3 +292,17 @@ def test_report2_values_are_validated(tmp_path):
     r = _report()
     del r["attacks"]
     assert "attacks" in _gate(tmp_path, r, "--max-auc", "1").stderr
+
+
+def test_a_shifted_report_is_flagged_in_the_comparison(tmp_path):
+    from privaudit.report.markdown import to_markdown
+    from privaudit.report.tables import SHIFT_NOTE
+
+    r = _report()
+    r["data"]["distribution_shift"] = {"detected": True, "auc": 0.8, "auc_ci95": [0.7, 0.9], "attack": "reference-only", "note": "differ"}
+    rows = rows_of("m", r)
+    assert [x.shift for x in rows] == [True, True] and rows[0].name == "m · lira-online"
+    text = to_markdown(rows)
+    assert "| m · lira-online † |" in text and "| m · loss |" in text and SHIFT_NOTE in text
+    r["data"]["distribution_shift"]["detected"] = False
+    assert SHIFT_NOTE not in to_markdown(rows_of("m", r))

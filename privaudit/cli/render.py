@@ -285,11 +285,12 @@ _COMPARE_DROP = ("SSIM", "gap (NKID)", "ε lb", "TPR@10%FPR", "AUC 95% CI", "ε"
 
 def compare_table(rows, *, hint: str = "see every column with privaudit report ... --markdown - (or a wider terminal)") -> FitTable:
     """The utility-privacy comparison, fitted to the terminal (see FitTable)."""
-    from privaudit.report.tables import FLIPPED_NOTE, HEADERS, cells
+    from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, cells
 
     cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in HEADERS]
     drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]
     notes = [FLIPPED_NOTE] if any(r.flipped for r in rows) else []
+    notes += [SHIFT_NOTE] if any(r.shift for r in rows) else []
     return FitTable(cols, [cells(r) for r in rows], title="utility-privacy comparison", drop=drop, hint=hint, notes=notes)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from privaudit.errors import ReportError
 
+SHIFT_NOTE = ("† the reference models alone separate this report's members from its non-members: the sets differ in distribution, "
+              "so the plain loss attack measures that difference rather than membership; its verdict rests on the calibrated attacks")
 FLIPPED_NOTE = ("* score flipped: the measured AUC is below 50%, so an attacker who predicts 'member' for HIGH loss does "
                 "better; the row shows that attacker (AUC = 1 − measured AUC)")
 
@@ -35,6 +37,7 @@ class Row:
     epsilon_lb: float | None = None  # the attack's empirical ε lower bound (95%)
     attack: str | None = None  # which attack the row shows (report/2); None: the plain attack of a report/1
     primary: bool = True  # False for the extra attack rows of a report/2 (left out of the trade-off plot)
+    shift: bool = False  # the report's data.distribution_shift.detected (SHIFT_NOTE)
 
 
 def row(name: str, r: dict[str, Any]) -> Row:
@@ -88,6 +91,7 @@ def _row(name: str, r: dict[str, Any]) -> Row:
         auc_measured=float(a["auc"]),
         epsilon_lb=a.get("epsilon_lb"),
         attack=a.get("name") if r.get("attacks") else None,
+        shift=(((r.get("data") or {}).get("distribution_shift") or {}).get("detected") is True),
     )
 
 
@@ -122,6 +126,6 @@ def cells(r: Row) -> list[str]:
     auc = _f(r.auc, pct=True, digits=4) + ("*" if r.flipped else "") + (f" ± {100 * r.auc_std:.2f}" if r.auc_std is not None else "")
     nkid = _f(r.nkid, pct=True, digits=4) + (f" ± {100 * r.nkid_std:.2f}" if r.nkid_std is not None else "")
     ci = "–" if r.auc_ci95 is None else f"[{100 * r.auc_ci95[0]:.1f}, {100 * r.auc_ci95[1]:.1f}]"
-    return [r.name, r.method, auc, ci, _f(r.tpr_1, pct=True), _f(r.tpr_10, pct=True),
+    return [r.name + (" †" if r.shift and r.primary else ""), r.method, auc, ci, _f(r.tpr_1, pct=True), _f(r.tpr_10, pct=True),
             nkid if r.nkid is not None else "–", _f(r.gap, digits=4), _f(r.l1, digits=4), _f(r.ssim, digits=3), _f(r.epsilon, digits=3),
             _f(r.epsilon_lb, digits=3) + (" > ε!" if r.epsilon_lb is not None and r.epsilon is not None and r.epsilon_lb > r.epsilon else "")]
