@@ -306,3 +306,21 @@ def test_a_shifted_report_is_flagged_in_the_comparison(tmp_path):
     assert "| m · lira-online † |" in text and "| m · loss |" in text and SHIFT_NOTE in text
     r["data"]["distribution_shift"]["detected"] = False
     assert SHIFT_NOTE not in to_markdown(rows_of("m", r))
+
+
+def test_fail_above_auc_judges_the_strongest(overfit_teacher, online, tmp_path):
+    ckpt, members, nonmembers = overfit_teacher
+    result = runner.invoke(app, ["attack", str(ckpt), "--members", str(members), "--nonmembers", str(nonmembers), "--references", str(online),
+                                 "--bootstrap", "0", "--device", "cpu", "--quiet", "--fail-above-auc", "0.9"])
+    assert result.exit_code == 1, result.output
+    assert "attack AUC (loss) 1.0000 exceeds --fail-above-auc 0.9" in result.stderr
+
+
+def test_the_comparison_marks_a_bound_above_the_dp_claim(tmp_path):
+    from privaudit.report.tables import cells
+
+    r = _report(epsilon=0.5, delta=1e-5)
+    shown = cells(rows_of("dp", r)[0])
+    assert shown[-2:] == ["0.500", "1.200 > ε!"]
+    r["model"]["defense"]["epsilon"] = 2.0
+    assert cells(rows_of("dp", r)[0])[-2:] == ["2.000", "1.200"]

@@ -291,7 +291,11 @@ def compare_table(rows, *, hint: str = "see every column with privaudit report .
     drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]
     notes = [FLIPPED_NOTE] if any(r.flipped for r in rows) else []
     notes += [SHIFT_NOTE] if any(r.shift for r in rows) else []
-    return FitTable(cols, [cells(r) for r in rows], title="utility-privacy comparison", drop=drop, hint=hint, notes=notes)
+    shown = [[escape(c) for c in cells(r)] for r in rows]
+    for line in shown:  # a measured ε lower bound above the claimed ε: the DP claim is wrong
+        if line[-1].endswith("> ε!"):
+            line[-1] = f"[bold red]{line[-1]}[/]"
+    return FitTable(cols, shown, title="utility-privacy comparison", drop=drop, hint=hint, notes=[escape(n) for n in notes])
 
 
 def gate_table(verdict: Any, report: Any, policy_source: str) -> FitTable:
