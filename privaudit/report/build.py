@@ -1,4 +1,5 @@
-"""Building a report (``privaudit.report/1``): its common head (schema, tool, model, data,
+"""Building a report (``privaudit.report/1``; ``attacks.api.add_reference_attacks`` makes it a
+``/2``): its common head (schema, tool, model, data,
 environment), the attack section, and the warnings a report's ``model`` section calls for.
 
 Imports no torch itself (``base_report`` reads its version when it runs, with a model loaded).

@@ -1,4 +1,5 @@
-"""The report format (``privaudit.report/1``): its schema name, the spelling of its FPR keys,
+"""The report format (``privaudit.report/1``; ``/2`` when reference models were used: ``attacks``
+by name, ``attack`` the strongest, ``data.distribution_shift``, ``most_exposed``): its schema names, the spelling of its FPR keys,
 reading a report back and checking that its numbers can be trusted. Torch-free and numpy-free
 (standard library only), so a CI gate step that only reads reports stays light.
 
@@ -28,7 +29,7 @@ _RECREATE = "re-create it with privaudit attack/evaluate --json"
 
 
 def load_report(path: str | Path, *, require_attack: bool = False) -> dict[str, Any]:
-    """Read a ``privaudit.report/1`` JSON file → dict; ReportError (one line) when it cannot be used:
+    """Read a ``privaudit.report/1`` or ``/2`` JSON file → dict; ReportError (one line) when it cannot be used:
     unreadable, another schema, or a metric that is not a number in its range (see ``validate_report``).
     ``require_attack``: also refuse a report without attack results (``attack.auc``)."""
     p = Path(path)
