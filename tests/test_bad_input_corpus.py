@@ -334,6 +334,20 @@ CASES: list[Case] = [
     Case("references-teacher-missing-file", REFS + " --teacher {out}/t.pt", "t.pt"),
     Case("references-seed-negative", REFS + " --seed -1", "--seed"),
     Case("references-device-unknown", _swap(REFS, "--device cpu", "--device tpu"), "tpu"),
+    # ---------------------------------------------------------------- attack/evaluate/gate with references (issue 12)
+    Case("attack-references-missing-folder", ATTACK + " --references {out}/nowhere", "nowhere"),
+    Case("attack-references-without-manifest", ATTACK + " --references {empty_dir}", "references.json"),
+    Case("attack-references-is-a-file", ATTACK + " --references {textfile}", "somefile.txt"),
+    Case("attack-references-of-another-model", ATTACK + " --references {out}/refs", "refs", setup=_other_manifest),
+    Case("attack-references-file-does-not-match-manifest", ATTACK + " --references {refs_tampered}", "does not match"),
+    Case("evaluate-references-without-manifest", EVALUATE + " --references {empty_dir}", "references.json"),
+    Case("evaluate-references-file-does-not-match-manifest", EVALUATE + " --references {refs_tampered}", "does not match"),
+    Case("gate-attack-unknown", GATE + " --attack lira", "--attack"),
+    Case("gate-attack-reference-only", GATE + " --attack reference-only", "distribution check"),
+    Case("gate-attack-not-in-report", GATE + " --attack lira-online", "lira-online"),
+    Case("gate-max-epsilon-lb-negative", GATE + " --max-epsilon-lb -1", "--max-epsilon-lb"),
+    Case("gate-max-tpr-colon-malformed", GATE + " --max-tpr-at-fpr 0.01:x", "--max-tpr-at-fpr"),
+    Case("gate-policy-attack-unknown", _swap(GATE, "--no-policy --max-auc 1", "--policy {attack_toml}"), "attack"),
     # ---------------------------------------------------------------- demo
     Case("demo-max-auc-2", DEMO + " --max-auc 2", "--max-auc"),
     Case("demo-max-auc-negative", DEMO + " --max-auc -0.1", "--max-auc"),
@@ -467,10 +481,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> d
         "bad_toml": ("bad.toml", "[gate\nmax_auc = "),
         "unknown_key_toml": ("unknown.toml", "[gate]\nmax_aucc = 0.6\n"),
         "wrong_type_toml": ("wrong_type.toml", '[gate]\nmax_auc = "high"\n'),
+        "attack_toml": ("attack.toml", '[gate]\nmax_auc = 0.6\nattack = "best"\n'),
     }
     for key, (name, text) in texts.items():
         p[key] = root / name
         p[key].write_text(text)
+    # references (one offline reference of {ckpt}), and a copy whose reference file no longer matches its manifest
+    p["refs"] = root / "refs"
+    r = runner.invoke(app, _argv(REFS, {**{k: str(v) for k, v in p.items()}, "out": str(root)}))
+    assert r.exit_code == 0, r.output
+    p["refs_tampered"] = root / "refs_tampered"
+    shutil.copytree(p["refs"], p["refs_tampered"])
+    ref_file = next(f for f in p["refs_tampered"].iterdir() if f.suffix == ".pt")
+    ref_file.write_bytes(ref_file.read_bytes() + b"\0")
     for key, name in (("binary_json", "binary.json"), ("binary_toml", "binary.toml")):
         p[key] = root / name
         p[key].write_bytes(bytes(range(256)))

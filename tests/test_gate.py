@@ -397,9 +397,9 @@ def test_cli_out_of_range_and_malformed_flags(tmp_path: Path) -> None:
     result = invoke(r, "--max-auc", "1.5")
     assert result.exit_code == 2, result.output
     assert "--max-auc must be a number in [0, 1]" in result.output
-    result = invoke(r, "--max-tpr-at-fpr", "0.01:0.05")
+    result = invoke(r, "--max-tpr-at-fpr", "0.01;0.05")  # "0.01:0.05" is accepted since issue 12
     assert result.exit_code == 2, result.output
-    assert "is not FPR=MAX" in result.output
+    assert "is not FPR:MAX (or FPR=MAX)" in result.output
     assert len([line for line in result.output.splitlines() if "error" in line]) == 1
 
 

@@ -1,13 +1,15 @@
 """The attack as a library call: load a model and its member/non-member pairs, run the
-reconstruction-loss attack (``reconstruction.py``), return the report.
+reconstruction-loss attack (``reconstruction.py``) and, with reference models, every calibrated
+attack they support (``suite.py``), return the report.
 
-``attack`` is what ``privaudit attack`` calls; ``load_audit_sets`` is shared with ``evaluate``.
+``attack`` is what ``privaudit attack`` calls; ``load_audit_sets``, ``open_references`` and
+``add_reference_attacks`` are shared with ``evaluate``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
 from privaudit.data.checks import AuditSets, check_count, check_disjoint, pair_hashes, resolve_direction, resolve_size
@@ -16,7 +18,11 @@ from privaudit.errors import InputError
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
 from privaudit.models.loaded import LoadedModel
-from privaudit.report.build import attack_report
+from privaudit.report.build import attack_report, dp_audit
+from privaudit.report.schema import REPORT_SCHEMA_2
+
+if TYPE_CHECKING:
+    from privaudit.references.load import References
 
 
 def load_audit_sets(
@@ -51,14 +57,68 @@ def attack(
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     allow_small: bool = False,
+    references: str | Path | None = None,
+    on_reference: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], AttackResult]:
     """Load a model and its member/non-member pairs, run the attack, return (report, result).
 
     ``direction`` is required for a model that does not record it; ``allow_small`` accepts fewer
-    than MIN_PAIRS members or non-members (the report records it).
+    than MIN_PAIRS members or non-members (the report records it). ``references``: a folder written
+    by ``privaudit references`` for this model; every attack it supports runs too and the report is
+    ``privaudit.report/2`` (see ``add_reference_attacks``); ``on_reference(k, K)`` after each reference.
     """
     config.validate()
     model = load_model(model_path, overrides=overrides, device=device, seed=config.seed)
     sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small)
+    refs = open_references(references, model, sets) if references is not None else None  # before any heavy work
     result = run_attack(model, sets.members, sets.nonmembers, config, on_batch=on_batch)
-    return attack_report(model, sets, result), result
+    report = attack_report(model, sets, result)
+    if refs is not None:
+        add_reference_attacks(report, refs, sets, result, device=device, on_reference=on_reference)
+    dp_audit(report)
+    return report, result
+
+
+def open_references(folder: str | Path, model: LoadedModel, sets: AuditSets) -> "References":
+    """The references in ``folder``, validated against ``model`` and the audit's direction and size."""
+    from privaudit.references.load import load_references
+
+    refs = load_references(folder, model, direction=sets.direction, image_size=sets.image_size)
+    refs.check_images(sets.members)
+    return refs
+
+
+def add_reference_attacks(report: dict[str, Any], refs: "References", sets: AuditSets, result: AttackResult, *, device: str | None = None,
+                          on_reference: Callable[[int, int], None] | None = None) -> None:
+    """Run every attack ``refs`` support on ``result``'s target losses and turn ``report`` (a
+    report/1 of ``result``) into a ``privaudit.report/2``: ``attacks``, ``attack`` (the strongest),
+    ``data.distribution_shift``, ``most_exposed`` and ``references`` (with the attacks skipped, and why).
+    ``result.scores`` gets every attack's scores."""
+    import numpy as np
+
+    from privaudit.attacks.suite import ATTACK_NAMES, report_sections, run_suite
+
+    config = result.config
+    names: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in ATTACK_NAMES:
+        reason = refs.supports(name, sets.members) or refs.supports(name, sets.nonmembers)
+        if reason:
+            skipped[name] = reason
+        else:
+            names.append(name)
+    rm, rn = refs.losses_many([sets.members, sets.nonmembers], config, device=device, on_reference=on_reference)
+    im, inn = refs.inside(sets.members), refs.inside(sets.nonmembers)
+    outcomes = run_suite(names, result.member_losses, result.nonmember_losses, rm, rn, im, inn, fprs=config.fprs, n_bootstrap=config.n_bootstrap,
+                         seed=config.seed, delta=result.bound.delta if result.bound is not None else 0.0)
+    sections = report_sections(outcomes, result.to_dict("loss"), fprs=config.fprs, member_names=result.member_names, n_bootstrap=config.n_bootstrap)
+    report["schema"] = REPORT_SCHEMA_2
+    report["attack"] = sections["attack"]
+    report["attacks"] = sections["attacks"]
+    report["most_exposed"] = sections["most_exposed"]
+    if "distribution_shift" in sections:
+        report["data"]["distribution_shift"] = sections["distribution_shift"]
+    report["references"] = {**refs.describe(), "attacks": names, "skipped": skipped, "notes": list(refs.notes),
+                            "in_per_sample": {"min": int(min(im.sum(1).min(), inn.sum(1).min())), "max": int(max(im.sum(1).max(), inn.sum(1).max()))}}
+    result.scores = {n: (o.scores_members, o.scores_nonmembers) for n, o in outcomes.items()}
+    result.scores.setdefault("loss", (-np.asarray(result.member_losses), -np.asarray(result.nonmember_losses)))

@@ -118,6 +118,62 @@ def bootstrap_auc_ci(
     return (float(lo), float(hi))
 
 
+def bootstrap_tpr_ci(
+    scores_members: np.ndarray,
+    scores_nonmembers: np.ndarray,
+    *,
+    fprs: tuple[float, ...] = FPRS,
+    n_bootstrap: int = BOOTSTRAP,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, list[float] | None]:
+    """Percentile interval of the TPR at each FPR over the same stratified bootstrap as the AUC's
+    (members and non-members resampled separately; seeded). ``None`` for an FPR the non-member
+    count does not resolve (as ``tpr_at_fpr``); a point interval when ``n_bootstrap`` is 0.
+
+    The TPR at FPR f is that of ``tpr_at_fpr``: with k = floor(f·n) false positives allowed, the
+    fraction of members scoring strictly above the (k+1)-th highest non-member score.
+    """
+    sm = np.asarray(scores_members, dtype=np.float64)
+    sn = np.asarray(scores_nonmembers, dtype=np.float64)
+    m, n = len(sm), len(sn)
+    resolved = [f for f in fprs if n > 0 and f >= 1.0 / n]
+    out: dict[str, list[float] | None] = {fpr_key(f): None for f in fprs}
+    if not resolved:
+        return out
+    ks = [int(np.floor(f * n + 1e-9)) for f in resolved]
+
+    def tprs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(rows, len(resolved)) TPRs of member rows ``a`` against non-member rows ``b``."""
+        desc = -np.sort(-b, axis=1)
+        cols = []
+        for k in ks:
+            if k >= n:
+                cols.append(np.ones(a.shape[0]))
+            else:
+                cols.append((a > desc[:, k : k + 1]).mean(axis=1))
+        return np.stack(cols, axis=1)
+
+    if n_bootstrap <= 0:
+        point = tprs(sm[None, :], sn[None, :])[0]
+        out.update({fpr_key(f): [float(v), float(v)] for f, v in zip(resolved, point)})
+        return out
+    rng = np.random.default_rng(seed)
+    block = max(1, min(256, BOOTSTRAP_BLOCK_ELEMENTS // (m + n)))
+    reps = np.empty((n_bootstrap, len(resolved)))
+    try:
+        for start in range(0, n_bootstrap, block):
+            b = min(block, n_bootstrap - start)
+            reps[start : start + b] = tprs(sm[rng.integers(0, m, (b, m))], sn[rng.integers(0, n, (b, n))])
+    except MemoryError:
+        raise EnvironmentProblem(f"out of memory while bootstrapping the TPR intervals ({n_bootstrap} resamples); pass a smaller --bootstrap") from None
+    alpha = (1.0 - level) / 2.0
+    for j, f in enumerate(resolved):
+        lo, hi = np.quantile(reps[:, j], [alpha, 1.0 - alpha])
+        out[fpr_key(f)] = [float(lo), float(hi)]
+    return out
+
+
 def _auc(scores_members: np.ndarray, scores_nonmembers: np.ndarray) -> float:
     y = np.concatenate([np.ones(len(scores_members)), np.zeros(len(scores_nonmembers))])
     return float(roc_auc_score(y, np.concatenate([scores_members, scores_nonmembers])))

@@ -12,7 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from privaudit.attacks.metrics import AttackMetrics, attack_metrics
+from privaudit.attacks.epsilon import EpsilonBound, epsilon_lower_bound
+from privaudit.attacks.metrics import AttackMetrics, attack_metrics, bootstrap_tpr_ci
 from privaudit.data.images import ImageSet, to_float, to_uint8
 from privaudit.defaults import ATTACK_BATCH_SIZE, BOOTSTRAP, FPRS, LOSS, SAMPLES, SEED
 from privaudit.errors import CheckpointError, InputError, check_seed
@@ -63,12 +64,22 @@ class AttackResult:
     nonmember_names: list[str] = field(default_factory=list)
     member_outputs: torch.Tensor | None = None
     nonmember_outputs: torch.Tensor | None = None
+    tpr_ci95: dict[str, list[float] | None] | None = None
+    bound: EpsilonBound | None = None
+    # With reference models: every attack's (member scores, non-member scores), by attack name.
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The report's ``attack`` section."""
+    def to_dict(self, name: str = "reconstruction-loss") -> dict[str, Any]:
+        """The report's ``attack`` section (``name``: ``loss`` in the ``attacks`` table of report/2)."""
         m = self.metrics
+        extra: dict[str, Any] = {}
+        if self.tpr_ci95 is not None:
+            extra["tpr_at_fpr_ci95"] = self.tpr_ci95
+        if self.bound is not None:
+            d = self.bound.to_dict()
+            extra.update({"epsilon_lb": d.pop("epsilon_lb"), "delta": d.pop("delta"), "epsilon_bound": d})
         return {
-            "name": "reconstruction-loss",
+            "name": name,
             "loss": self.config.loss,
             "generator_mode": self.mode,
             "samples": self.config.samples,
@@ -78,6 +89,7 @@ class AttackResult:
             "nonmember_loss": _stats(self.nonmember_losses),
             "n_bootstrap": self.config.n_bootstrap,
             "roc": self.roc_points(),
+            **extra,
         }
 
     def roc_points(self, limit: int = ROC_POINTS_LIMIT) -> dict[str, list[float]]:
@@ -137,11 +149,13 @@ def run_attack(
     *,
     on_batch: Callable[[int], None] | None = None,
     keep_outputs: bool = False,
+    delta: float | None = None,
 ) -> AttackResult:
     """Score members (label 1) and non-members (label 0) by ``-loss`` and compute the ROC metrics.
 
     ``keep_outputs``: also return the generated images (uint8) in ``result.member_outputs`` and
-    ``result.nonmember_outputs``, for the utility metrics.
+    ``result.nonmember_outputs``, for the utility metrics. ``delta``: the δ of the empirical ε lower
+    bound (default: the model's recorded DP δ, else 0; see ``dp_delta``).
     """
     config.validate()
     if members.size != nonmembers.size:
@@ -152,4 +166,14 @@ def run_attack(
     lm = reconstruction_losses(model, members, config, on_batch=on_batch, outputs=out_m)
     ln = reconstruction_losses(model, nonmembers, config, on_batch=on_batch, outputs=out_n)
     metrics = attack_metrics(-lm, -ln, fprs=config.fprs, n_bootstrap=config.n_bootstrap, seed=config.seed)
-    return AttackResult(metrics, lm, ln, mode, config, list(members.names), list(nonmembers.names), out_m, out_n)
+    tci = bootstrap_tpr_ci(-lm, -ln, fprs=config.fprs, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    bound = epsilon_lower_bound(-lm, -ln, delta=dp_delta(model.defense) if delta is None else delta)
+    return AttackResult(metrics, lm, ln, mode, config, list(members.names), list(nonmembers.names), out_m, out_n, tci, bound)
+
+
+def dp_delta(defense: dict[str, Any] | None) -> float:
+    """The δ of the ε lower bound: the model's recorded DP δ (a DP-SGD model), else 0."""
+    d = (defense or {}).get("delta")
+    if isinstance(d, (int, float)) and not isinstance(d, bool) and 0.0 <= d < 1.0:
+        return float(d)
+    return 0.0

@@ -13,7 +13,7 @@ import privaudit
 from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import attack_table, data_warnings, show, warn, warn_unfinished
+from privaudit.cli.render import attack_table, show_attack, data_warnings, reference_notes, show, warn, warn_unfinished
 from privaudit.errors import InputError
 
 
@@ -43,9 +43,10 @@ def attack(
     norm: o.Norm = None,
     dropout: o.Dropout = None,
     allow_small: o.AllowSmall = False,
+    references: o.References = None,
     quiet: o.Quiet = False,
 ) -> None:
-    """Attack MODEL with the per-sample reconstruction loss and report AUC, TPR at low FPR, advantage."""
+    """Attack MODEL with the per-sample reconstruction loss (and, with --references, the calibrated attacks) and report AUC, TPR at low FPR, advantage, ε lower bound."""
     from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
 
     if fail_above_auc is not None and not 0.0 <= fail_above_auc <= 1.0:
@@ -67,7 +68,8 @@ def attack(
     with progress(disable=quiet) as bar:
         task = bar.add_task("attack", total=None, info="")
         report, result = privaudit.attack(model, members, nonmembers, config=config, direction=direction, size=size, overrides=overrides, device=device,
-                                          on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small)
+                                          on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small, references=references,
+                                          on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"))
     outputs: list[tuple[Path, bytes]] = []
     if json_out is not None and str(json_out) != "-":
         outputs.append((json_out, report_json(report).encode()))
@@ -83,23 +85,30 @@ def attack(
     if json_out is not None and str(json_out) == "-":
         write_json("-", report)
     warn(data_warnings(report))
+    warn(reference_notes(report))
     if scores is not None and str(scores) == "-":
         typer.echo(scores_csv(result), nl=False)
     if not quiet:
-        show(attack_table(report))
+        show_attack(report, attack_table(report))
     warn_unfinished(report["model"])
-    met = result.metrics
-    if fail_above_auc is not None and met.auc_effective > fail_above_auc:  # a flipped score leaks as much
-        flip = f" (score flipped: measured AUC {met.auc:.4f})" if met.flipped else ""
-        typer.echo(f"privaudit: attack AUC {met.auc_effective:.4f}{flip} exceeds --fail-above-auc {fail_above_auc}", err=True)
+    a = report["attack"]  # the strongest attack with --references, else the plain one
+    auc, auc_effective = a["auc"], a["auc_effective"]
+    if fail_above_auc is not None and auc_effective > fail_above_auc:  # a flipped score leaks as much
+        flip = f" (score flipped: measured AUC {auc:.4f})" if auc < 0.5 else ""
+        which = f" ({a['name']})" if "attacks" in report else ""
+        typer.echo(f"privaudit: attack AUC{which} {auc_effective:.4f}{flip} exceeds --fail-above-auc {fail_above_auc}", err=True)
         raise typer.Exit(1)
 
 
 def scores_csv(result) -> str:
+    """Per sample: name, set, label, loss, score (the plain attack's, −loss) and, with reference
+    models, one ``score_<attack>`` column per attack that ran (higher = more likely a member)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["name", "set", "label", "loss", "score"])
-    for names, losses, label, which in ((result.member_names, result.member_losses, 1, "member"), (result.nonmember_names, result.nonmember_losses, 0, "nonmember")):
-        for name, loss in zip(names, losses):
-            w.writerow([name, which, label, f"{loss:.8g}", f"{-loss:.8g}"])
+    extra = [n for n in result.scores if n != "loss"]
+    w.writerow(["name", "set", "label", "loss", "score"] + [f"score_{n}" for n in extra])
+    for j, (names, losses, label, which) in enumerate(((result.member_names, result.member_losses, 1, "member"),
+                                                       (result.nonmember_names, result.nonmember_losses, 0, "nonmember"))):
+        for i, (name, loss) in enumerate(zip(names, losses)):
+            w.writerow([name, which, label, f"{loss:.8g}", f"{-loss:.8g}"] + [f"{result.scores[n][j][i]:.8g}" for n in extra])
     return buf.getvalue()

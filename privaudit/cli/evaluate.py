@@ -11,7 +11,7 @@ import privaudit
 from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import data_warnings, evaluate_table, show, warn, warn_unfinished
+from privaudit.cli.render import data_warnings, show_attack, evaluate_table, reference_notes, show, warn, warn_unfinished
 
 
 @guarded
@@ -42,6 +42,7 @@ def evaluate(
     norm: o.Norm = None,
     dropout: o.Dropout = None,
     allow_small: o.AllowSmall = False,
+    references: o.References = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Audit MODEL: attack AUC, KID/NKID and pixel metrics on the test set, and the generalization gap."""
@@ -64,10 +65,12 @@ def evaluate(
         task = bar.add_task("evaluate", total=None, info="")
         report = privaudit.evaluate(model, members, nonmembers, cfg=config, direction=direction, size=size, device=device,
                                     overrides=privaudit.ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout),
-                                    on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small)
+                                    on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small, references=references,
+                                    on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"))
     if json_out is not None:
         write_json(json_out, report)
     warn(data_warnings(report))
+    warn(reference_notes(report))
     if not quiet:
-        show(evaluate_table(report))
+        show_attack(report, evaluate_table(report))
     warn_unfinished(report["model"])

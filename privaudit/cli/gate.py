@@ -37,11 +37,13 @@ def _append(path: Path, text: str) -> None:
 def gate(
     report: Annotated[Path, typer.Argument(help="JSON report from privaudit attack/evaluate --json.")],
     max_auc: Annotated[Optional[float], typer.Option("--max-auc", help="Fail when the attack AUC exceeds X (0.5 is chance).")] = None,
-    max_tpr_at_fpr: Annotated[Optional[list[str]], typer.Option("--max-tpr-at-fpr", metavar="FPR=MAX", help="Fail when the TPR at FPR exceeds MAX, e.g. 0.01=0.05; repeatable.")] = None,
+    max_tpr_at_fpr: Annotated[Optional[list[str]], typer.Option("--max-tpr-at-fpr", metavar="FPR:MAX", help="Fail when the TPR at FPR exceeds MAX, e.g. 0.01:0.05 (or 0.01=0.05); repeatable.")] = None,
     max_advantage: Annotated[Optional[float], typer.Option("--max-advantage", help="Fail when the attack advantage (max TPR−FPR) exceeds X.")] = None,
     max_nkid: Annotated[Optional[float], typer.Option("--max-nkid", help="Fail when the NKID (utility; lower is better) exceeds X. Needs a report from evaluate.")] = None,
     max_epsilon: Annotated[Optional[float], typer.Option("--max-epsilon", help="Fail when the DP-SGD ε exceeds X. Needs a DP-SGD model.")] = None,
     max_gap: Annotated[Optional[float], typer.Option("--max-gap", help="Fail when the generalization gap (NKID test − train) exceeds X.")] = None,
+    max_epsilon_lb: Annotated[Optional[float], typer.Option("--max-epsilon-lb", help="Fail when the attack's empirical ε lower bound (95%) exceeds X.")] = None,
+    attack: Annotated[Optional[str], typer.Option("--attack", help="Apply the attack thresholds to this attack of the report (loss, calibrated, lira-offline, lira-online). Default: the report's attack, the strongest.")] = None,
     max_auc_ci_upper: Annotated[Optional[float], typer.Option("--max-auc-ci-upper", help="Fail when the upper end of the AUC's 95% interval exceeds X (stricter than --max-auc).")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy file: privaudit.toml (table 'gate') or pyproject.toml (table 'tool.privaudit.gate'). Default: the one in the current folder, if any; flags override it.")] = None,
     no_policy: Annotated[bool, typer.Option("--no-policy", help="Do not read privaudit.toml / pyproject.toml from the current folder; use the flags only.")] = False,
@@ -52,6 +54,7 @@ def gate(
     """Check REPORT against privacy/utility thresholds: exit 0 when all pass, 1 when any fails, 2 on bad input."""
     from privaudit.gate import (GatePolicy, discover_policy, evaluate_gate, load_policy, make_policy, merge_policies, parse_tpr_flag, to_junit_xml,
                                 to_markdown)
+    from privaudit.gate.verdict import DP_WRONG
     from privaudit.report.schema import load_report
     from privaudit.io import atomic_write_text, check_writable
 
@@ -66,6 +69,7 @@ def gate(
     flags = make_policy({
         "max_auc": max_auc, "max_auc_ci_upper": max_auc_ci_upper, "max_tpr_at_fpr": parse_tpr_flag(max_tpr_at_fpr) or None,
         "max_advantage": max_advantage, "max_nkid": max_nkid, "max_epsilon": max_epsilon, "max_gap": max_gap,
+        "max_epsilon_lb": max_epsilon_lb, "attack": attack,
     })
     policy_file = policy if policy is not None else (None if no_policy else discover_policy(Path()))
     base = load_policy(policy_file) if policy_file is not None else GatePolicy()
@@ -82,6 +86,9 @@ def gate(
         stderr.print(f"[green]gate passed[/]: {len(verdict.checks)} of {len(verdict.checks)} checks within their limits")
     else:
         stderr.print(f"[bold red]gate failed[/]: {len(verdict.failed)} of {len(verdict.checks)} checks over their limits: " + escape(", ".join(c.name for c in verdict.failed)))
+        for c in verdict.failed:
+            if c.note == DP_WRONG:
+                stderr.print(f"[bold red]{escape(DP_WRONG)}[/] (ε lower bound {c.value:.4g} > claimed ε {c.limit:.4g})")
 
     if junit is not None:
         xml = to_junit_xml(verdict, report)

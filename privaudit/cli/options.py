@@ -64,3 +64,4 @@ Loss = Annotated[LossChoice, typer.Option("--loss", help="Reconstruction loss (l
 Stochastic = Annotated[bool, typer.Option("--stochastic", help="Keep dropout on (pix2pix's test-time noise z) and average --samples draws.")]
 Samples = Annotated[int, typer.Option("--samples", help="Dropout draws averaged per image with --stochastic.")]
 Bootstrap = Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC's 95% interval (0: none).")]
+References = Annotated[Optional[Path], typer.Option("--references", help="Folder of reference models for MODEL (privaudit references --out): also run every calibrated attack they support (calibrated, LiRA offline/online) and the distribution check; the report becomes privaudit.report/2.")]

@@ -76,11 +76,30 @@ def attack_table(report: dict[str, Any]) -> Table:
         adv = (a.get("flipped_score") or {}).get("advantage")
         t.add_row("score flipped", f"an attacker who predicts 'member' for high loss gets AUC {1 - a['auc']:.4f}  [{1 - hi:.4f}, {1 - lo:.4f}]"
                   + (f", advantage {adv:.4f}" if adv is not None else ""))
+    tci = a.get("tpr_at_fpr_ci95") or {}
     for k, v in a["tpr_at_fpr"].items():
-        t.add_row(f"TPR @ {100 * float(k):g}% FPR", pct(v) if v is not None else f"n/a (needs ≥ {int(round(1 / float(k)))} non-members)")
+        ci = tci.get(k)
+        t.add_row(f"TPR @ {100 * float(k):g}% FPR", (pct(v) + (f"  [{pct(ci[0])}, {pct(ci[1])}]" if ci else "")) if v is not None
+                  else f"n/a (needs ≥ {int(round(1 / float(k)))} non-members)")
     t.add_row("advantage (max TPR−FPR)", f"{a['advantage']:.4f}")
     t.add_row("balanced accuracy", pct(a["balanced_accuracy"]))
-    t.add_row("threshold (loss)", f"{a['threshold']:.5f}")
+    if a.get("epsilon_lb") is not None:
+        t.add_row("ε lower bound (95%)", f"{a['epsilon_lb']:.3f} (δ = {a.get('delta', 0):.3g})")
+    dp = report.get("dp_audit")
+    if dp:
+        line = f"claimed ε {dp['claimed_epsilon']:.3g} vs measured lower bound {dp['epsilon_lb']:.3g}"
+        t.add_row("DP claim", f"[bold red]{escape(line)}: the bound exceeds the claim, so the DP implementation or its accounting is wrong[/]"
+                  if dp.get("exceeded") else escape(line))
+    if "attacks" in report:
+        t.add_row("strongest attack", escape(f"{a.get('name')} ({a.get('selected_by', '')})"))
+    shift = report["data"].get("distribution_shift")
+    if shift and shift.get("detected"):
+        t.add_row("distribution", "[bold yellow]members and non-members differ in distribution[/] (reference-only AUC "
+                  f"{shift['auc']:.3f}): the plain loss attack measures that, not membership")
+    if a.get("name") in (None, "reconstruction-loss", "loss"):
+        t.add_row("threshold (loss)", f"{a['threshold']:.5f}")
+    elif a.get("threshold_score") is not None:
+        t.add_row(f"threshold ({a['name']} score)", f"{a['threshold_score']:.5g}")
     t.add_row("member loss", f"{a['member_loss']['mean']:.5f} ± {a['member_loss']['std']:.5f}")
     t.add_row("non-member loss", f"{a['nonmember_loss']['mean']:.5f} ± {a['nonmember_loss']['std']:.5f}")
     for k, v in data_rows(report):
@@ -93,6 +112,44 @@ def attack_table(report: dict[str, Any]) -> Table:
     if isinstance(training, dict) and training.get("complete") is False:
         t.add_row("training", f"[bold red]UNFINISHED[/]: epoch {training.get('epochs_done')} of {training.get('epochs_total')}")
     return t
+
+
+def reference_notes(report: dict[str, Any]) -> list[str]:
+    """One line per attack the references could not run (and why), and the references' own notes."""
+    refs = report.get("references") or {}
+    out = [f"attack {name} skipped: {why}" for name, why in (refs.get("skipped") or {}).items()]
+    return out + list(refs.get("notes") or [])
+
+
+# The attacks side by side: least important columns first out at a narrow width.
+_ATTACKS_DROP = ("advantage", "TPR @ 0.1% FPR", "AUC 95% CI", "TPR @ 10% FPR", "TPR @ 1% FPR")
+
+
+def attacks_table(report: dict[str, Any]) -> FitTable:
+    """Every attack of a report/2 side by side (AUC with CI, TPR at each FPR, advantage, ε lower bound)."""
+    attacks = report.get("attacks") or {}
+    strongest = (report.get("attack") or {}).get("name")
+    fprs = list(next(iter(attacks.values()), {}).get("tpr_at_fpr", {}))
+    cols = [Col("attack", justify="left", text=True), Col("AUC"), Col("AUC 95% CI")] + [Col(f"TPR @ {100 * float(k):g}% FPR") for k in fprs]
+    cols += [Col("advantage"), Col("ε lb")]
+    rows = []
+    for name, a in attacks.items():
+        lo, hi = a.get("auc_ci95") or (None, None)
+        mark = " *" if name == strongest else (" (check)" if name == "reference-only" else "")
+        rows.append([escape(name) + mark, f"{a['auc']:.4f}", f"[{lo:.3f}, {hi:.3f}]" if lo is not None else "–"]
+                    + [pct(a["tpr_at_fpr"].get(k)) for k in fprs] + [f"{a['advantage']:.4f}", f"{a.get('epsilon_lb', 0):.3f}"])
+    notes = ["* the strongest (the report's attack); reference-only scores the references alone: a distribution check, not an attack"]
+    shift = (report.get("data") or {}).get("distribution_shift")
+    if shift and shift.get("note"):
+        notes.append(escape(shift["note"]))
+    return FitTable(cols, rows, title="attacks", drop=list(_ATTACKS_DROP), hint="see every column in the --json report", notes=notes)
+
+
+def show_attack(report: dict[str, Any], table: Any) -> None:
+    """The attack (or evaluate) table, then, for a report/2, every attack side by side."""
+    show(table)
+    if report.get("attacks"):
+        show(attacks_table(report))
 
 
 def warning(line: str) -> None:
@@ -223,17 +280,22 @@ def evaluate_table(report: dict[str, Any]) -> Table:
 # The console headers of the comparison (the Markdown keeps compare.HEADERS): spaced, so they wrap.
 _CONSOLE_HEADERS = {"TPR@1%FPR": "TPR @ 1% FPR", "TPR@10%FPR": "TPR @ 10% FPR"}
 # Least important first: what a narrow terminal leaves out (all-empty columns go before these).
-_COMPARE_DROP = ("SSIM", "gap (NKID)", "TPR@10%FPR", "AUC 95% CI", "ε", "L1", "TPR@1%FPR", "NKID")
+_COMPARE_DROP = ("SSIM", "gap (NKID)", "ε lb", "TPR@10%FPR", "AUC 95% CI", "ε", "L1", "TPR@1%FPR", "NKID")
 
 
 def compare_table(rows, *, hint: str = "see every column with privaudit report ... --markdown - (or a wider terminal)") -> FitTable:
     """The utility-privacy comparison, fitted to the terminal (see FitTable)."""
-    from privaudit.report.tables import FLIPPED_NOTE, HEADERS, cells
+    from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, cells
 
     cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in HEADERS]
     drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]
     notes = [FLIPPED_NOTE] if any(r.flipped for r in rows) else []
-    return FitTable(cols, [cells(r) for r in rows], title="utility-privacy comparison", drop=drop, hint=hint, notes=notes)
+    notes += [SHIFT_NOTE] if any(r.shift for r in rows) else []
+    shown = [[escape(c) for c in cells(r)] for r in rows]
+    for line in shown:  # a measured ε lower bound above the claimed ε: the DP claim is wrong
+        if line[-1].endswith("> ε!"):
+            line[-1] = f"[bold red]{line[-1]}[/]"
+    return FitTable(cols, shown, title="utility-privacy comparison", drop=drop, hint=hint, notes=[escape(n) for n in notes])
 
 
 def gate_table(verdict: Any, report: Any, policy_source: str) -> FitTable:

@@ -26,7 +26,7 @@ def report(
     from privaudit.report.html import to_html
     from privaudit.report.markdown import to_markdown
     from privaudit.report.schema import load_report
-    from privaudit.report.tables import row
+    from privaudit.report.tables import rows_of
 
     for flag, out in (("--plot", plot), ("--roc", roc)):
         if out is not None and str(out) == "-":
@@ -40,7 +40,7 @@ def report(
         labels = [s.strip() for s in names.split(",")]
         if len(labels) != len(reports):
             raise InputError(f"--names gives {len(labels)} names for {len(reports)} reports; give one per report")
-    rows = [row(n, r) for n, r in zip(labels, loaded)]
+    rows = [x for n, r in zip(labels, loaded) for x in rows_of(n, r)]  # every attack of a report/2 side by side
     # Build every output in memory first, so a failure leaves none of them behind.
     files: list[tuple[Path, bytes]] = []
     stdout: list[str] = []

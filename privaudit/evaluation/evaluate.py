@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from privaudit.attacks.api import load_audit_sets
+from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_references
 from privaudit.attacks.reconstruction import AttackConfig, run_attack
 from privaudit.data.checks import check_count, check_disjoint
 from privaudit.data.images import ImageSet, load_pairs
@@ -29,7 +29,7 @@ from privaudit.limits import MAX_KID_SUBSETS, MAX_REPEAT, check_at_most
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
 from privaudit.models.loaded import LoadedModel
-from privaudit.report.build import attack_report
+from privaudit.report.build import attack_report, dp_audit
 
 
 @dataclass(frozen=True)
@@ -97,11 +97,15 @@ def evaluate(
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     allow_small: bool = False,
+    references: str | Path | None = None,
+    on_reference: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Audit one model; returns the report (``privaudit.report/1``) with attack, utility and gap.
 
     ``direction`` is required for a model that does not record it; ``allow_small`` accepts fewer
-    than MIN_PAIRS members, non-members or proxy pairs (the report records it).
+    than MIN_PAIRS members, non-members or proxy pairs (the report records it). ``references``: a
+    folder of reference models for this model; the calibrated attacks they support run on the first
+    seed's losses and the report is ``privaudit.report/2`` (see ``attacks.api.add_reference_attacks``).
     """
     cfg.validate()
     weights: Path | None = None
@@ -121,6 +125,7 @@ def evaluate(
         fix = "the proxy leakage check needs proxy pairs that are neither members nor non-members: remove the shared pairs"
         check_disjoint(m, proxy, "members", "proxy pairs", hashes_a=sets.member_hashes, fix=fix)
         check_disjoint(n, proxy, "non-members", "proxy pairs", fix=fix)
+    refs = open_references(references, model, sets) if references is not None else None  # before any heavy work
 
     runs: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
@@ -134,6 +139,9 @@ def evaluate(
         runs.append(run)
         if r == 0:
             report = attack_report(model, sets, result)
+            if refs is not None:
+                add_reference_attacks(report, refs, sets, result, device=device, on_reference=on_reference)
+            dp_audit(report)
             report["utility"] = utility
             report["generalization_gap"] = gap
             if proxy is not None:

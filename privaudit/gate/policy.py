@@ -42,9 +42,14 @@ SPECS: tuple[Spec, ...] = (
     Spec("max_epsilon", "ε (DP-SGD)", "model.defense.epsilon", "nonneg",
           "only DP-SGD models record one: harden with `privaudit defend --method dpsgd`"),
     Spec("max_gap", "generalization gap", "generalization_gap.gap", "real", EVALUATE_HINT),
+    Spec("max_epsilon_lb", "ε lower bound (95%)", "attack.epsilon_lb", "nonneg", ATTACK_HINT + " (privaudit 0.3 or later writes it)"),
 )
 TPR_KEY = "max_tpr_at_fpr"
-VALID_KEYS: tuple[str, ...] = tuple(s.key for s in SPECS) + (TPR_KEY,)
+ATTACK_KEY = "attack"
+VALID_KEYS: tuple[str, ...] = tuple(s.key for s in SPECS) + (TPR_KEY, ATTACK_KEY)
+# The attacks a threshold may be pinned to (--attack; ``attack`` in the policy). ``reference-only`` is
+# a distribution check, not a membership attack.
+GATE_ATTACKS = ("loss", "calibrated", "lira-offline", "lira-online")
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,12 @@ class GatePolicy:
     max_nkid: float | None = None
     max_epsilon: float | None = None
     max_gap: float | None = None
+    max_epsilon_lb: float | None = None
+    attack: str | None = None  # the attack the attack thresholds apply to; None: the report's ``attack`` (the strongest)
 
     @property
     def empty(self) -> bool:
-        """True when the policy sets no threshold at all."""
+        """True when the policy sets no threshold at all (pinning an attack is not a threshold)."""
         return not self.max_tpr_at_fpr and all(getattr(self, s.key) is None for s in SPECS)
 
 
@@ -78,17 +85,19 @@ def _canonical(key: str) -> str:
 
 
 def parse_tpr_flag(values: list[str] | None) -> dict[str, float]:
-    """``["0.01=0.05", "1e-3=0.01"]`` → ``{"0.01": 0.05, "0.001": 0.01}``; InputError on a malformed item."""
+    """``["0.01:0.05", "1e-3=0.01"]`` → ``{"0.01": 0.05, "0.001": 0.01}`` (``FPR:MAX`` or ``FPR=MAX``);
+    InputError on a malformed item."""
     out: dict[str, float] = {}
     for item in values or []:
-        fpr_text, sep, limit_text = item.partition("=")
+        sep_char = ":" if ":" in item else "="
+        fpr_text, sep, limit_text = item.partition(sep_char)
         try:
             if not sep:
                 raise ValueError
             fpr = parse_fpr(fpr_text.strip())
             limit = float(limit_text.strip())
         except ValueError:
-            raise InputError(f"--max-tpr-at-fpr {item!r} is not FPR=MAX; write e.g. --max-tpr-at-fpr 0.01=0.05 (FPR in (0, 1), MAX in [0, 1])") from None
+            raise InputError(f"--max-tpr-at-fpr {item!r} is not FPR:MAX (or FPR=MAX); write e.g. --max-tpr-at-fpr 0.01:0.05 (FPR in (0, 1), MAX in [0, 1])") from None
         label = fpr_key(fpr)
         if label in out:
             raise InputError(f"--max-tpr-at-fpr gives FPR {label} twice; give each FPR once")
@@ -124,6 +133,12 @@ def make_policy(values: Mapping[str, Any], *, source: str | None = None) -> Gate
     if unknown:
         raise error(f"{source or 'command line'}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(VALID_KEYS)}")
     kwargs: dict[str, Any] = {}
+    pinned = values.get(ATTACK_KEY)
+    if pinned is not None:
+        if not isinstance(pinned, str) or pinned not in GATE_ATTACKS:
+            extra = " (reference-only is a distribution check, not an attack)" if pinned == "reference-only" else ""
+            raise error(f"{name(ATTACK_KEY)} {pinned!r} is not an attack{extra}; choose one of {', '.join(GATE_ATTACKS)}")
+        kwargs[ATTACK_KEY] = pinned
     for spec in SPECS:
         if values.get(spec.key) is not None:
             kwargs[spec.key] = _limit(values[spec.key], spec.kind, name(spec.key), error)
@@ -149,6 +164,8 @@ def make_policy(values: Mapping[str, Any], *, source: str | None = None) -> Gate
 def merge_policies(base: GatePolicy, override: GatePolicy) -> GatePolicy:
     """``base`` with every threshold that ``override`` sets replaced (TPR limits merged per FPR)."""
     changes: dict[str, Any] = {s.key: getattr(override, s.key) for s in SPECS if getattr(override, s.key) is not None}
+    if override.attack is not None:
+        changes[ATTACK_KEY] = override.attack
     tpr = {_canonical(k): v for k, v in base.max_tpr_at_fpr.items()}
     tpr.update({_canonical(k): v for k, v in override.max_tpr_at_fpr.items()})
     return replace(base, **changes, max_tpr_at_fpr=tpr)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from privaudit.errors import InputError, ReportError
-from privaudit.gate.policy import ATTACK_HINT, SPECS, TPR_KEY, GatePolicy, Spec
+from dataclasses import replace
+
+from privaudit.gate.policy import ATTACK_HINT, GATE_ATTACKS, SPECS, TPR_KEY, GatePolicy, Spec
 from privaudit.report.schema import ROC_POINTS_LIMIT, find_fpr, fpr_key, parse_fpr, usable_roc, validate_report
 
 
@@ -243,6 +245,7 @@ def evaluate_gate(report: Mapping[str, Any], policy: GatePolicy, *, report_name:
     if policy.empty:
         raise InputError("no thresholds given; pass --max-auc ... or --policy FILE")
     validate_report(report, report_name)
+    report = pinned_attack(report, policy.attack, report_name)
     checks: list[GateCheck] = []
     for spec in SPECS:
         if spec.key == "max_advantage":  # attack metrics together: AUC, its CI, TPRs, advantage
@@ -262,7 +265,47 @@ def evaluate_gate(report: Mapping[str, Any], policy: GatePolicy, *, report_name:
         elif not as_measured and spec.key == "max_advantage":
             flipped = _flipped_value(report, "advantage")
         checks.append(_judge(spec.label, (value, metric), flipped, limit))
+    dp = dp_claim_check(report)
+    if dp is not None:
+        checks.append(dp)
+    if policy.attack is not None:
+        prefix = f"attacks.{policy.attack}." if isinstance(report.get("attacks"), Mapping) else "attack."
+        checks = [replace(c, name=f"{c.name} [{policy.attack}]", metric=c.metric.replace("attack.", prefix, 1)) if c.metric.startswith(("attack.", "1 − attack."))
+                  else c for c in checks]
     return GateVerdict(tuple(checks))
+
+
+DP_WRONG = "the measured ε lower bound exceeds the claimed DP ε: the DP implementation or its privacy accounting is wrong"
+
+
+def dp_claim_check(report: Mapping[str, Any]) -> GateCheck | None:
+    """For a model that claims (ε, δ)-DP and a report with an ε lower bound of its attack: the check
+    ``epsilon_lb <= claimed ε``, made whatever the policy (a bound above the claim means the DP
+    implementation or its accounting is wrong). None when the report has no claim or no bound."""
+    claim = _lookup(report, "model.defense.epsilon")
+    lb = _lookup(report, "attack.epsilon_lb")
+    if not isinstance(claim, (int, float)) or isinstance(claim, bool) or not isinstance(lb, (int, float)) or isinstance(lb, bool):
+        return None
+    passed = lb <= claim
+    return GateCheck("DP claim (ε lower bound ≤ claimed ε)", float(lb), float(claim), passed, "attack.epsilon_lb ≤ model.defense.epsilon",
+                     "" if passed else DP_WRONG)
+
+
+def pinned_attack(report: Mapping[str, Any], name: str | None, report_name: str = "(in memory)") -> Mapping[str, Any]:
+    """``report`` with ``attack`` replaced by ``attacks[name]`` (``--attack NAME``); the report itself
+    for ``name`` None, or for ``loss`` on a report/1 (its attack is the plain loss attack).
+    ReportError (exit 2) when the report does not hold that attack."""
+    if name is None:
+        return report
+    attacks = report.get("attacks")
+    if isinstance(attacks, Mapping) and isinstance(attacks.get(name), Mapping):
+        return {**report, "attack": attacks[name]}
+    if name == "loss" and not isinstance(attacks, Mapping) and isinstance(report.get("attack"), Mapping):
+        return report
+    has = ", ".join(str(k) for k in attacks) if isinstance(attacks, Mapping) else "loss only (a privaudit.report/1)"
+    need = ("build references with privaudit references MODEL --online --count 4 (or more) and attack with --references"
+            if name == "lira-online" else "build references with privaudit references and attack with --references")
+    raise ReportError(f"report {report_name} has no attack {name!r} (it has {has}); {need}, or pin another --attack (one of {', '.join(GATE_ATTACKS)})")
 
 
 def _tpr_checks(report: Mapping[str, Any], policy: GatePolicy, report_name: str, as_measured: bool = False) -> list[GateCheck]:

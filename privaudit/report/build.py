@@ -1,4 +1,5 @@
-"""Building a report (``privaudit.report/1``): its common head (schema, tool, model, data,
+"""Building a report (``privaudit.report/1``; ``attacks.api.add_reference_attacks`` makes it a
+``/2``): its common head (schema, tool, model, data,
 environment), the attack section, and the warnings a report's ``model`` section calls for.
 
 Imports no torch itself (``base_report`` reads its version when it runs, with a model loaded).
@@ -52,6 +53,21 @@ def attack_report(model: LoadedModel, sets: AuditSets, result: AttackResult) -> 
     report = base_report(model, sets, seed=result.config.seed)
     report["attack"] = result.to_dict()
     return report
+
+
+def dp_audit(report: dict[str, Any]) -> dict[str, Any] | None:
+    """For a model that claims (ε, δ)-DP: ``report["dp_audit"]`` = the claim beside the measured
+    lower bound of the report's attack (the strongest); ``exceeded`` is True when the bound is above
+    the claim, which means the DP implementation or its accounting is wrong. None (and no key) otherwise."""
+    defense = (report.get("model") or {}).get("defense") or {}
+    claim = defense.get("epsilon")
+    a = report.get("attack") or {}
+    lb = a.get("epsilon_lb")
+    if not isinstance(claim, (int, float)) or isinstance(claim, bool) or not isinstance(lb, (int, float)):
+        return None
+    audit = {"claimed_epsilon": claim, "delta": a.get("delta"), "epsilon_lb": lb, "attack": a.get("name"), "exceeded": bool(lb > claim)}
+    report["dp_audit"] = audit
+    return audit
 
 
 def unfinished_warnings(model: dict[str, Any]) -> list[str]:

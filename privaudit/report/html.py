@@ -7,7 +7,7 @@ import html
 from typing import Any
 
 from privaudit.report.plots import figure_png, report_curves, roc_figure, tradeoff_figure
-from privaudit.report.tables import FLIPPED_NOTE, HEADERS, Row, cells
+from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, Row, cells
 
 
 def to_html(rows: list[Row], reports: list[tuple[str, dict[str, Any]]]) -> str:
@@ -19,6 +19,7 @@ def to_html(rows: list[Row], reports: list[tuple[str, dict[str, Any]]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>" for r in rows)
     note = f"<p>{html.escape(FLIPPED_NOTE)}</p>" if any(r.flipped for r in rows) else ""
+    note += f"<p>{html.escape(SHIFT_NOTE)}</p>" if any(r.shift for r in rows) else ""
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>privaudit report</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from privaudit.report.tables import FLIPPED_NOTE, HEADERS, Row, cells
+from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, Row, cells
 
 
 def md_cell(text: str) -> str:
@@ -19,4 +19,6 @@ def to_markdown(rows: list[Row], *, title: str = "privaudit: utility-privacy com
               "– = not in the report.", ""]
     if any(r.flipped for r in rows):
         lines += [FLIPPED_NOTE.replace("*", "\\*", 1), ""]
+    if any(r.shift for r in rows):
+        lines += [SHIFT_NOTE, ""]
     return "\n".join(lines)

@@ -102,6 +102,7 @@ def tradeoff_figure(rows: list[Row]):
     ("not plotted: teacher (no NKID)"). The AUC is the stronger direction (max(AUC, 1 − AUC)).
     """
     plt = _plt()
+    rows = [r for r in rows if r.primary]
     n_nkid, n_l1 = sum(r.nkid is not None for r in rows), sum(r.l1 is not None for r in rows)
     use_nkid = n_nkid >= n_l1 and n_nkid > 0
     metric = "NKID" if use_nkid else "L1"

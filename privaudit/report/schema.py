@@ -1,4 +1,5 @@
-"""The report format (``privaudit.report/1``): its schema name, the spelling of its FPR keys,
+"""The report format (``privaudit.report/1``; ``/2`` when reference models were used: ``attacks``
+by name, ``attack`` the strongest, ``data.distribution_shift``, ``most_exposed``): its schema names, the spelling of its FPR keys,
 reading a report back and checking that its numbers can be trusted. Torch-free and numpy-free
 (standard library only), so a CI gate step that only reads reports stays light.
 
@@ -16,6 +17,9 @@ from typing import Any, Mapping
 from privaudit.errors import ReportError
 
 REPORT_SCHEMA = "privaudit.report/1"
+# Written when reference models were used: several attacks (``attacks``), the strongest in ``attack``.
+REPORT_SCHEMA_2 = "privaudit.report/2"
+REPORT_SCHEMAS = (REPORT_SCHEMA, REPORT_SCHEMA_2)
 
 # privaudit writes at most this many ROC points (``attack.roc``): a curve this long may be thinned,
 # so values read from it are bounds rather than exact.
@@ -25,7 +29,7 @@ _RECREATE = "re-create it with privaudit attack/evaluate --json"
 
 
 def load_report(path: str | Path, *, require_attack: bool = False) -> dict[str, Any]:
-    """Read a ``privaudit.report/1`` JSON file → dict; ReportError (one line) when it cannot be used:
+    """Read a ``privaudit.report/1`` or ``/2`` JSON file → dict; ReportError (one line) when it cannot be used:
     unreadable, another schema, or a metric that is not a number in its range (see ``validate_report``).
     ``require_attack``: also refuse a report without attack results (``attack.auc``)."""
     p = Path(path)
@@ -37,9 +41,9 @@ def load_report(path: str | Path, *, require_attack: bool = False) -> dict[str, 
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"report {p} is not readable JSON ({str(exc)[:100]}); write it with privaudit attack/evaluate --json") from None
-    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") not in REPORT_SCHEMAS:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"report {p} has schema {found!r}, not {REPORT_SCHEMA!r}; write it with privaudit attack/evaluate --json")
+        raise ReportError(f"report {p} has schema {found!r}, not {REPORT_SCHEMA!r} or {REPORT_SCHEMA_2!r}; write it with privaudit attack/evaluate --json")
     validate_report(data, str(p))
     if require_attack and (not isinstance(data.get("attack"), dict) or "auc" not in data["attack"]):
         raise ReportError(f"report {path} has no attack results; write it with privaudit attack or evaluate")
@@ -142,6 +146,33 @@ def _attack_metrics(name: str, prefix: str, a: Mapping[str, Any]) -> None:
             _rate(name, f"{prefix}.{k}", a[k])
     _interval(name, f"{prefix}.auc_ci95", a.get("auc_ci95"))
     _tpr_table(name, f"{prefix}.tpr_at_fpr", a.get("tpr_at_fpr"))
+    ci = a.get("tpr_at_fpr_ci95")
+    if ci is not None:
+        if not isinstance(ci, Mapping):
+            raise _bad(name, f"{prefix}.tpr_at_fpr_ci95", ci, "not a table of FPR: [lo, hi]")
+        for fpr, interval in ci.items():
+            _interval(name, f'{prefix}.tpr_at_fpr_ci95["{fpr}"]', interval)
+    if "epsilon_lb" in a:
+        _finite(name, f"{prefix}.epsilon_lb", a["epsilon_lb"], lo=0.0, nullable=False)
+    if "delta" in a:
+        _finite(name, f"{prefix}.delta", a["delta"], lo=0.0, hi=1.0, nullable=False)
+
+
+def _attack_section(name: str, prefix: str, a: Any) -> None:
+    """An attack section (``attack`` or one entry of ``attacks``): its metrics and its flipped score."""
+    if not isinstance(a, Mapping):
+        raise _bad(name, prefix, a, "not a table")
+    _attack_metrics(name, prefix, a)
+    if "flipped" in a and not isinstance(a["flipped"], bool):
+        raise _bad(name, f"{prefix}.flipped", a["flipped"], "not true or false")
+    fs = a.get("flipped_score")
+    if fs is not None:
+        if not isinstance(fs, Mapping):
+            raise _bad(name, f"{prefix}.flipped_score", fs, "not a table")
+        _attack_metrics(name, f"{prefix}.flipped_score", fs)
+        auc = a.get("auc")
+        if _is_number(fs.get("auc")) and _is_number(auc) and not math.isclose(fs["auc"], 1.0 - auc, abs_tol=1e-9):
+            raise _bad(name, f"{prefix}.flipped_score.auc", fs["auc"], f"not 1 − {prefix}.auc = {1.0 - auc:.6g}")
 
 
 def _non_finite(node: Any, key: str) -> tuple[str, Any] | None:
@@ -161,7 +192,7 @@ def _non_finite(node: Any, key: str) -> tuple[str, Any] | None:
     return None
 
 
-_METRIC_SECTIONS = ("attack", "utility", "generalization_gap", "proxy_leakage", "repeats")
+_METRIC_SECTIONS = ("attack", "attacks", "most_exposed", "dp_audit", "utility", "generalization_gap", "proxy_leakage", "repeats")
 
 
 def validate_report(report: Mapping[str, Any], name: str = "(in memory)") -> None:
@@ -176,20 +207,32 @@ def validate_report(report: Mapping[str, Any], name: str = "(in memory)") -> Non
         if found:
             raise _bad(name, found[0], found[1], "not a finite number")
     a = report.get("attack")
-    if a is not None and not isinstance(a, Mapping):
-        raise _bad(name, "attack", a, "not a table")
-    if isinstance(a, Mapping):
-        _attack_metrics(name, "attack", a)
-        if "flipped" in a and not isinstance(a["flipped"], bool):
-            raise _bad(name, "attack.flipped", a["flipped"], "not true or false")
-        fs = a.get("flipped_score")
-        if fs is not None:
-            if not isinstance(fs, Mapping):
-                raise _bad(name, "attack.flipped_score", fs, "not a table")
-            _attack_metrics(name, "attack.flipped_score", fs)
-            auc = a.get("auc")
-            if _is_number(fs.get("auc")) and _is_number(auc) and not math.isclose(fs["auc"], 1.0 - auc, abs_tol=1e-9):
-                raise _bad(name, "attack.flipped_score.auc", fs["auc"], f"not 1 − attack.auc = {1.0 - auc:.6g}")
+    if a is not None:
+        _attack_section(name, "attack", a)
+    attacks = report.get("attacks")
+    if attacks is not None:
+        if not isinstance(attacks, Mapping) or not attacks:
+            raise _bad(name, "attacks", attacks, "not a table of attacks by name")
+        for key, entry in attacks.items():
+            _attack_section(name, f"attacks.{key}", entry)
+    elif report.get("schema") == REPORT_SCHEMA_2 and a is not None:
+        raise _bad(name, "attacks", None, f"missing (a {REPORT_SCHEMA_2} report lists every attack)")
+    shift = (report.get("data") or {}).get("distribution_shift") if isinstance(report.get("data"), Mapping) else None
+    if shift is not None:
+        if not isinstance(shift, Mapping):
+            raise _bad(name, "data.distribution_shift", shift, "not a table")
+        if shift.get("detected") not in (True, False, None):
+            raise _bad(name, "data.distribution_shift.detected", shift.get("detected"), "not true, false or null")
+        if "auc" in shift:
+            _rate(name, "data.distribution_shift.auc", shift["auc"])
+        _interval(name, "data.distribution_shift.auc_ci95", shift.get("auc_ci95"))
+    exposed = report.get("most_exposed")
+    if exposed is not None:
+        if not isinstance(exposed, list):
+            raise _bad(name, "most_exposed", exposed, "not a list of {name, score}")
+        for i, e in enumerate(exposed):
+            if not isinstance(e, Mapping) or not isinstance(e.get("name"), str) or not _is_number(e.get("score")):
+                raise _bad(name, f"most_exposed[{i}]", e, "not {name, score}")
     p = report.get("proxy_leakage")
     if isinstance(p, Mapping):
         _attack_metrics(name, "proxy_leakage", p)

@@ -6,11 +6,13 @@ write them. Torch-free and numpy-free.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from privaudit.errors import ReportError
 
+SHIFT_NOTE = ("† the reference models alone separate this report's members from its non-members: the sets differ in distribution, "
+              "so the plain loss attack measures that difference rather than membership; its verdict rests on the calibrated attacks")
 FLIPPED_NOTE = ("* score flipped: the measured AUC is below 50%, so an attacker who predicts 'member' for HIGH loss does "
                 "better; the row shows that attacker (AUC = 1 − measured AUC)")
 
@@ -32,6 +34,10 @@ class Row:
     nkid_std: float | None = None
     flipped: bool = False  # the measured AUC is below 0.5: AUC, its interval and the TPRs are the flipped score's
     auc_measured: float | None = None  # attack.auc as the report holds it (averages over seeds use this one)
+    epsilon_lb: float | None = None  # the attack's empirical ε lower bound (95%)
+    attack: str | None = None  # which attack the row shows (report/2); None: the plain attack of a report/1
+    primary: bool = True  # False for the extra attack rows of a report/2 (left out of the trade-off plot)
+    shift: bool = False  # the report's data.distribution_shift.detected (SHIFT_NOTE)
 
 
 def row(name: str, r: dict[str, Any]) -> Row:
@@ -83,7 +89,27 @@ def _row(name: str, r: dict[str, Any]) -> Row:
         nkid_std=(rep.get("nkid") or {}).get("std") if rep else None,
         flipped=flipped,
         auc_measured=float(a["auc"]),
+        epsilon_lb=a.get("epsilon_lb"),
+        attack=a.get("name") if r.get("attacks") else None,
+        shift=(((r.get("data") or {}).get("distribution_shift") or {}).get("detected") is True),
     )
+
+
+def rows_of(name: str, r: dict[str, Any]) -> list[Row]:
+    """The rows of one report: its attack (the strongest, for a report/2), then, for a report/2,
+    every other membership attack side by side (named ``name · attack``; utility shown once)."""
+    main = row(name, r)
+    attacks = r.get("attacks") or {}
+    if not attacks:
+        return [main]
+    main = row(f"{name} · {main.attack}", r)
+    out = [main]
+    for key, entry in attacks.items():
+        if key == main.attack or key == "reference-only" or not isinstance(entry, dict):
+            continue
+        extra = row(f"{name} · {key}", {**r, "attack": entry, "utility": None, "generalization_gap": None, "repeats": None})
+        out.append(replace(extra, primary=False))
+    return out
 
 
 def _f(x: float | None, pct: bool = False, digits: int = 3) -> str:
@@ -92,7 +118,7 @@ def _f(x: float | None, pct: bool = False, digits: int = 3) -> str:
     return f"{100 * x:.{max(digits - 2, 1)}f}%" if pct else f"{x:.{digits}f}"
 
 
-HEADERS = ["model", "defense", "AUC", "AUC 95% CI", "TPR@1%FPR", "TPR@10%FPR", "NKID", "gap (NKID)", "L1", "SSIM", "ε"]
+HEADERS = ["model", "defense", "AUC", "AUC 95% CI", "TPR@1%FPR", "TPR@10%FPR", "NKID", "gap (NKID)", "L1", "SSIM", "ε", "ε lb"]
 
 
 def cells(r: Row) -> list[str]:
@@ -100,5 +126,6 @@ def cells(r: Row) -> list[str]:
     auc = _f(r.auc, pct=True, digits=4) + ("*" if r.flipped else "") + (f" ± {100 * r.auc_std:.2f}" if r.auc_std is not None else "")
     nkid = _f(r.nkid, pct=True, digits=4) + (f" ± {100 * r.nkid_std:.2f}" if r.nkid_std is not None else "")
     ci = "–" if r.auc_ci95 is None else f"[{100 * r.auc_ci95[0]:.1f}, {100 * r.auc_ci95[1]:.1f}]"
-    return [r.name, r.method, auc, ci, _f(r.tpr_1, pct=True), _f(r.tpr_10, pct=True),
-            nkid if r.nkid is not None else "–", _f(r.gap, digits=4), _f(r.l1, digits=4), _f(r.ssim, digits=3), _f(r.epsilon, digits=3)]
+    return [r.name + (" †" if r.shift and r.primary else ""), r.method, auc, ci, _f(r.tpr_1, pct=True), _f(r.tpr_10, pct=True),
+            nkid if r.nkid is not None else "–", _f(r.gap, digits=4), _f(r.l1, digits=4), _f(r.ssim, digits=3), _f(r.epsilon, digits=3),
+            _f(r.epsilon_lb, digits=3) + (" > ε!" if r.epsilon_lb is not None and r.epsilon is not None and r.epsilon_lb > r.epsilon else "")]
