@@ -13,7 +13,7 @@ import privaudit
 from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import attack_table, show_attack, data_warnings, reference_notes, show, warn, warn_unfinished
+from privaudit.cli.render import attack_table, data_warnings, reference_notes, show_attack, warn, warn_unfinished
 from privaudit.errors import InputError
 
 

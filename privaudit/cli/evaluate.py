@@ -11,7 +11,7 @@ import privaudit
 from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import data_warnings, show_attack, evaluate_table, reference_notes, show, warn, warn_unfinished
+from privaudit.cli.render import data_warnings, evaluate_table, reference_notes, show_attack, warn, warn_unfinished
 
 
 @guarded
