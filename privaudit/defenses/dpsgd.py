@@ -59,7 +59,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privaudit import defaults
+from privaudit import defaults, distributed
 from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.defenses.base import DefenseJob, DefenseResult, TrainingOptions
 from privaudit.device import resolve_device
@@ -597,6 +597,9 @@ class DPSGD:
     def run(self, options: DPSGDOptions, job: DefenseJob) -> DefenseResult:
         if job.train_data is None:
             raise InputError("--method dpsgd trains from scratch on the private pairs: pass --train-data PATH")
+        if distributed.launched():
+            raise InputError(f"--method dpsgd does not run under torchrun yet ({distributed.world_size()} processes): its Poisson sampling and "
+                             "accountant describe one process's batch; run it as one process (without torchrun)")
         cfg = options.dp_config(seed=job.seed, device=job.device)
         # Like `train`, DP-SGD defines the direction rather than reading it: AtoB unless told, and said.
         direction_note = "--direction" if job.direction else "the default; pass --direction BtoA if the right half or B/ is the input"
