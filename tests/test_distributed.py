@@ -1,9 +1,13 @@
 """Data-parallel training under torchrun: 2 CPU processes (gloo) against one process, same global batch.
 
-Measured tolerance (torch 2.14, CPU): the per-epoch mean losses agree within 1e-7 and the
-generator's outputs within 1e-6; weights agree within 1e-6 except the biases of convolutions
-followed by InstanceNorm, whose true gradient is 0 (the norm removes them): Adam turns the float
-noise of the gradient reduction into steps of up to --lr there, which changes no output.
+Measured tolerance (torch 2.14, CPU, gloo; 2 epochs of a 32 px U-Net, ngf 4): the per-epoch mean
+losses agree within 1e-7, the generator's outputs within 1e-6, and all weights but a few isolated
+elements within 1e-7 (DP-SGD: all within 1e-8). The float order of the gradient sum differs, and
+Adam turns that into update differences of up to about 1% of a step (--lr 2e-4: 2.5e-6 measured)
+where a gradient element is near zero; the test allows 1e-5 (5% of a step). The biases of
+convolutions followed by InstanceNorm are left out: their true gradient is 0 (the norm removes
+them), so Adam steps them on float noise alone, by up to --lr per step, which changes no output.
+The U-Nets here (32 px) have no dropout layer; with dropout the runs agree in distribution only.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ runner = CliRunner()
 TINY = ["--ngf", "4", "--ndf", "4", "--norm", "instance", "--no-augment", "--batch-size", "4", "--seed", "3", "--keep-state", "--quiet"]
 LOSS_TOL = 1e-6
 OUTPUT_TOL = 1e-5
-WEIGHT_TOL = 1e-6
+WEIGHT_TOL = 1e-5
 
 
 def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
@@ -78,7 +82,7 @@ def tiny_inputs() -> torch.Tensor:
 
 
 def test_train_two_processes_equals_one_and_resumes_in_one(tmp_path: Path) -> None:
-    data = write_pairs(tmp_path / "data", 8)
+    data = write_pairs(tmp_path / "data", 11)  # the last batch of 4 holds 3 pairs: shards of 2 and 1
     two = tmp_path / "two"
     two.mkdir()
     torchrun(["train", str(data), "--out", str(two / "g.pt"), "--epochs", "2", "--direction", "AtoB", *TINY], tmp_path)
@@ -101,7 +105,7 @@ def test_train_two_processes_equals_one_and_resumes_in_one(tmp_path: Path) -> No
 
 
 def test_akd_two_processes_equals_one(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    proxy = write_pairs(tmp_path / "proxy", 8, seed=1)
+    proxy = write_pairs(tmp_path / "proxy", 9, seed=1)  # the last batch holds 1 proxy image: one process gets none
     args = ["defend", "--method", "akd", str(tiny_checkpoint), "--proxy", str(proxy), "--epochs", "2", "--lambda-l1", "10", *TINY]
     two = tmp_path / "two"
     two.mkdir()
@@ -124,3 +128,28 @@ def test_global_batch_must_divide(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_shard_union_is_the_batch() -> None:
     idx = torch.tensor([7, 2, 5])
     assert distributed.shard(idx) == (idx, 3)  # no process group: the whole batch
+
+
+def test_dpsgd_two_processes_equals_one_same_epsilon_and_resumes_in_one(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "data", 9)  # 9 pairs: Poisson draws of odd sizes, shards of unequal sizes
+    args = ["defend", "--method", "dpsgd", "--train-data", str(data), "--direction", "AtoB", "--noise-multiplier", "1.0", *TINY]
+    args.remove("--norm"), args.remove("instance")  # DP-SGD uses GroupNorm
+    two = tmp_path / "two"
+    two.mkdir()
+    torchrun([*args, "--epochs", "2", "--out", str(two / "dp.pt")], tmp_path)
+    assert sorted(p.name for p in two.iterdir()) == ["dp.pt", "dp.pt.state"]
+    one = tmp_path / "one.pt"
+    one_process([*args, "--epochs", "2", "--out", str(one)])
+    assert_same_run(two / "dp.pt", one, tiny_inputs())
+    ca, cb = torch.load(two / "dp.pt", weights_only=True), torch.load(one, weights_only=True)
+    assert ca["defense"]["epsilon"] == cb["defense"]["epsilon"] > 0  # the global Poisson batch's ε, exactly
+    assert ca["defense"]["sample_rate"] == cb["defense"]["sample_rate"]
+    assert state(two / "dp.pt")["accountant"] == state(one)["accountant"]
+    assert ca["provenance"]["distributed"]["world_size"] == 2
+
+    half = tmp_path / "half" / "dp.pt"
+    half.parent.mkdir()
+    torchrun([*args, "--epochs", "1", "--out", str(half)], tmp_path)
+    one_process([*args, "--epochs", "2", "--resume", "--out", str(half)])
+    assert_same_run(half, one, tiny_inputs())
+    assert torch.load(half, weights_only=True)["defense"]["epsilon"] == cb["defense"]["epsilon"]

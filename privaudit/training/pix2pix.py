@@ -150,6 +150,10 @@ class PlainStep:
         takes the whole batch, several (torchrun) their shards of it (``distributed.shard``)."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(self.n, generator=gen)
+        if self.world > 1:
+            # Dropout draws from the global RNG: one stream per process and epoch, so the shards get
+            # independent masks (not the same masks in every process), and a resumed run draws alike.
+            torch.manual_seed(((self.cfg.seed * 1_000_003 + epoch) * 8191 + distributed.rank() + 1) % (2**63))
         for b in range(0, self.n, self.cfg.batch_size):
             idx = perm[b : b + self.cfg.batch_size]
             part, count = distributed.shard(idx) if self.world > 1 else (idx, len(idx))
