@@ -72,7 +72,7 @@ def per_process_batch(batch_size: int) -> int:
     n = world_size()
     if batch_size % n:
         raise InputError(f"--batch-size {batch_size} is the global batch and must be a multiple of the {n} processes torchrun started; "
-                         f"pass --batch-size {max(n, batch_size // n * n)} or start {batch_size if batch_size < n else 'a divisor of it'} processes")
+                         f"pass --batch-size {max(n, batch_size // n * n)}, or start a number of processes that divides {batch_size}")
     return batch_size // n
 
 

@@ -153,3 +153,16 @@ def test_dpsgd_two_processes_equals_one_same_epsilon_and_resumes_in_one(tmp_path
     one_process([*args, "--epochs", "2", "--resume", "--out", str(half)])
     assert_same_run(half, one, tiny_inputs())
     assert torch.load(half, weights_only=True)["defense"]["epsilon"] == cb["defense"]["epsilon"]
+
+
+def test_not_yet_under_torchrun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from privaudit.defenses import defend
+    from privaudit.references import build_references
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(InputError, match="references do not run under torchrun yet"):
+        build_references(tmp_path / "m.pt", population=[tmp_path], count=2, out=tmp_path / "refs")
+    with pytest.raises(InputError, match="--method gauss trains nothing"):
+        defend("gauss", out=tmp_path / "g.pt", teacher=tmp_path / "m.pt")
+    assert not any(tmp_path.iterdir())
