@@ -51,6 +51,9 @@ def defend(
 ) -> None:
     """Harden a generator against membership inference and record exactly what was done."""
     from privaudit import defenses  # here, not above: --help needs no torch
+    from privaudit import distributed
+
+    quiet = quiet or not distributed.is_main()  # under torchrun rank 0 alone shows progress and the summary
 
     options = defenses.options_for(method, sigma=sigma, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1,
                                    augment=augment, ngf=ngf, ndf=ndf, num_downs=num_downs, norm=norm, proxy_layout=proxy_layout,

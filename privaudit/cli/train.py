@@ -43,6 +43,9 @@ def train(
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on private pairs."""
     from privaudit import training  # here, not above: --help needs no torch
     from privaudit.models.arch import ModelSpec, check_norm
+    from privaudit import distributed
+
+    quiet = quiet or not distributed.is_main()  # under torchrun rank 0 alone shows progress and the summary
 
     # Training defines the direction (and records it in the checkpoint), so a default is safe here;
     # the summary says which one was used.

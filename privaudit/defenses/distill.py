@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from privaudit import defaults
+from privaudit import defaults, distributed
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs
 from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, TrainingOptions, load_teacher, teacher_record
 from privaudit.errors import InputError
@@ -104,7 +104,7 @@ def distill(
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=proxy.size, direction=direction, defense={**defense, "epochs_done": epoch},
-                        provenance={"training": cfg.to_dict(), "epoch": epoch}, training=training_record(epoch, cfg.epochs))
+                        provenance={"training": cfg.to_dict(), "distributed": distributed.record(cfg.batch_size), "epoch": epoch}, training=training_record(epoch, cfg.epochs))
 
     return fit(
         student,

@@ -59,7 +59,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privaudit import defaults
+from privaudit import defaults, distributed
 from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.defenses.base import DefenseJob, DefenseResult, TrainingOptions
 from privaudit.device import resolve_device
@@ -321,7 +321,8 @@ def train_dpsgd(
             "set the channel counts to match"
         )
 
-    device = resolve_device(tc.device)
+    distributed.per_process_batch(tc.batch_size)
+    device = distributed.device_for(resolve_device(tc.device))
     delta = cfg.delta if cfg.delta is not None else 1.0 / n
     q, steps_per_epoch = poisson_schedule(n, tc.batch_size)
     mechanisms = 2 if tc.adversarial else 1
@@ -333,8 +334,21 @@ def train_dpsgd(
     else:
         sigma = float(cfg.noise_multiplier)  # type: ignore[arg-type]
 
+    with distributed.session(device):
+        return _train(pairs, out, step_args=dict(arch=arch, cfg=cfg, sigma=sigma, delta=delta, sample_rate=q, steps_per_epoch=steps_per_epoch, device=device),
+                      direction=direction, requested_norm=requested_norm, mechanisms=mechanisms, resume=resume, on_step=on_step, provenance=provenance,
+                      keep_state=keep_state)
+
+
+def _train(pairs: ImageSet, out: Path, *, step_args: dict[str, Any], direction: str, requested_norm: str, mechanisms: int, resume: bool,
+           on_step: OnStep | None, provenance: dict[str, Any] | None, keep_state: bool) -> DPResult:
+    """``train_dpsgd`` once the process group (under torchrun) is up."""
+    cfg: DPConfig = step_args["cfg"]
+    tc = cfg.train
+    arch, sigma, delta, q, steps_per_epoch = step_args["arch"], step_args["sigma"], step_args["delta"], step_args["sample_rate"], step_args["steps_per_epoch"]
+    n = len(pairs)
     with _expected_warnings_off():
-        step = DPStep(pairs, arch, cfg, sigma=sigma, delta=delta, sample_rate=q, steps_per_epoch=steps_per_epoch, device=device)
+        step = DPStep(pairs, **step_args)
     data_sha = data_fingerprint(pairs)
     fp = {
         "config": {k: v for k, v in cfg.to_dict().items()},
@@ -381,6 +395,7 @@ def train_dpsgd(
             provenance={
                 "trained_on": {"path": pairs.path, "count": n, "sha256": data_sha},
                 "training": cfg.to_dict(),
+                "distributed": distributed.record(tc.batch_size),
                 **(provenance or {}),
                 "epoch": epoch,
             },
@@ -389,7 +404,7 @@ def train_dpsgd(
 
     with _expected_warnings_off():
         history = train_loop(step, tc, out=out, save_model=save, fingerprint=fp, resume_ignore=("epochs",), resume=resume, keep_state=keep_state,
-                             on_step=on_step)
+                             on_step=on_step if distributed.is_main() else None)
     return DPResult(
         epsilon=_epsilon(step.engine, delta),
         delta=delta,
@@ -455,6 +470,11 @@ class DPStep:
             self.D_dp, self.dp_opt_d, self.loader_d = self.engine.make_private(
                 module=D, optimizer=opt_d, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=self.load_d), noise_generator=self.noise_d, **common
             )
+        self.world = distributed.world_size() if distributed.active() else 1
+        if self.world > 1:
+            for opt in (self.dp_opt_g, self.dp_opt_d):
+                if opt is not None:
+                    _shard_optimizer(opt)
         if len(self.loader_g) != steps_per_epoch or abs(getattr(self.loader_g, "sample_rate", sample_rate) - sample_rate) > 1e-15:
             raise InternalError("internal error: Opacus's Poisson loader disagrees with the planned sampling rate; please report it")
         self.generator, self.discriminator = G, D
@@ -474,41 +494,65 @@ class DPStep:
         d_batches = iter(self.loader_d) if self.loader_d is not None else itertools.repeat(None)
         return zip(self.loader_g, d_batches)
 
+    def _mine(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The Poisson draw prepared (jittered as a whole, so every process draws the same crop), then
+        this process's shard of it under torchrun; None for an empty draw or shard."""
+        if len(batch[0]) == 0:
+            return None
+        x, y = _prepare(batch, self.tc.augment, self.aug, self.device)
+        if self.world > 1:
+            r = distributed.rank()
+            x, y = x.tensor_split(self.world)[r], y.tensor_split(self.world)[r]
+        return (x, y) if len(x) else None
+
     def __call__(self, batch: tuple[list[torch.Tensor], list[torch.Tensor] | None]) -> tuple[dict[str, float], float | None]:
         batch_g, batch_d = batch
-        tc, device, aug = self.tc, self.device, self.aug
+        tc, device = self.tc, self.device
         losses: dict[str, float] = {}
         # --- discriminator step on its own Poisson draw
         if self.D_dp is not None and self.dp_opt_d is not None and batch_d is not None:
             self.dp_opt_d.zero_grad(set_to_none=True)
-            if len(batch_d[0]) == 0:
+            mine = self._mine(batch_d)
+            logged = {"D_real": 0.0, "D_fake": 0.0}
+            if mine is None:
                 _zero_rows(self.dp_opt_d)
             else:
-                x, y = _prepare(batch_d, tc.augment, aug, device)
+                x, y = mine
                 with torch.no_grad(), autocast(device, self.amp):
                     fake = self.G_dp(x)
                 with autocast(device, self.amp):
                     # two passes over the same B samples: Opacus sums them per sample
                     loss_d, logged = discriminator_loss(self.D_dp, self.gan_loss, x, y, fake)
                 loss_d.backward()
-                losses.update(logged)
             self.dp_opt_d.step()
+            if len(batch_d[0]):
+                losses.update(self._global(logged, 0 if mine is None else len(mine[0])))
         # --- generator step on another Poisson draw
         self.dp_opt_g.zero_grad(set_to_none=True)
         g_total = None
-        if len(batch_g[0]) == 0:
+        mine = self._mine(batch_g)
+        logged = {"G_GAN": 0.0, "G_L1": 0.0} if self.D_dp is not None else {"G_L1": 0.0}
+        total = 0.0
+        if mine is None:
             _zero_rows(self.dp_opt_g)
         else:
-            x, y = _prepare(batch_g, tc.augment, aug, device)
+            x, y = mine
             with frozen(self.D_dp), _hooks_off(self.D_dp):
                 with autocast(device, self.amp):
                     fake = self.G_dp(x)
                     loss_g, logged = generator_loss(self.D_dp, self.gan_loss, x, y, fake, tc.lambda_l1)
                 loss_g.backward()
-            losses.update(logged)
-            g_total = loss_g.item()
+            total = loss_g.item()
         self.dp_opt_g.step()
+        if len(batch_g[0]):
+            means = self._global({**logged, "_G": total}, 0 if mine is None else len(mine[0]))
+            g_total = means.pop("_G")
+            losses.update(means)
         return losses, g_total
+
+    def _global(self, values: dict[str, float], count: int) -> dict[str, float]:
+        """The losses over the whole Poisson draw (the processes' shards weighted by their sizes)."""
+        return distributed.weighted_means(values, count, self.device) if self.world > 1 else values
 
     def epoch_extras(self) -> dict[str, float]:
         return {"epsilon": _epsilon(self.engine, self.delta)}
@@ -526,6 +570,58 @@ class DPStep:
         self.engine.accountant.load_state_dict({"mechanism": acc["mechanism"], "history": [tuple(h) for h in acc["history"]]})
         self.noise_g.set_state(state["noise_g"])
         self.noise_d.set_state(state["noise_d"])
+
+
+def _shard_optimizer(opt: Any) -> None:
+    """Make Opacus's ``DPOptimizer`` ``opt`` one shard of a step over the whole Poisson draw.
+
+    Every process draws the same Poisson sample (seeded alike) and clips the per-sample gradients of
+    its shard; rank 0 alone adds the noise (from the noise generator one process would use); each
+    process scales by the GLOBAL expected batch size (``make_private`` was given the global loader);
+    then the gradients are summed over the processes. The update is (Σ clipped + noise) / E[B]
+    over the whole draw: the one-process update, up to the order of float sums. The accountant sees
+    the global sampling rate and the same steps, so ε is the one-process run's.
+    (Opacus's own ``DistributedDPOptimizer`` pairs with per-process Poisson samplers instead, which
+    draws other batches than one process would.)"""
+    from opacus.optimizers import DPOptimizer
+
+    if type(opt) is not DPOptimizer:
+        raise InternalError(f"internal error: expected Opacus's DPOptimizer, got {type(opt).__name__}; please report it")
+    if _Lazy.cls is None:
+        _Lazy.cls = _shard_dp_optimizer_class()
+    opt.__class__ = _Lazy.cls
+
+
+def _shard_dp_optimizer_class() -> type:
+    from opacus.optimizers import DPOptimizer
+    import torch.distributed as dist
+
+    class ShardDPOptimizer(DPOptimizer):
+        def add_noise(self) -> None:
+            if dist.get_rank() == 0:
+                super().add_noise()
+            else:
+                for p in self.params:
+                    p.grad = p.summed_grad.view_as(p)
+
+        def step(self, closure: Any = None) -> Any:
+            if closure is not None:
+                with torch.enable_grad():
+                    closure()
+            if self.pre_step():
+                for p in self.params:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                return self.original_optimizer.step()
+            return None
+
+    return ShardDPOptimizer
+
+
+class _Lazy:
+    """The sharded optimizer class, built when first needed (Opacus loads late)."""
+
+    cls: type | None = None
 
 
 def _prepare(batch: list[torch.Tensor], augment: bool, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
-from privaudit import defaults
+from privaudit import defaults, distributed
 from privaudit.data.images import ImageSet, check_direction
 from privaudit.defenses.base import Defense, DefenseJob, DefenseResult
 from privaudit.defenses.distill import AKD, DMP
@@ -70,6 +70,8 @@ def defend(
     ``PrivauditError``s) before anything is written for bad settings, inputs or an unwritable ``out``.
     """
     defense = get_defense(method)
+    if method == "gauss" and distributed.launched():
+        raise InputError("--method gauss trains nothing, so torchrun's processes would only write the same file; run it as one process")
     if out is None:
         raise InputError("--out FILE is required: where to write the hardened checkpoint")
     check_writable(out, what="checkpoint")

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from privaudit import __version__, defaults
+from privaudit import __version__, defaults, distributed
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs, load_pairs
 from privaudit.errors import CheckpointError, DataError, InputError, PrivauditError, check_seed
 from privaudit.io import check_dir_creatable, check_dir_writable, sha256_file, write_json
@@ -127,6 +127,9 @@ def build_references(
     overlaps the target's members (offline; ``DataError``), or an ``out`` holding the references of
     another model or other settings.
     """
+    if distributed.launched():
+        raise InputError(f"references do not run under torchrun yet ({distributed.world_size()} processes would each write the manifest); "
+                         "run `privaudit references` as one process")
     t0 = time.perf_counter()
     warnings_: list[str] = []
 

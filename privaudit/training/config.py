@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from privaudit import defaults
+from privaudit import defaults, distributed
 from privaudit.errors import InputError, check_seed
 
 
@@ -34,6 +34,7 @@ class TrainConfig:
             raise InputError(f"--epochs must be at least 1, not {self.epochs}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
+        distributed.per_process_batch(self.batch_size)  # under torchrun: the global batch must divide
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be a finite number > 0, not {self.lr}")
         if not self.lambda_l1 >= 0 or not math.isfinite(self.lambda_l1):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 import torch
 from torch import nn
 
+from privaudit import distributed
 from privaudit.errors import InputError, TrainingError
 from privaudit.training.resume import discard_state, load_state, restore, save_state, state_path
 
@@ -127,14 +128,16 @@ def train_loop(
         if reason:
             raise diverged(epoch + 1, reason, lr=cfg.lr, out=out, what=step.what)
         history.append(EpochStats(epoch + 1, {**{k: sums[k] / counts[k] for k in sums}, **step.epoch_extras()}))
-        G.eval()
-        save_model(out, G, epoch + 1)
-        G.train()
-        if keep_state or epoch + 1 < cfg.epochs:
-            save_state(state_file, epoch + 1, fingerprint, G, D, opt_g, opt_d, [{"epoch": h.epoch, "losses": h.losses} for h in history],
-                       fmt=step.state_format, extra=step.extra_state())
+        if distributed.is_main():  # under torchrun rank 0 alone writes; the others wait for it
+            G.eval()
+            save_model(out, G, epoch + 1)
+            G.train()
+            if keep_state or epoch + 1 < cfg.epochs:
+                save_state(state_file, epoch + 1, fingerprint, G, D, opt_g, opt_d, [{"epoch": h.epoch, "losses": h.losses} for h in history],
+                           fmt=step.state_format, extra=step.extra_state())
+        distributed.barrier()
     G.eval()
-    if not keep_state:
+    if not keep_state and distributed.is_main():
         discard_state(out)
     return history
 

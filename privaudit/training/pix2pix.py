@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privaudit import defaults
+from privaudit import defaults, distributed
 from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.errors import InputError
 from privaudit.io import check_writable
@@ -101,7 +101,14 @@ def frozen(D: nn.Module | None) -> Iterator[None]:
 class PlainStep:
     """The pix2pix step: one permuted batch (jittered when ``cfg.augment``) feeds D's update, then
     G's. inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1]. Builds the
-    discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers."""
+    discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers.
+
+    Under torchrun (``privaudit.distributed``) ``cfg.batch_size`` is the global batch: every process
+    draws the same permutation and takes its shard of each batch; G and D are wrapped in
+    ``DistributedDataParallel`` (``generator``/``discriminator`` stay the plain networks, which are
+    saved), each process's loss is weighted by its share of the batch, so the averaged gradient is
+    the one of the mean loss over the global batch, and the logged losses are the global batch's.
+    """
 
     what = "training"
     state_format = TRAIN_STATE_FORMAT
@@ -127,21 +134,43 @@ class PlainStep:
         self.amp = cfg.amp and device.type == "cuda"
         self.gan_loss = GANLoss()
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        self.world = distributed.world_size() if distributed.active() else 1
+        if self.world > 1:
+            distributed.per_process_batch(cfg.batch_size)
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            ids = [device.index] if device.type == "cuda" else None
+            self.g_step: nn.Module = DDP(generator, device_ids=ids)
+            self.d_step: nn.Module | None = DDP(D, device_ids=ids) if D is not None else None
+        else:
+            self.g_step, self.d_step = generator, D
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, int]]:
+        """(x, y, this process's real batch size, the global batch size) per step; one process
+        takes the whole batch, several (torchrun) their shards of it (``distributed.shard``)."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(self.n, generator=gen)
+        if self.world > 1:
+            # Dropout draws from the global RNG: one stream per process and epoch, so the shards get
+            # independent masks (not the same masks in every process), and a resumed run draws alike.
+            torch.manual_seed(((self.cfg.seed * 1_000_003 + epoch) * 8191 + distributed.rank() + 1) % (2**63))
         for b in range(0, self.n, self.cfg.batch_size):
             idx = perm[b : b + self.cfg.batch_size]
-            x, y = to_float(self.inputs[idx]), self.targets[idx]
+            part, count = distributed.shard(idx) if self.world > 1 else (idx, len(idx))
+            x, y = to_float(self.inputs[part]), self.targets[part]
             if self.cfg.augment:
+                # The crop and flip are drawn once per batch from the same generator in every
+                # process, so the shards are jittered as the whole batch would be.
                 x, y = jitter(x, y, gen)
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), count, len(idx)
 
-    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, float], float]:
-        x, y = batch
-        G, D = self.generator, self.discriminator
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, int, int]) -> tuple[dict[str, float], float]:
+        x, y, count, total = batch
+        G, D = self.g_step, self.d_step
         opt_g, opt_d = self.optimizers
+        # DDP averages the processes' gradients; weighting each process's mean loss by its share
+        # of the batch times the world size makes that average the gradient of the global mean.
+        weight = count * self.world / total if self.world > 1 else None
         with autocast(self.device, self.amp):
             fake = G(x)
         losses: dict[str, float] = {}
@@ -149,17 +178,22 @@ class PlainStep:
             with autocast(self.device, self.amp):
                 loss_d, logged = discriminator_loss(D, self.gan_loss, x, y, fake)
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            (loss_d if weight is None else loss_d * weight).backward()
             opt_d.step()
             losses.update(logged)
-        with frozen(D):
+        plain_d = self.discriminator  # G learns through D, whose gradients are not wanted (no DDP sync)
+        with frozen(plain_d):
             with autocast(self.device, self.amp):
-                loss_g, logged = generator_loss(D, self.gan_loss, x, y, fake, self.cfg.lambda_l1)
+                loss_g, logged = generator_loss(plain_d, self.gan_loss, x, y, fake, self.cfg.lambda_l1)
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            (loss_g if weight is None else loss_g * weight).backward()
         opt_g.step()
         losses.update(logged)
-        return losses, loss_g.item()
+        if weight is None:
+            return losses, loss_g.item()
+        means = distributed.weighted_means({**losses, "_G": loss_g.item()}, count, self.device)
+        g_total = means.pop("_G")
+        return means, g_total
 
     def epoch_extras(self) -> dict[str, float]:
         return {}
@@ -196,11 +230,15 @@ def fit(
     (see ``training.loop.divergence``), before that epoch is saved.
     """
     cfg.validate()
-    device = resolve_device(cfg.device)
-    step = PlainStep(generator, inputs, targets, cfg, device, discriminator)
-    # What must match on --resume: everything but the length of the run and the device.
+    distributed.per_process_batch(cfg.batch_size)
+    device = distributed.device_for(resolve_device(cfg.device))
+    # What must match on --resume: everything but the length of the run and the device (the world
+    # size neither: a state written by N processes resumes in M).
     fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "epochs", "decay_epochs")}, **(fingerprint or {})}
-    return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state, on_step=on_step)
+    with distributed.session(device):
+        step = PlainStep(generator, inputs, targets, cfg, device, discriminator)
+        return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state,
+                          on_step=on_step if distributed.is_main() else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +298,8 @@ def train(
     torch.manual_seed(config.seed)
     G = UnetGenerator(arch)
     init_weights(G)
-    provenance = {"trained_on": {"path": pairs.path if isinstance(data, ImageSet) else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict()}
+    provenance = {"trained_on": {"path": pairs.path if isinstance(data, ImageSet) else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict(),
+                  "distributed": distributed.record(config.batch_size)}
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
