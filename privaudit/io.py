@@ -200,6 +200,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> str:
     return text
 
 
+def utc_now() -> str:
+    """The current UTC time as reports, checkpoints and manifests record it (ISO 8601, seconds)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

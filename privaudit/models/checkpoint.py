@@ -17,7 +17,6 @@ import hashlib
 import math
 import pickle
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch import nn
 from privaudit import __version__
 from privaudit.device import resolve_device
 from privaudit.errors import CheckpointError, describe_os_error, first_line
-from privaudit.io import atomic_torch_save, sha256_file
+from privaudit.io import atomic_torch_save, sha256_file, utc_now
 from privaudit.models import foreign, vetting
 from privaudit.models.arch import ArchOverrides, UnetArch
 from privaudit.models.loaded import LoadedModel
@@ -63,16 +62,13 @@ def save_checkpoint(
         "image_size": int(image_size),
         "direction": direction,
         "defense": defense or {"method": "none"},
-        "provenance": {"tool": f"privaudit {__version__}", "created": _now(), **(provenance or {})},
+        "provenance": {"tool": f"privaudit {__version__}", "created": utc_now(), **(provenance or {})},
         "state_dict": state,
     }
     if training is not None:
         ckpt["training"] = dict(training)
     atomic_torch_save(path, ckpt)
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # ----------------------------------------------------------------------------------------------

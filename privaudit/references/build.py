@@ -26,7 +26,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,7 +35,7 @@ import torch
 from privaudit import __version__, defaults, distributed
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs, load_pairs
 from privaudit.errors import CheckpointError, DataError, InputError, PrivauditError, check_seed
-from privaudit.io import check_dir_creatable, check_dir_writable, sha256_file, write_json
+from privaudit.io import check_dir_creatable, check_dir_writable, sha256_file, utc_now, write_json
 from privaudit.device import resolve_device
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model, safe_torch_load
@@ -361,16 +360,13 @@ def _check_proxy(recipe: Recipe, proxy: str | Path | None) -> dict[str, Any] | N
     return {"path": str(proxy), "count": len(inputs), "sha256": data_fingerprint(inputs)}
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 def _manifest_head(target: Any, recipe: Recipe, *, online: bool, count: int, seed: int, pop: Population, excluded: list[dict[str, Any]],
                    proxy: dict[str, Any] | None, cache: Path | None, members_in_population: int | None) -> dict[str, Any]:
     return {
         "schema": MANIFEST_SCHEMA,
         "tool": {"name": "privaudit", "version": __version__},
-        "created": _now(),
+        "created": utc_now(),
         "target": {"path": target.path, "sha256": target.sha256, "format": target.format, "recipe": recipe.to_dict()},
         "mode": "online" if online else "offline",
         "count": count,

@@ -256,8 +256,9 @@ def _pix2pix(meta: dict[str, Any], flags: RecipeFlags, *, who: str, inherit: dic
         ("train_count", count, " (how many pairs it was trained on)"),
     ) if v is None]
     if missing:
-        kind = {"pix2pix": "a pix2pix state_dict", "export": "a torch.export program", "torchscript": "a TorchScript model",
-                "privaudit": "a privaudit checkpoint"}.get(str(meta.get("format")), "a model")
+        from privaudit.data.checks import FORMAT_NAMES
+
+        kind = FORMAT_NAMES.get(str(meta.get("format")), "a model")
         raise InputError(f"{who} is {kind} that does not record its training recipe; pass {', '.join(missing)}")
     assert cfg is not None and size is not None and direction is not None and count is not None
     if count < 1:

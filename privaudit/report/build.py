@@ -8,9 +8,9 @@ Imports no torch itself (``base_report`` reads its version when it runs, with a 
 from __future__ import annotations
 
 import platform
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from privaudit.io import utc_now
 from privaudit import __version__
 from privaudit.report.schema import REPORT_SCHEMA
 
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from privaudit.models.loaded import LoadedModel
 
 
-def now() -> str:
-    """The current UTC time as the report writes it (ISO 8601, seconds)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 def base_report(model: LoadedModel, sets: AuditSets, *, seed: int) -> dict[str, Any]:
     """The report's common head (schema, tool, created, seed, model, data, environment)."""
@@ -32,7 +28,7 @@ def base_report(model: LoadedModel, sets: AuditSets, *, seed: int) -> dict[str, 
     return {
         "schema": REPORT_SCHEMA,
         "tool": {"name": "privaudit", "version": __version__},
-        "created": now(),
+        "created": utc_now(),
         "seed": seed,
         "model": {
             "path": model.path,
