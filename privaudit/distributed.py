@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from privaudit.errors import EnvironmentProblem, InputError
 
@@ -34,9 +34,48 @@ def _env_int(name: str, default: int) -> int:
         raise EnvironmentProblem(f"{name}={value!r} in the environment is no whole number; launch with torchrun, which sets it") from None
 
 
+_LOCAL = [0]  # depth of ``local()`` blocks: inside one, this process trains alone
+
+
 def world_size() -> int:
-    """How many processes train together (torchrun's WORLD_SIZE; 1 without torchrun)."""
+    """How many processes train together (torchrun's WORLD_SIZE; 1 without torchrun or inside ``local()``)."""
+    if _LOCAL[0]:
+        return 1
     return max(1, _env_int("WORLD_SIZE", 1))
+
+
+def launcher_world_size() -> int:
+    """How many processes torchrun started, also inside ``local()`` (1 without torchrun)."""
+    return max(1, _env_int("WORLD_SIZE", 1))
+
+
+def launcher_rank() -> int:
+    """This process's rank among the processes torchrun started, also inside ``local()``."""
+    return _env_int("RANK", 0) if launcher_world_size() > 1 else 0
+
+
+@contextmanager
+def local() -> Iterator[None]:
+    """Within the block, this process trains on its own, as if torchrun had started one process:
+    no DDP, no sharded batches, and it writes its own files. ``references`` runs each rank's share
+    of the reference models this way (each reference is an independent run). On CUDA the caller
+    passes the process's own GPU (``local_device``), since ``device_for`` no longer sees torchrun."""
+    _LOCAL[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL[0] -= 1
+
+
+def local_device(device: str) -> str:
+    """``device`` for a ``local()`` run in this process: ``cuda`` becomes this process's GPU
+    (``cuda:LOCAL_RANK``) under torchrun; anything else is unchanged."""
+    if launcher_world_size() > 1 and device in ("cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{_env_int('LOCAL_RANK', 0)}"
+    return device
 
 
 def rank() -> int:
@@ -47,6 +86,20 @@ def rank() -> int:
 def local_rank() -> int:
     """This process's rank on its machine (torchrun's LOCAL_RANK): the GPU it uses."""
     return _env_int("LOCAL_RANK", 0) if world_size() > 1 else 0
+
+
+def gather_json(value: Any) -> list[Any]:
+    """``value`` (JSON-serialisable) from every process, in rank order (``[value]`` outside a group).
+    Sent as JSON text, so nothing is unpickled but strings the processes of this run wrote."""
+    if not active():
+        return [value]
+    import json
+
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, json.dumps(value))
+    return [json.loads(v) for v in out]
 
 
 def launched() -> bool:
@@ -93,7 +146,7 @@ def device_for(device: torch.device) -> torch.device:
 
 
 @contextmanager
-def session(device: torch.device) -> Iterator[None]:
+def session(device: torch.device, *, timeout_s: float | None = None) -> Iterator[None]:
     """Join the process group for the duration of a run (NCCL on CUDA, gloo on the CPU) when
     torchrun started several processes, and leave it afterwards; nothing without torchrun or when
     a group is already up (the caller's)."""
@@ -105,7 +158,12 @@ def session(device: torch.device) -> Iterator[None]:
     if not dist.is_available():
         raise EnvironmentProblem("torchrun started several processes but this torch has no torch.distributed; run one process")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, **({"device_id": device} if device.type == "cuda" else {}))
+    extra: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+    if timeout_s is not None:
+        from datetime import timedelta
+
+        extra["timeout"] = timedelta(seconds=timeout_s)
+    dist.init_process_group(backend=backend, **extra)
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -165,6 +166,11 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy the file ``src`` to ``dst`` through a temporary beside ``dst`` (no half-copied ``dst``)."""
+    atomic_write_with(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -155,14 +155,36 @@ def test_dpsgd_two_processes_equals_one_same_epsilon_and_resumes_in_one(tmp_path
     assert torch.load(half, weights_only=True)["defense"]["epsilon"] == cb["defense"]["epsilon"]
 
 
-def test_not_yet_under_torchrun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_gauss_trains_nothing_under_torchrun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from privaudit.defenses import defend
-    from privaudit.references import build_references
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    with pytest.raises(InputError, match="references do not run under torchrun yet"):
-        build_references(tmp_path / "m.pt", population=[tmp_path], count=2, out=tmp_path / "refs")
     with pytest.raises(InputError, match="--method gauss trains nothing"):
         defend("gauss", out=tmp_path / "g.pt", teacher=tmp_path / "m.pt")
     assert not any(tmp_path.iterdir())
+
+
+def test_references_split_across_processes(tmp_path: Path) -> None:
+    """Each of 2 processes trains its share of 4 references (rank r: r, r + 2); the manifest, written
+    once by rank 0, lists all 4, and each reference is bit-identical to the one-process build's."""
+    members = write_pairs(tmp_path / "m", 8, seed=1, prefix="m")
+    pop = write_pairs(tmp_path / "p", 8, seed=2, prefix="p")
+    teacher = tmp_path / "teacher.pt"
+    one_process(["train", str(members), "--direction", "AtoB", "--size", "32", "--epochs", "1", *TINY, "--out", str(teacher)])
+    args = ["references", str(teacher), "--population", str(pop), "--count", "4", "--seed", "7", "--device", "cpu", "--quiet"]
+    torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    one_process([*args, "--out", str(tmp_path / "one")])
+    import json
+
+    two = json.loads((tmp_path / "two" / "references.json").read_text())
+    one = json.loads((tmp_path / "one" / "references.json").read_text())
+    assert [e["index"] for e in two["references"]] == [0, 1, 2, 3]
+    for a, b in zip(two["references"], one["references"]):
+        assert (a["file"], a["pairs"], a["seed"]) == (b["file"], b["pairs"], b["seed"])
+        wa, wb = (load_model(root / e["file"], device="cpu").module.state_dict() for root, e in ((tmp_path / "two", a), (tmp_path / "one", b)))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(["references.json", "ref-000.pt", "ref-001.pt", "ref-002.pt", "ref-003.pt"])
+    # a rerun under torchrun reuses all four
+    proc = torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert json.loads((tmp_path / "two" / "references.json").read_text())["references"] == two["references"]

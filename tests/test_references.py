@@ -392,6 +392,29 @@ def test_akd_is_replayed_as_a_pipeline_and_shares_teachers_with_dmp(world, defen
     assert torch.load(tmp_path / "d" / "ref-000.pt", weights_only=True)["defense"]["method"] == "dmp"
 
 
+def test_teachers_references_are_the_pipelines_reference_teachers(world, defended, tmp_path):
+    """With a shared --teacher-cache, the plain teacher's reference k and the AKD pipeline's reference
+    teacher k are one model (same recipe, sample and seed): trained once, whichever comes first."""
+    cache = tmp_path / "cache"
+    res = build_references(world["teacher"], population=[world["n"]], count=2, out=tmp_path / "t", online=True, seed=SEED, device="cpu",
+                           teacher_cache=cache)
+    assert res.trained == [0, 1] and res.teachers_reused == 0
+    shared = sorted(cache.iterdir())
+    assert len(shared) == 2 and {sha256_file(p) for p in shared} == {sha256_file(tmp_path / "t" / e["file"]) for e in res.manifest["references"]}
+    res = build_references(defended["akd"], population=[world["n"]], count=2, out=tmp_path / "a", online=True, proxy=world["p"], seed=SEED,
+                           device="cpu", teacher_cache=cache)
+    assert (res.teachers_trained, res.teachers_reused) == (0, 2)
+    assert [e["teacher"]["sha256"] for e in res.manifest["references"]] == [e["sha256"] for e in _manifest(tmp_path / "t")["references"]]
+    # the other order: a pipeline's reference teachers become the teacher's references without training
+    res = build_references(world["teacher"], population=[world["n"]], count=2, out=tmp_path / "t2", online=True, seed=SEED, device="cpu",
+                           teacher_cache=cache)
+    assert res.trained == [0, 1] and res.teachers_reused == 2
+    assert [e["sha256"] for e in res.manifest["references"]] == [e["sha256"] for e in _manifest(tmp_path / "t")["references"]]
+    # without an explicit cache nothing is shared or copied
+    res = build_references(world["teacher"], population=[world["n"]], count=2, out=tmp_path / "t3", online=True, seed=SEED, device="cpu")
+    assert res.teachers_reused == 0 and not (tmp_path / "t3" / "teachers").exists()
+
+
 def _fewer(folder: Path, dst: Path) -> Path:
     shutil.copytree(folder, dst)
     sorted(dst.iterdir())[0].unlink()

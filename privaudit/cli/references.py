@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from privaudit import defaults
+from privaudit import defaults, distributed
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress, stderr
 from privaudit.cli.render import warning
@@ -52,6 +52,8 @@ def references(
     """Train K reference models that replay MODEL's recipe on population data (for the calibrated attacks and LiRA)."""
     from privaudit.references import RecipeFlags, build_references  # here, not above: --help needs no torch
 
+    quiet = quiet or not distributed.is_main()  # under torchrun rank 0 alone shows progress and the summary
+
     if out is None:
         raise InputError("--out DIR is required: the folder for the reference models and their manifest")
     if count is None:
@@ -64,7 +66,7 @@ def references(
     with progress(disable=quiet) as bar:
         task = bar.add_task("references", total=None, info="")
         result = build_references(model, population=folders, count=count, out=out, online=online, proxy=proxy, teacher=teacher, teacher_cache=teacher_cache,
-                                  exclude=exclude or (), flags=flags, seed=seed, device=device, on_progress=_bar(bar, task), on_warning=warning)
+                                  exclude=exclude or (), flags=flags, seed=seed, device=device, on_progress=_bar(bar, task), on_warning=warning if distributed.is_main() else None)
     if not quiet:
         m = result.manifest
         t = Table(title=f"references: {out}", title_justify="left", show_header=False)

@@ -35,7 +35,7 @@ import torch
 from privaudit import __version__, defaults, distributed
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs, load_pairs
 from privaudit.errors import CheckpointError, DataError, InputError, PrivauditError, check_seed
-from privaudit.io import check_dir_creatable, check_dir_writable, sha256_file, utc_now, write_json
+from privaudit.io import atomic_copy, check_dir_creatable, check_dir_writable, sha256_file, utc_now, write_json
 from privaudit.device import resolve_device
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model, safe_torch_load
@@ -47,6 +47,10 @@ TEACHERS = "teachers"
 MODES = ("offline", "online")
 # Settings a rerun into the same OUT must share with the run that started it.
 SETTINGS = ("target_sha256", "recipe_key", "mode", "seed", "population_key")
+
+# How long a rank that finished its share of the references waits for the others (torch's default of
+# 30 minutes is shorter than one full-size reference).
+REFERENCE_WAIT_S = 7 * 24 * 3600
 
 OnProgress = Callable[[int, int, int, int], None]
 """``on_progress(done_refs, total_refs, epoch, epochs)``: references finished, and epochs finished of
@@ -126,9 +130,6 @@ def build_references(
     overlaps the target's members (offline; ``DataError``), or an ``out`` holding the references of
     another model or other settings.
     """
-    if distributed.launched():
-        raise InputError(f"references do not run under torchrun yet ({distributed.world_size()} processes would each write the manifest); "
-                         "run `privaudit references` as one process")
     t0 = time.perf_counter()
     warnings_: list[str] = []
 
@@ -196,8 +197,13 @@ def build_references(
                               cache=cache if teacher_cache is not None else None, members_in_population=members_in_population)
     previous = _previous(out, manifest)
 
-    # --- from here on, files are written
-    check_dir_writable(out, what="--out folder")
+    # --- from here on, files are written. Under torchrun, rank r trains references r, r + N, ...
+    # (each one alone: ``distributed.local``), rank 0 writes the manifest, and once more after all
+    # ranks are done, with every rank's references.
+    world, rank = distributed.launcher_world_size(), distributed.launcher_rank()
+    main = rank == 0
+    if main:
+        check_dir_writable(out, what="--out folder")
     done: dict[int, dict[str, Any]] = {}
     result = BuildResult(out=out, manifest=manifest, recipe=recipe, warnings=warnings_)
     for entry in previous:
@@ -206,27 +212,36 @@ def build_references(
         if (k < count and entry["file"] == reference_name(k) and entry.get("pairs") == [pop.hashes[i] for i in samples[k]] and path.is_file()
                 and sha256_file(path) == entry.get("sha256")):
             done[k] = entry
-    _write_manifest(out, manifest, done)
-    replayer = _Replayer(proxy=Path(proxy) if proxy is not None else None, device=device, cache=cache, result=result)
-    for k in range(count):
-        if k in done:
-            result.reused.append(k)
-            continue
-        if on_progress is not None:
-            on_progress(len(done), count, 0, recipe.epochs)
-        sample = pop.pairs.subset(samples[k])
-        sample.path = f"population sample {k} of {out / MANIFEST}"
-        path = out / reference_name(k)
-        t_ref = time.perf_counter()
-        replayer.run(recipe, sample, path, seed + k, progress=_progress(on_progress, len(done), count, recipe.epochs))
-        teacher_rec = dict(replayer.last_teacher.get("teacher") or {})
-        if teacher_rec and Path(teacher_rec["file"]).parent == out / TEACHERS:
-            teacher_rec["file"] = f"{TEACHERS}/{Path(teacher_rec['file']).name}"  # inside OUT: relative, so the folder can move
-        done[k] = {"index": k, "file": path.name, "sha256": sha256_file(path), "seed": seed + k, "count": len(sample),
-                   "seconds": round(time.perf_counter() - t_ref, 3), **({"teacher": teacher_rec} if teacher_rec else {}),
-                   "pairs": [pop.hashes[i] for i in samples[k]]}
-        result.trained.append(k)
+    if main:
         _write_manifest(out, manifest, done)
+    replayer = _Replayer(proxy=Path(proxy) if proxy is not None else None, device=distributed.local_device(device), cache=cache, result=result,
+                         share=teacher_cache is not None)
+    mine = [k for k in range(count) if k % world == rank]
+    with distributed.session(torch.device("cpu"), timeout_s=REFERENCE_WAIT_S):
+        with distributed.local():
+            for k in mine:
+                sample = pop.pairs.subset(samples[k])
+                sample.path = f"population sample {k} of {out / MANIFEST}"
+                path = out / reference_name(k)
+                if k in done:
+                    result.reused.append(k)
+                    replayer.share_copy(recipe, sample, path, seed + k)
+                    continue
+                if on_progress is not None:
+                    on_progress(len(done), count, 0, recipe.epochs)
+                t_ref = time.perf_counter()
+                replayer.run(recipe, sample, path, seed + k, progress=_progress(on_progress, len(done), count, recipe.epochs))
+                teacher_rec = dict(replayer.last_teacher.get("teacher") or {})
+                if teacher_rec and Path(teacher_rec["file"]).parent == out / TEACHERS:
+                    teacher_rec["file"] = f"{TEACHERS}/{Path(teacher_rec['file']).name}"  # inside OUT: relative, so the folder can move
+                done[k] = {"index": k, "file": path.name, "sha256": sha256_file(path), "seed": seed + k, "count": len(sample),
+                           "seconds": round(time.perf_counter() - t_ref, 3), **({"teacher": teacher_rec} if teacher_rec else {}),
+                           "pairs": [pop.hashes[i] for i in samples[k]]}
+                result.trained.append(k)
+                if main:
+                    _write_manifest(out, manifest, done)
+        if world > 1:
+            _merge_ranks(done, result, manifest, out, main)
     if on_progress is not None:
         on_progress(count, count, 0, recipe.epochs)
     result.manifest = {**manifest, "references": [done[k] for k in sorted(done)]}
@@ -414,6 +429,26 @@ def _previous(out: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in refs if isinstance(r, dict) and isinstance(r.get("index"), int) and isinstance(r.get("file"), str)] if isinstance(refs, list) else []
 
 
+def _merge_ranks(done: dict[int, dict[str, Any]], result: BuildResult, head: dict[str, Any], out: Path, main: bool) -> None:
+    """Under torchrun: every rank's finished references into ``done`` and ``result`` of every rank,
+    and rank 0 writes the whole manifest; the others wait until it is written."""
+    mine = {"done": {str(k): v for k, v in done.items()}, "trained": result.trained, "reused": result.reused,
+            "teachers_trained": result.teachers_trained, "teachers_reused": result.teachers_reused}
+    parts = distributed.gather_json(mine)
+    result.trained, result.reused, result.teachers_trained, result.teachers_reused = [], [], 0, 0
+    for part in parts:
+        done.update({int(k): v for k, v in part["done"].items()})
+        result.trained += part["trained"]
+        result.reused += part["reused"]
+        result.teachers_trained += part["teachers_trained"]
+        result.teachers_reused += part["teachers_reused"]
+    result.trained.sort()
+    result.reused.sort()
+    if main:
+        _write_manifest(out, head, done)
+    distributed.barrier()
+
+
 def _write_manifest(out: Path, head: dict[str, Any], done: dict[int, dict[str, Any]]) -> None:
     write_json(out / MANIFEST, {**head, "references": [done[k] for k in sorted(done)]})
 
@@ -433,15 +468,26 @@ def _progress(on_progress: OnProgress | None, done: int, total: int, epochs: int
 class _Replayer:
     """Trains one reference of a recipe on a sample, through ``training.train`` and ``defenses.defend``."""
 
-    def __init__(self, *, proxy: Path | None, device: str, cache: Path, result: BuildResult) -> None:
-        self.proxy, self.device, self.cache, self.result = proxy, device, cache, result
+    def __init__(self, *, proxy: Path | None, device: str, cache: Path, result: BuildResult, share: bool = False) -> None:
+        self.proxy, self.device, self.cache, self.result, self.share = proxy, device, cache, result, share
         self.last_teacher: dict[str, Any] = {}
 
     def run(self, recipe: Recipe, sample: ImageSet, out: Path, seed: int, *, progress: Callable[[int], None], offset: int = 0) -> None:
-        """Write ``out``: ``recipe`` replayed on ``sample`` with ``seed``; ``progress(epoch)`` counts the pipeline's epochs from ``offset``."""
+        """Write ``out``: ``recipe`` replayed on ``sample`` with ``seed``; ``progress(epoch)`` counts the pipeline's epochs from ``offset``.
+
+        With ``share`` (an explicit teacher cache), a plain pix2pix reference is the same model as
+        the reference teacher an AKD or DMP pipeline of that teacher trains on the same sample with
+        the same seed: it is taken from the cache when there, and put there when trained."""
         self.last_teacher = {}
         if _finished(out, recipe, sample, seed):
+            self.share_copy(recipe, sample, out, seed)
             return
+        if self._shared(recipe):
+            cached = self.teacher_path(recipe, sample, seed)
+            if _finished(cached, recipe, sample, seed):
+                atomic_copy(cached, out)
+                self.result.teachers_reused += 1
+                return
         if recipe.teacher is not None:
             t_path = self.teacher_path(recipe.teacher, sample, seed)
             if _finished(t_path, recipe.teacher, sample, seed):
@@ -457,6 +503,19 @@ class _Replayer:
         else:
             t_path = None
         self._step(recipe, sample, out, seed, t_path, progress=progress, offset=offset)
+        self.share_copy(recipe, sample, out, seed)
+
+    def _shared(self, recipe: Recipe) -> bool:
+        return self.share and recipe.kind == "pix2pix" and recipe.teacher is None
+
+    def share_copy(self, recipe: Recipe, sample: ImageSet, out: Path, seed: int) -> None:
+        """With ``share``: a copy of the finished plain reference ``out`` in the teacher cache, for the pipelines of its recipe."""
+        if not self._shared(recipe) or not out.is_file():
+            return
+        cached = self.teacher_path(recipe, sample, seed)
+        if not _finished(cached, recipe, sample, seed):
+            check_dir_writable(cached.parent, what="--teacher-cache folder")
+            atomic_copy(out, cached)
 
     def teacher_path(self, teacher: Recipe, sample: ImageSet, seed: int) -> Path:
         return self.cache / f"{teacher.recipe_key()}-{sample_key(hex_hashes(sample), seed)}.pt"
