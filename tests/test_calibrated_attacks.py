@@ -184,7 +184,9 @@ def test_a_flipped_score_counts_in_the_direction_an_attacker_uses():
     # lira-offline ranks members BELOW every non-member: flipped, it catches all of them
     outs = _outcomes(loss=([100.0] * 5 + [-1.0] * 15, NON), lira_offline=([-50.0] * 20, NON))
     assert outs["lira-offline"].metrics.auc == 0.0 and outs["lira-offline"].metrics.flipped_tpr_at_fpr["0.1"] == 1.0
-    assert strongest(outs, (0.1,), 20, shift=False)[0] == "lira-offline"
+    name, why = strongest(outs, (0.1,), 20, shift=False)
+    assert name == "lira-offline" and "flipped score" in why
+    assert "flipped" not in strongest(_outcomes(loss=([100.0] * 20, NON)), (0.1,), 20, shift=False)[1]
 
 
 def test_over_shifted_sets_the_strongest_is_a_calibrated_attack():

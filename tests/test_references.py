@@ -344,6 +344,8 @@ def test_losses_inside_and_supports(world, tmp_path):
     two = build_references(world["teacher"], population=[world["m"], world["n"]], count=2, online=True, out=tmp_path / "two", device="cpu")
     with pytest.raises(InputError, match="--online --count 4 or more"):
         load_references(two.out, teacher).check_supports("lira-online", members)
+    # every sample lacks both its 2 IN and its 2 OUT references: counted once each
+    assert f"{N} of the {N} samples lack them" in load_references(two.out, teacher).supports("lira-online", members)
 
 
 # ---------------------------------------------------------------------------------------------

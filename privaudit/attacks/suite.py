@@ -183,7 +183,18 @@ def strongest(outcomes: Mapping[str, Outcome], fprs: Sequence[float], n_nonmembe
     best = max(candidates, key=lambda n: (strength(outcomes[n].metrics, fpr), -candidates.index(n)))
     at = f"TPR at {100 * fpr:g}% FPR" if fpr is not None else "AUC (no FPR resolved)"
     why = f"highest {at}, ties by AUC" + (", among the calibrated attacks (the sets differ in distribution)" if shift else "")
+    if fpr is not None and _flipped_wins(outcomes[best].metrics, fpr):
+        why += "; that TPR is its flipped score's (members scored as the less likely members), which the gate checks too"
     return best, why
+
+
+def _flipped_wins(m: AttackMetrics, fpr: float) -> bool:
+    """Whether the flipped score, not the score, gives ``m``'s TPR at ``fpr``."""
+    from privaudit.report.schema import fpr_key
+
+    key = fpr_key(fpr)
+    plain, flipped = m.tpr_at_fpr.get(key), m.flipped_tpr_at_fpr.get(key)
+    return flipped is not None and (plain is None or flipped > plain)
 
 
 def most_exposed(names: Sequence[str], member_scores: np.ndarray, k: int = MOST_EXPOSED) -> list[dict[str, Any]]:

@@ -137,7 +137,8 @@ class References:
         if need_in:
             if self.mode != "online":
                 return f"{attack} needs references that trained on the audited samples: build them with --online --count {2 * need_in} or more; {where} are offline"
-            many = f"{short_in + short_out} of the {len(n_in)} samples lack them" if images is not None else f"each sample is IN for {k // 2}"
+            lacking = int(((n_in < need_in) | (n_out < need_out)).sum())
+            many = f"{lacking} of the {len(n_in)} samples lack them" if images is not None else f"each sample is IN for {k // 2}"
             return (f"{attack} needs every sample IN for at least {need_in} references and OUT for at least {need_out}; {many} in {where}: "
                     f"build with --online --count {2 * max(need_in, need_out)} or more, with the members and non-members in --population")
         many = f"{short_out} of the {len(n_out)} samples have fewer" if images is not None else f"each sample has {int(n_out[0])}"
