@@ -100,7 +100,7 @@ class Accel:
             return
         cudnn = torch.backends.cudnn
         saved = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
-                 torch.is_deterministic_algorithms_warn_only_enabled(), _fp32_precisions())
+                 torch.is_deterministic_algorithms_warn_only_enabled(), _tf32())
         try:
             cudnn.benchmark = self.cudnn_benchmark
             if self.deterministic:
@@ -108,13 +108,14 @@ class Accel:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 cudnn.deterministic = True
                 torch.use_deterministic_algorithms(True, warn_only=True)
-            if self.precision == "fp32":
-                _set_fp32_precisions(("ieee", "ieee"))
+            if self.precision == "fp32" and saved[4] is not None:
+                _set_tf32((False, False))
             yield
         finally:
             cudnn.benchmark, cudnn.deterministic = saved[0], saved[1]
             torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
-            _set_fp32_precisions(saved[4])
+            if saved[4] is not None:
+                _set_tf32(saved[4])
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint's ``provenance.runtime`` and a report's ``environment.runtime`` say."""
@@ -170,10 +171,15 @@ def resolve_accel(device: torch.device, precision: str = "auto", *, deterministi
                  deterministic=deterministic, pin_memory=True, note=note)
 
 
-def _fp32_precisions() -> tuple[str, str]:
-    """(cuDNN convolutions, CUDA matmuls) float32 precision: ``ieee`` or ``tf32`` (``none``: torch's default)."""
-    return str(torch.backends.cudnn.conv.fp32_precision), str(torch.backends.cuda.matmul.fp32_precision)
+def _tf32() -> tuple[bool, bool] | None:
+    """Whether cuDNN convolutions and CUDA matmuls may use TF32 for float32 (torch's defaults: True,
+    False); None when the caller set torch's newer per-operator ``fp32_precision`` flags in a way
+    the two switches cannot describe (torch then refuses to read them), which are left alone."""
+    try:
+        return bool(torch.backends.cudnn.allow_tf32), bool(torch.backends.cuda.matmul.allow_tf32)
+    except RuntimeError:
+        return None
 
 
-def _set_fp32_precisions(values: tuple[str, str]) -> None:
-    torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = values
+def _set_tf32(values: tuple[bool, bool]) -> None:
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = values

@@ -150,24 +150,25 @@ def test_opacus_clipping_in_bf16_breaks_the_norm_bound_which_is_why_dpsgd_stays_
 def test_active_sets_the_cuda_switches_and_restores_the_callers(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     cudnn = torch.backends.cudnn
-    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._fp32_precisions())
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._tf32())
     with Accel(device=CUDA, precision="fp32", cudnn_benchmark=False, deterministic=True).active():
         assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled()) == (False, True, True)
         assert torch.is_deterministic_algorithms_warn_only_enabled()
-        assert accel_mod._fp32_precisions() == ("ieee", "ieee")  # fp32 means IEEE: no TF32
+        assert accel_mod._tf32() == (False, False)  # fp32 means IEEE: no TF32
         import os
 
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     with Accel(device=CUDA, precision="bf16", channels_last=True, cudnn_benchmark=True).active():
         assert cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
-    assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._fp32_precisions()) == before
+        assert accel_mod._tf32() == before[3]  # bf16 leaves the float32 settings to the caller
+    assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._tf32()) == before
 
 
 def test_active_on_the_cpu_touches_nothing_even_when_deterministic():
     cudnn = torch.backends.cudnn
-    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._fp32_precisions())
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._tf32())
     with resolve_accel(CPU, "fp32", deterministic=True).active():
-        assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._fp32_precisions()) == before
+        assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), accel_mod._tf32()) == before
 
 
 class _Spy:
@@ -363,3 +364,37 @@ def test_precision_bf16_on_the_cpu_is_one_line_and_exit_2_before_any_work(comman
 def test_every_command_that_runs_a_network_offers_precision_and_deterministic(command):
     r = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
     assert r.exit_code == 0 and "--precision" in r.output and "--deterministic" in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/scale.py's GPU modes
+
+
+def _scale(*args: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PRIVAUDIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(root / "benchmarks" / "scale.py"), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_gpu_benchmarks_say_they_are_skipped_without_a_gpu():
+    r = _scale("--gpu-precision", "--paper-akd", "--gpu-device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "skipped --gpu-precision and --paper-akd: --gpu-device cpu is no CUDA device; the GPU path only runs on a CUDA GPU"
+
+
+def test_the_gpu_benchmarks_code_runs_when_forced_onto_the_cpu():
+    """What a GPU machine runs, checked here on a tiny CPU setting: fp32 measured, bf16 refused with its reason."""
+    r = _scale("--gpu-precision", "--paper-akd", "--allow-cpu", "--gpu-device", "cpu", "--gpu-size", "32", "--gpu-ngf", "4", "--gpu-pairs", "4",
+               "--gpu-epochs", "2", "--gpu-rounds", "1", "--akd-epochs", "2", "--proxy", "3")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    fp32 = next(line for line in lines if line.startswith("fp32 "))
+    assert len(fp32.split()) == 4 and all(float(v) > 0 for v in fp32.split()[1:])
+    assert any(line.startswith("bf16 ") and "n/a" in line and "--precision bf16 runs on CUDA GPUs only" in line for line in lines)
+    assert any(line.startswith("AKD wall time: ") for line in lines)
+    assert any(line.startswith("projected to the paper's 200 epochs: ") for line in lines)
+    assert "precision fp32 (asked auto), channels_last False" in r.stdout
