@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from privaudit import defaults
 from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
 from privaudit.data.checks import AuditSets, check_count, check_disjoint, pair_hashes, resolve_direction, resolve_size
 from privaudit.data.images import load_pairs
@@ -55,6 +56,8 @@ def attack(
     size: int | None = None,
     overrides: ArchOverrides | None = None,
     device: str | None = None,
+    precision: str = defaults.PRECISION,
+    deterministic: bool = defaults.DETERMINISTIC,
     on_batch: Callable[[int], None] | None = None,
     allow_small: bool = False,
     references: str | Path | None = None,
@@ -66,15 +69,19 @@ def attack(
     than MIN_PAIRS members or non-members (the report records it). ``references``: a folder written
     by ``privaudit references`` for this model; every attack it supports runs too and the report is
     ``privaudit.report/2`` (see ``add_reference_attacks``); ``on_reference(k, K)`` after each reference.
+    ``precision`` (auto, fp32, bf16) and ``deterministic``: how the forward passes use a CUDA device
+    (``privaudit.accel``; the losses are float32 either way); the references run in the precision the
+    target ran in.
     """
     config.validate()
-    model = load_model(model_path, overrides=overrides, device=device, seed=config.seed)
+    model = load_model(model_path, overrides=overrides, device=device, seed=config.seed, precision=precision, deterministic=deterministic)
     sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small)
     refs = open_references(references, model, sets) if references is not None else None  # before any heavy work
     result = run_attack(model, sets.members, sets.nonmembers, config, on_batch=on_batch)
     report = attack_report(model, sets, result)
     if refs is not None:
-        add_reference_attacks(report, refs, sets, result, device=device, on_reference=on_reference)
+        add_reference_attacks(report, refs, sets, result, device=device, on_reference=on_reference, precision=model.runtime.precision,
+                              deterministic=deterministic)
     dp_audit(report)
     return report, result
 
@@ -89,11 +96,12 @@ def open_references(folder: str | Path, model: LoadedModel, sets: AuditSets) -> 
 
 
 def add_reference_attacks(report: dict[str, Any], refs: "References", sets: AuditSets, result: AttackResult, *, device: str | None = None,
-                          on_reference: Callable[[int, int], None] | None = None) -> None:
+                          on_reference: Callable[[int, int], None] | None = None, precision: str = "fp32", deterministic: bool = False) -> None:
     """Run every attack ``refs`` support on ``result``'s target losses and turn ``report`` (a
     report/1 of ``result``) into a ``privaudit.report/2``: ``attacks``, ``attack`` (the strongest),
     ``data.distribution_shift``, ``most_exposed`` and ``references`` (with the attacks skipped, and why).
-    ``result.scores`` gets every attack's scores."""
+    ``result.scores`` gets every attack's scores. ``precision``: the one the target's losses were
+    computed in (``model.runtime.precision``), so that the references' losses compare with them."""
     import numpy as np
 
     from privaudit.attacks.suite import ATTACK_NAMES, report_sections, run_suite
@@ -107,7 +115,8 @@ def add_reference_attacks(report: dict[str, Any], refs: "References", sets: Audi
             skipped[name] = reason
         else:
             names.append(name)
-    rm, rn = refs.losses_many([sets.members, sets.nonmembers], config, device=device, on_reference=on_reference)
+    rm, rn = refs.losses_many([sets.members, sets.nonmembers], config, device=device, on_reference=on_reference, precision=precision,
+                              deterministic=deterministic)
     im, inn = refs.inside(sets.members), refs.inside(sets.nonmembers)
     outcomes = run_suite(names, result.member_losses, result.nonmember_losses, rm, rn, im, inn, fprs=config.fprs, n_bootstrap=config.n_bootstrap,
                          seed=config.seed, delta=result.bound.delta if result.bound is not None else 0.0)

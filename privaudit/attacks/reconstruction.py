@@ -129,10 +129,10 @@ def reconstruction_losses(
         model.reseed(config.seed)
         for k in range(config.samples):
             for sl, out in iter_outputs(model, images.inputs, batch_size=config.batch_size, on_batch=on_batch):
-                y = to_float(images.targets[sl]).to(out.device)
+                y = to_float(model.runtime.batch(images.targets[sl]))
                 if out.shape != y.shape:
                     raise CheckpointError(f"{model.path} outputs {tuple(out.shape[1:])} but the targets are {tuple(y.shape[1:])}; check the model's channels and --direction")
-                diff = out.float() - y
+                diff = out - y  # float32: iter_outputs casts a bf16 forward pass's outputs
                 per = diff.abs() if config.loss == "l1" else diff.square()
                 losses[sl] += per.flatten(1).mean(1).double().cpu()
                 if outputs is not None and k == 0:

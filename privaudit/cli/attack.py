@@ -38,6 +38,8 @@ def attack(
     plot_dir: Annotated[Optional[Path], typer.Option("--plot-dir", help="Write roc.png (linear and log-log) and loss_hist.png here.")] = None,
     fail_above_auc: Annotated[Optional[float], typer.Option("--fail-above-auc", help="Exit 1 when the AUC exceeds X (judged as max(AUC, 1 − AUC): a flipped score leaks as much).")] = None,
     device: o.Device = defaults.DEVICE,
+    precision: o.Precision = o.PrecisionChoice(defaults.PRECISION),
+    deterministic: o.Deterministic = defaults.DETERMINISTIC,
     num_downs: o.NumDowns = None,
     ngf: o.Ngf = None,
     norm: o.Norm = None,
@@ -68,6 +70,7 @@ def attack(
     with progress(disable=quiet) as bar:
         task = bar.add_task("attack", total=None, info="")
         report, result = privaudit.attack(model, members, nonmembers, config=config, direction=direction, size=size, overrides=overrides, device=device,
+                                          precision=precision, deterministic=deterministic,
                                           on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small, references=references,
                                           on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"))
     outputs: list[tuple[Path, bytes]] = []

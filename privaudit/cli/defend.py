@@ -45,6 +45,8 @@ def defend(
     delta: Annotated[Optional[float], typer.Option("--delta", help="dpsgd: δ (default 1/N).")] = None,
     seed: o.Seed = defaults.SEED,
     device: o.Device = defaults.DEVICE,
+    precision: o.Precision = o.PrecisionChoice(defaults.PRECISION),
+    deterministic: o.Deterministic = defaults.DETERMINISTIC,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.state.")] = False,
     keep_state: o.KeepState = False,
     quiet: o.Quiet = False,
@@ -60,7 +62,7 @@ def defend(
                                    noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
     with progress(disable=quiet) as bar:
         result = defenses.defend(method, out=out, teacher=model, proxy=proxy, train_data=train_data, options=options, direction=direction, size=size,
-                                 seed=seed, device=device, resume=resume, keep_state=keep_state, on_step=_bar_on_first_step(bar, method, epochs),
+                                 seed=seed, device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state, on_step=_bar_on_first_step(bar, method, epochs),
                                  on_warning=warning)
     if not quiet:
         t = Table(title=f"defense: {method}", title_justify="left", show_header=False)

@@ -37,6 +37,8 @@ def evaluate(
     bootstrap: o.Bootstrap = defaults.BOOTSTRAP,
     json_out: o.JsonOut = None,
     device: o.Device = defaults.DEVICE,
+    precision: o.Precision = o.PrecisionChoice(defaults.PRECISION),
+    deterministic: o.Deterministic = defaults.DETERMINISTIC,
     num_downs: o.NumDowns = None,
     ngf: o.Ngf = None,
     norm: o.Norm = None,
@@ -63,7 +65,7 @@ def evaluate(
     )
     with progress(disable=quiet) as bar:
         task = bar.add_task("evaluate", total=None, info="")
-        report = privaudit.evaluate(model, members, nonmembers, cfg=config, direction=direction, size=size, device=device,
+        report = privaudit.evaluate(model, members, nonmembers, cfg=config, direction=direction, size=size, device=device, precision=precision, deterministic=deterministic,
                                     overrides=privaudit.ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout),
                                     on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small, references=references,
                                     on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"))

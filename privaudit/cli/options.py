@@ -38,6 +38,12 @@ class MethodChoice(StrEnum):
     dpsgd = "dpsgd"
 
 
+class PrecisionChoice(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class LayoutChoice(StrEnum):
     auto = "auto"
     aligned = "aligned"
@@ -50,6 +56,8 @@ AllowSmall = Annotated[bool, typer.Option("--allow-small", help="Accept fewer th
 Size = Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE. Default: the size recorded in a privaudit checkpoint, else the images' own size.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (same seed, same report).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
+Precision = Annotated[PrecisionChoice, typer.Option("--precision", help="auto: bf16 autocast (with channels_last) on a CUDA GPU with native bf16, fp32 elsewhere; fp32: IEEE float32 (TF32 off); bf16: insist on autocast (CUDA only). Losses are float32 either way; DP-SGD always runs fp32. Recorded in the checkpoint or report.")]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="On CUDA: deterministic algorithms instead of cuDNN autotuning, so a rerun with the same seed repeats bit for bit on the same GPU and software (slower). Nothing changes on the CPU, which is deterministic already.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report to FILE ('-' for stdout).")]
 NumDowns = Annotated[Optional[int], typer.Option("--num-downs", help="U-Net depth (downsamplings); inferred from a pix2pix state_dict when omitted.")]

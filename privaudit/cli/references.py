@@ -47,6 +47,8 @@ def references(
     train_count: Annotated[Optional[int], typer.Option("--train-count", help="Recipe: how many pairs MODEL was trained on (each offline reference trains on that many).")] = None,
     seed: o.Seed = defaults.SEED,
     device: o.Device = defaults.DEVICE,
+    precision: o.Precision = o.PrecisionChoice(defaults.PRECISION),
+    deterministic: o.Deterministic = defaults.DETERMINISTIC,
     quiet: o.Quiet = False,
 ) -> None:
     """Train K reference models that replay MODEL's recipe on population data (for the calibrated attacks and LiRA)."""
@@ -66,7 +68,7 @@ def references(
     with progress(disable=quiet) as bar:
         task = bar.add_task("references", total=None, info="")
         result = build_references(model, population=folders, count=count, out=out, online=online, proxy=proxy, teacher=teacher, teacher_cache=teacher_cache,
-                                  exclude=exclude or (), flags=flags, seed=seed, device=device, on_progress=_bar(bar, task), on_warning=warning if distributed.is_main() else None)
+                                  exclude=exclude or (), flags=flags, seed=seed, device=device, precision=precision, deterministic=deterministic, on_progress=_bar(bar, task), on_warning=warning if distributed.is_main() else None)
     if not quiet:
         m = result.manifest
         t = Table(title=f"references: {out}", title_justify="left", show_header=False)

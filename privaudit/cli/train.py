@@ -36,6 +36,8 @@ def train(
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="pix2pix jitter (resize 286/256, random crop) and flips.")] = defaults.AUGMENT,
     seed: o.Seed = defaults.SEED,
     device: o.Device = defaults.DEVICE,
+    precision: o.Precision = o.PrecisionChoice(defaults.PRECISION),
+    deterministic: o.Deterministic = defaults.DETERMINISTIC,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.state.")] = False,
     keep_state: o.KeepState = False,
     quiet: o.Quiet = False,
@@ -54,7 +56,7 @@ def train(
     check_norm(norm)
     model = ModelSpec(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
     config = training.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1, decay_epochs=decay_epochs, augment=augment, ndf=ndf,
-                                  seed=seed, device=device)
+                                  seed=seed, device=device, precision=precision, deterministic=deterministic)
     with progress(disable=quiet) as bar:
         task = bar.add_task("train", total=None, info="")
         result = training.train(data, out, direction=direction, size=size, model=model, config=config, resume=resume, keep_state=keep_state,

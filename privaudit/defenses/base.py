@@ -28,7 +28,8 @@ class DefenseJob:
     dmp); ``train_data``: the private pairs (dpsgd; a folder or pairs already read). ``direction`` None: the teacher's, else AtoB.
     ``size`` None: the teacher's recorded size, else the images' own. ``on_step(epoch, step,
     steps_per_epoch, mean_losses)`` reports training progress; ``on_warning(line)`` receives
-    warnings (an unfinished teacher), by default as Python warnings.
+    warnings (an unfinished teacher), by default as Python warnings. ``device``, ``precision`` and
+    ``deterministic``: how the training and the teacher's queries use the device (``privaudit.accel``).
     """
 
     out: Path
@@ -39,6 +40,8 @@ class DefenseJob:
     size: int | None = None
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
+    precision: str = defaults.PRECISION
+    deterministic: bool = defaults.DETERMINISTIC
     resume: bool = False
     keep_state: bool = False
     on_step: OnStep | None = None
@@ -88,9 +91,10 @@ class TrainingOptions:
     augment: bool = defaults.AUGMENT
     ndf: int = defaults.NDF
 
-    def train_config(self, *, seed: int = defaults.SEED, device: str = defaults.DEVICE) -> TrainConfig:
+    def train_config(self, *, seed: int = defaults.SEED, device: str = defaults.DEVICE, precision: str = defaults.PRECISION,
+                     deterministic: bool = defaults.DETERMINISTIC) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, lambda_l1=self.lambda_l1, decay_epochs=self.decay_epochs,
-                           augment=self.augment, ndf=self.ndf, seed=seed, device=device)
+                           augment=self.augment, ndf=self.ndf, seed=seed, device=device, precision=precision, deterministic=deterministic)
 
 
 def load_teacher(job: DefenseJob, method: str) -> tuple[LoadedModel, str, str]:
@@ -100,7 +104,7 @@ def load_teacher(job: DefenseJob, method: str) -> tuple[LoadedModel, str, str]:
     model of an unfinished training run."""
     if job.teacher is None:
         raise InputError(f"--method {method} needs the teacher MODEL as the first argument")
-    teacher = load_model(job.teacher, device=job.device, seed=job.seed, overrides=ArchOverrides())
+    teacher = load_model(job.teacher, device=job.device, seed=job.seed, overrides=ArchOverrides(), precision=job.precision, deterministic=job.deterministic)
     for line in unfinished_warnings({"path": str(job.teacher), "training": teacher.training, "defense": teacher.defense}):
         job.warn(line)
     direction, source = resolve_direction(teacher, job.direction)

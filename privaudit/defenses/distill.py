@@ -29,7 +29,7 @@ from privaudit.models.loaded import LoadedModel
 from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, training_record
-from privaudit.training.pix2pix import fit
+from privaudit.training.pix2pix import fit, train_accel
 
 
 @torch.inference_mode()
@@ -87,6 +87,7 @@ def distill(
     if len(proxy) == 0:
         raise InputError(f"the proxy set {proxy.path} is empty; give a folder of input images")
     cfg = replace(cfg, adversarial=method == "akd")
+    accel = train_accel(cfg)
     targets = teacher_outputs(teacher, proxy, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     student = UnetGenerator(arch)
@@ -104,7 +105,8 @@ def distill(
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=proxy.size, direction=direction, defense={**defense, "epochs_done": epoch},
-                        provenance={"training": cfg.to_dict(), "distributed": distributed.record(cfg.batch_size), "epoch": epoch}, training=training_record(epoch, cfg.epochs))
+                        provenance={"training": cfg.to_dict(), "distributed": distributed.record(cfg.batch_size), "runtime": accel.record(),
+                                    "teacher_runtime": teacher.runtime.record(), "epoch": epoch}, training=training_record(epoch, cfg.epochs))
 
     return fit(
         student,
@@ -117,6 +119,7 @@ def distill(
         fingerprint={"teacher": teacher.sha256, "proxy": proxy_info["sha256"], "arch": arch.to_dict(), "method": method},
         on_step=on_step,
         keep_state=keep_state,
+        accel=accel,
     )
 
 
@@ -160,7 +163,8 @@ class Distillation:
         if line:
             job.warn(line)
         arch = student_for(teacher, proxy.size, ngf=options.ngf, num_downs=options.num_downs, norm=options.norm)
-        history = distill(teacher, proxy, job.out, method=self.name, arch=arch, cfg=options.train_config(seed=job.seed, device=job.device),
+        history = distill(teacher, proxy, job.out, method=self.name, arch=arch, cfg=options.train_config(seed=job.seed, device=job.device, precision=job.precision,
+                                                                                                  deterministic=job.deterministic),
                           direction=direction, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state)
         summary = {"direction": f"{direction} ({DIRECTION_SOURCES[source]})", "image size": f"{proxy.size}x{proxy.size} px",
                    "teacher": str(job.teacher), "proxy inputs": f"{len(proxy)} ({proxy.layout})", "λ": f"{options.lambda_l1:g}", "epochs": str(options.epochs),

@@ -62,14 +62,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from privaudit import defaults, distributed
 from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.defenses.base import DefenseJob, DefenseResult, TrainingOptions
-from privaudit.device import resolve_device
+from privaudit.accel import DPSGD_FP32, Accel
 from privaudit.errors import CheckpointError, InputError, InternalError
 from privaudit.models.arch import DP_NORM, ModelSpec, UnetArch, check_size, private_arch
 from privaudit.models.checkpoint import save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, UnetSkipConnectionBlock, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
-from privaudit.training.pix2pix import GANLoss, autocast, discriminator_loss, frozen, generator_loss, given_pairs, jitter
+from privaudit.training.pix2pix import RUN_SETTINGS, GANLoss, discriminator_loss, frozen, generator_loss, given_pairs, jitter, train_accel
 
 ACCOUNTANTS = ("rdp", "prv")
 STATE_FORMAT = "privaudit.dpsgd-state/1"
@@ -322,7 +322,7 @@ def train_dpsgd(
         )
 
     distributed.per_process_batch(tc.batch_size)
-    device = distributed.device_for(resolve_device(tc.device))
+    accel = train_accel(tc, fp32_only=DPSGD_FP32)
     delta = cfg.delta if cfg.delta is not None else 1.0 / n
     q, steps_per_epoch = poisson_schedule(n, tc.batch_size)
     mechanisms = 2 if tc.adversarial else 1
@@ -334,8 +334,8 @@ def train_dpsgd(
     else:
         sigma = float(cfg.noise_multiplier)  # type: ignore[arg-type]
 
-    with distributed.session(device):
-        return _train(pairs, out, step_args=dict(arch=arch, cfg=cfg, sigma=sigma, delta=delta, sample_rate=q, steps_per_epoch=steps_per_epoch, device=device),
+    with distributed.session(accel.device), accel.active():
+        return _train(pairs, out, step_args=dict(arch=arch, cfg=cfg, sigma=sigma, delta=delta, sample_rate=q, steps_per_epoch=steps_per_epoch, accel=accel),
                       direction=direction, requested_norm=requested_norm, mechanisms=mechanisms, resume=resume, on_step=on_step, provenance=provenance,
                       keep_state=keep_state)
 
@@ -358,8 +358,8 @@ def _train(pairs: ImageSet, out: Path, *, step_args: dict[str, Any], direction: 
         "arch": arch.to_dict(),
         "direction": direction,
     }
-    # as given (decay_epochs None stays None, so a longer --epochs can resume), less the device
-    fp["config"]["train"] = {k: v for k, v in asdict(tc).items() if k != "device"}
+    # as given (decay_epochs None stays None, so a longer --epochs can resume), less how it uses the device
+    fp["config"]["train"] = {k: v for k, v in asdict(tc).items() if k not in RUN_SETTINGS}
 
     def defense_record(epochs_done: int, eps: float) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -396,6 +396,7 @@ def _train(pairs: ImageSet, out: Path, *, step_args: dict[str, Any], direction: 
                 "trained_on": {"path": pairs.path, "count": n, "sha256": data_sha},
                 "training": cfg.to_dict(),
                 "distributed": distributed.record(tc.batch_size),
+                "runtime": step.accel.record(),
                 **(provenance or {}),
                 "epoch": epoch,
             },
@@ -433,9 +434,12 @@ class DPStep:
     state_format = STATE_FORMAT
 
     def __init__(self, pairs: ImageSet, arch: UnetArch, cfg: DPConfig, *, sigma: float, delta: float, sample_rate: float, steps_per_epoch: int,
-                 device: torch.device) -> None:
+                 accel: Accel) -> None:
         from opacus import PrivacyEngine
 
+        if accel.precision != "fp32" or accel.channels_last:
+            raise InternalError("internal error: DP-SGD must run in fp32 (see privaudit.accel.DPSGD_FP32); please report it")
+        device = accel.device
         tc = cfg.train
         # networks, seeded as pix2pix training is
         torch.manual_seed(tc.seed)
@@ -481,8 +485,7 @@ class DPStep:
         self.optimizers = (opt_g, opt_d)
         self.steps_per_epoch = steps_per_epoch
         self.delta = delta
-        self.tc, self.device = tc, device
-        self.amp = tc.amp and device.type == "cuda"
+        self.tc, self.device, self.accel = tc, device, accel
         self.gan_loss = GANLoss()
         self.aug = torch.Generator()
 
@@ -499,7 +502,7 @@ class DPStep:
         this process's shard of it under torchrun; None for an empty draw or shard."""
         if len(batch[0]) == 0:
             return None
-        x, y = _prepare(batch, self.tc.augment, self.aug, self.device)
+        x, y = _prepare(batch, self.tc.augment, self.aug, self.accel)
         if self.world > 1:
             r = distributed.rank()
             x, y = x.tensor_split(self.world)[r], y.tensor_split(self.world)[r]
@@ -518,11 +521,11 @@ class DPStep:
                 _zero_rows(self.dp_opt_d)
             else:
                 x, y = mine
-                with torch.no_grad(), autocast(device, self.amp):
+                # fp32 throughout, no autocast (DPSGD_FP32)
+                with torch.no_grad():
                     fake = self.G_dp(x)
-                with autocast(device, self.amp):
-                    # two passes over the same B samples: Opacus sums them per sample
-                    loss_d, logged = discriminator_loss(self.D_dp, self.gan_loss, x, y, fake)
+                # two passes over the same B samples: Opacus sums them per sample
+                loss_d, logged = discriminator_loss(self.D_dp, self.gan_loss, x, y, fake)
                 loss_d.backward()
             self.dp_opt_d.step()
             if len(batch_d[0]):
@@ -538,9 +541,8 @@ class DPStep:
         else:
             x, y = mine
             with frozen(self.D_dp), _hooks_off(self.D_dp):
-                with autocast(device, self.amp):
-                    fake = self.G_dp(x)
-                    loss_g, logged = generator_loss(self.D_dp, self.gan_loss, x, y, fake, tc.lambda_l1)
+                fake = self.G_dp(x)
+                loss_g, logged = generator_loss(self.D_dp, self.gan_loss, x, y, fake, tc.lambda_l1)
                 loss_g.backward()
             total = loss_g.item()
         self.dp_opt_g.step()
@@ -624,11 +626,12 @@ class _Lazy:
     cls: type | None = None
 
 
-def _prepare(batch: list[torch.Tensor], augment: bool, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = to_float(batch[0]), to_float(batch[1])
+def _prepare(batch: list[torch.Tensor], augment: bool, gen: torch.Generator, accel: Accel) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Poisson draw (uint8) on the device (pinned, non-blocking on CUDA), as floats, jittered there."""
+    x, y = to_float(accel.batch(batch[0])), to_float(accel.batch(batch[1]))
     if augment:
         x, y = jitter(x, y, gen)
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x, y
 
 
 def _zero_rows(opt: Any) -> None:
@@ -672,11 +675,12 @@ class DPSGDOptions(TrainingOptions):
     delta: float | None = None
     accountant: str = defaults.DP_ACCOUNTANT
 
-    def dp_config(self, *, seed: int = defaults.SEED, device: str = defaults.DEVICE) -> DPConfig:
+    def dp_config(self, *, seed: int = defaults.SEED, device: str = defaults.DEVICE, precision: str = defaults.PRECISION,
+                  deterministic: bool = defaults.DETERMINISTIC) -> DPConfig:
         sigma = self.noise_multiplier
         if sigma is None and self.target_epsilon is None:
             sigma = defaults.DP_NOISE_MULTIPLIER
-        return DPConfig(train=self.train_config(seed=seed, device=device), noise_multiplier=sigma, max_grad_norm=self.max_grad_norm,
+        return DPConfig(train=self.train_config(seed=seed, device=device, precision=precision, deterministic=deterministic), noise_multiplier=sigma, max_grad_norm=self.max_grad_norm,
                         target_epsilon=self.target_epsilon, delta=self.delta, accountant=self.accountant)
 
     def validate(self) -> None:
@@ -693,7 +697,8 @@ class DPSGD:
     def run(self, options: DPSGDOptions, job: DefenseJob) -> DefenseResult:
         if job.train_data is None:
             raise InputError("--method dpsgd trains from scratch on the private pairs: pass --train-data PATH")
-        cfg = options.dp_config(seed=job.seed, device=job.device)
+        cfg = options.dp_config(seed=job.seed, device=job.device, precision=job.precision, deterministic=job.deterministic)
+        train_accel(cfg.train, fp32_only=DPSGD_FP32)  # --precision bf16 (or a missing GPU) fails before any image is read
         # Like `train`, DP-SGD defines the direction rather than reading it: AtoB unless told, and said.
         direction_note = "--direction" if job.direction else "the default; pass --direction BtoA if the right half or B/ is the input"
         direction = job.direction or defaults.DIRECTION

@@ -40,7 +40,7 @@ class OutputNoise(RuntimeDefense):
         self._rng = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.generator(x)
+        out = self.generator(x).float()  # noise drawn and added in float32, as without autocast
         if self.sigma == 0:
             return out
         if self._rng is None or self._rng.device != out.device:

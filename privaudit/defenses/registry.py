@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from privaudit import defaults, distributed
+from privaudit.accel import check_precision
 from privaudit.data.images import ImageSet, check_direction
 from privaudit.defenses.base import Defense, DefenseJob, DefenseResult
 from privaudit.defenses.distill import AKD, DMP
@@ -53,6 +54,8 @@ def defend(
     size: int | None = None,
     seed: int = defaults.SEED,
     device: str = defaults.DEVICE,
+    precision: str = defaults.PRECISION,
+    deterministic: bool = defaults.DETERMINISTIC,
     resume: bool = False,
     keep_state: bool = False,
     on_step: OnStep | None = None,
@@ -66,7 +69,8 @@ def defend(
     ``options``: the method's options dataclass (``DEFENSES[method].Options``; None: its defaults).
     ``resume`` continues an interrupted run from ``out.state``, deleted when the run finishes unless
     ``keep_state``. ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress,
-    ``on_warning(line)`` warnings (default: Python warnings). Raises ``InputError`` (and the other
+    ``on_warning(line)`` warnings (default: Python warnings). ``precision`` (auto, fp32, bf16) and
+    ``deterministic``: how the run uses a CUDA device (``privaudit.accel``; dpsgd stays fp32). Raises ``InputError`` (and the other
     ``PrivauditError``s) before anything is written for bad settings, inputs or an unwritable ``out``.
     """
     defense = get_defense(method)
@@ -82,8 +86,9 @@ def defend(
         raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
     options.validate()
     check_seed(seed)
+    check_precision(precision)
     job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=train_data if isinstance(train_data, ImageSet) else _path(train_data), direction=direction, size=size, seed=seed,
-                     device=device, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning)
+                     device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning)
     t0 = time.perf_counter()
     result = defense.run(options, job)
     result.seconds = time.perf_counter() - t0

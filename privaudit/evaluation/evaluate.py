@@ -19,6 +19,8 @@ from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_r
 from privaudit.attacks.reconstruction import AttackConfig, run_attack
 from privaudit.data.checks import check_count, check_disjoint
 from privaudit.data.images import ImageSet, load_pairs
+from privaudit import defaults
+from privaudit.accel import check_precision
 from privaudit.defaults import KID_SUBSETS, REPEAT
 from privaudit.errors import InputError
 from privaudit.evaluation.features import FeatureCache
@@ -95,6 +97,8 @@ def evaluate(
     size: int | None = None,
     overrides: ArchOverrides | None = None,
     device: str | None = None,
+    precision: str = defaults.PRECISION,
+    deterministic: bool = defaults.DETERMINISTIC,
     on_batch: Callable[[int], None] | None = None,
     allow_small: bool = False,
     references: str | Path | None = None,
@@ -106,14 +110,18 @@ def evaluate(
     than MIN_PAIRS members, non-members or proxy pairs (the report records it). ``references``: a
     folder of reference models for this model; the calibrated attacks they support run on the first
     seed's losses and the report is ``privaudit.report/2`` (see ``attacks.api.add_reference_attacks``).
+    ``precision`` (auto, fp32, bf16) and ``deterministic``: how the generator's forward passes use a
+    CUDA device (``privaudit.accel``); losses and pixel metrics are float32 either way, and the
+    Inception features of KID are always fp32.
     """
     cfg.validate()
+    check_precision(precision)  # before the Inception weights are looked for
     weights: Path | None = None
     if cfg.kid:
         weights = resolve_inception_weights(cfg.inception_weights)  # fail before any heavy work
         vet_inception_weights(weights)
     cache = FeatureCache(cfg.feature_cache, disk=not cfg.no_disk_cache) if cfg.kid else None
-    model = load_model(model_path, overrides=overrides, device=device, seed=cfg.attack.seed)
+    model = load_model(model_path, overrides=overrides, device=device, seed=cfg.attack.seed, precision=precision, deterministic=deterministic)
     sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small)
     m, n, direction = sets.members, sets.nonmembers, sets.direction
     proxy = None
@@ -140,7 +148,8 @@ def evaluate(
         if r == 0:
             report = attack_report(model, sets, result)
             if refs is not None:
-                add_reference_attacks(report, refs, sets, result, device=device, on_reference=on_reference)
+                add_reference_attacks(report, refs, sets, result, device=device, on_reference=on_reference, precision=model.runtime.precision,
+                                      deterministic=deterministic)
             dp_audit(report)
             report["utility"] = utility
             report["generalization_gap"] = gap

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from privaudit import __version__
+from privaudit.accel import FOREIGN_FP32, check_precision, resolve_accel
 from privaudit.device import resolve_device
 from privaudit.errors import CheckpointError, describe_os_error, first_line
 from privaudit.io import atomic_torch_save, sha256_file, utc_now
@@ -55,7 +56,8 @@ def save_checkpoint(
     ``training``: ``{complete, epochs_done, epochs_total}`` (``training.training_record``) for a
     model a training run wrote; a checkpoint written after epoch k < epochs_total says it is unfinished.
     """
-    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    # contiguous: a network trained in channels_last saves the same bytes as one trained in NCHW
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in generator.state_dict().items()}
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "arch": generator.arch.to_dict(),
@@ -124,14 +126,19 @@ def load_model(
     overrides: ArchOverrides | None = None,
     device: str | torch.device | None = None,
     seed: int = defaults.SEED,
+    precision: str = defaults.PRECISION,
+    deterministic: bool = defaults.DETERMINISTIC,
 ) -> LoadedModel:
     """Load any supported MODEL file onto ``device`` (``auto``: a GPU when there is one), in eval mode.
 
     ``overrides`` correct what a file says about its U-Net; ``seed`` seeds a run-time defense's noise.
+    ``precision`` (auto, fp32, bf16) and ``deterministic``: how its forward passes use a CUDA device
+    (``privaudit.accel``; ``model.accel``); exported and TorchScript models always run in fp32.
     Raises CheckpointError for a file that cannot be loaded safely, InputError for bad arguments.
     """
     p = Path(path)
     dev = resolve_device(device)
+    check_precision(precision)
     overrides = overrides or ArchOverrides()
     _check_file(p, "model")
     kind = vetting.zip_kind(p)
@@ -153,7 +160,8 @@ def load_model(
             raise CheckpointError(f"{p} has format {obj['format']!r}, which this privaudit ({__version__}) cannot read; upgrade privaudit")
         else:
             model = foreign.load_pix2pix(obj, p, digest, overrides)
-    model.module.to(dev)
+    model.accel = resolve_accel(dev, precision, deterministic=deterministic, fp32_only=FOREIGN_FP32 if model.format in ("export", "torchscript") else None)
+    model.accel.module(model.module)
     model.device = dev
     model.set_mode(stochastic=False)
     return model

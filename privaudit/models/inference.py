@@ -31,27 +31,32 @@ def iter_outputs(
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield ``(slice, outputs)`` for consecutive batches of ``inputs`` (uint8, N×C×H×W).
 
-    Outputs are float tensors in [-1, 1] on the model's device. Call under ``torch.inference_mode``.
+    Outputs are float32 tensors in [-1, 1] on the model's device, whatever precision the forward
+    pass ran in (``model.runtime``: bf16 autocast, channels_last and pinned copies on CUDA), so
+    losses computed from them are float32. Call under ``torch.inference_mode``.
     A model exported for a fixed batch size gets exactly that size (the last batch padded).
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, not {batch_size}")
     n = int(inputs.shape[0])
     bs = model.fixed_batch or batch_size
+    accel = model.runtime
     for start in range(0, n, bs):
         stop = min(start + bs, n)
-        x = to_float(inputs[start:stop]).to(model.device, non_blocking=True)
+        x = to_float(accel.batch(inputs[start:stop]))  # uint8 to the device, floats there
         if model.fixed_batch and x.shape[0] < bs:
             pad = x[-1:].expand(bs - x.shape[0], *x.shape[1:])
             x = torch.cat([x, pad])
         try:
-            out = model.module(x)
+            with accel.active(), accel.autocast():
+                out = model.module(x)
         except RuntimeError as exc:
             raise CheckpointError(f"{model.path} failed on input of shape {tuple(x.shape)}: {first_line(str(exc))}; check --size and the model's channels") from None
         out = out[: stop - start]
         if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != stop - start or out.shape[-2:] != x.shape[-2:]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise CheckpointError(f"{model.path} returned {shape} for input {tuple(x.shape)}; a generator must return an image batch of the input's size")
+        out = out.float()  # bf16 under autocast: every loss downstream is float32
         if not torch.isfinite(out).all():
             raise CheckpointError(f"{model.path} produced NaN or inf outputs; the weights are broken, use an earlier checkpoint")
         if on_batch:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from privaudit.accel import Accel
 from privaudit.errors import InputError
 
 
@@ -39,6 +40,13 @@ class LoadedModel:
     training: dict[str, Any] | None = None
     fixed_batch: int | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # how inference uses the device (``load_model`` sets it; ``privaudit.accel``); None: plain fp32
+    accel: Accel | None = None
+
+    @property
+    def runtime(self) -> Accel:
+        """The ``Accel`` the model's forward passes run with (plain fp32 on ``device`` when none was set)."""
+        return self.accel if self.accel is not None and self.accel.device == self.device else Accel(device=self.device)
 
     @property
     def has_dropout(self) -> bool:

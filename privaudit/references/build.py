@@ -36,6 +36,7 @@ from privaudit import __version__, defaults, distributed
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs, load_pairs
 from privaudit.errors import CheckpointError, DataError, InputError, PrivauditError, check_seed
 from privaudit.io import atomic_copy, check_dir_creatable, check_dir_writable, sha256_file, utc_now, write_json
+from privaudit.accel import resolve_accel
 from privaudit.device import resolve_device
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model, safe_torch_load
@@ -113,6 +114,8 @@ def build_references(
     flags: RecipeFlags | None = None,
     seed: int = defaults.SEED,
     device: str = "auto",
+    precision: str = defaults.PRECISION,
+    deterministic: bool = defaults.DETERMINISTIC,
     on_progress: OnProgress | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> BuildResult:
@@ -125,6 +128,8 @@ def build_references(
     (default ``out/teachers``). ``exclude``: folders of the target's members, for a target whose
     training set cannot be found at its recorded path (offline). ``flags``: the recipe of a model
     that does not record it. Reference k is seeded with ``seed + k`` (its sample and its training).
+    ``device``, ``precision`` (auto, fp32, bf16) and ``deterministic``: how the references train
+    (``privaudit.accel``); no part of the recipe (a DP-SGD replay stays fp32).
 
     Raises a ``PrivauditError`` before anything is written for bad settings, a population that
     overlaps the target's members (offline; ``DataError``), or an ``out`` holding the references of
@@ -145,7 +150,8 @@ def build_references(
         raise InputError(f"--online needs an even --count of at least 2 (each sample is IN for exactly half of the references), not {count}")
     check_seed(seed)
     check_seed(seed + count - 1)
-    resolve_device(device)  # an unknown or absent device fails here, before anything is read or written
+    # an unknown or absent device, or a precision it cannot run, fails here, before anything is read or written
+    resolve_accel(resolve_device(device), precision, deterministic=deterministic)
     if not population:
         raise InputError("--population DIR is required: folders of pairs from the target's distribution to train the references on")
     if online and exclude:
@@ -215,7 +221,7 @@ def build_references(
     if main:
         _write_manifest(out, manifest, done)
     replayer = _Replayer(proxy=Path(proxy) if proxy is not None else None, device=distributed.local_device(device), cache=cache, result=result,
-                         share=teacher_cache is not None)
+                         share=teacher_cache is not None, precision=precision, deterministic=deterministic)
     mine = [k for k in range(count) if k % world == rank]
     with distributed.session(torch.device("cpu"), timeout_s=REFERENCE_WAIT_S):
         with distributed.local():
@@ -468,8 +474,10 @@ def _progress(on_progress: OnProgress | None, done: int, total: int, epochs: int
 class _Replayer:
     """Trains one reference of a recipe on a sample, through ``training.train`` and ``defenses.defend``."""
 
-    def __init__(self, *, proxy: Path | None, device: str, cache: Path, result: BuildResult, share: bool = False) -> None:
+    def __init__(self, *, proxy: Path | None, device: str, cache: Path, result: BuildResult, share: bool = False, precision: str = defaults.PRECISION,
+                 deterministic: bool = defaults.DETERMINISTIC) -> None:
         self.proxy, self.device, self.cache, self.result, self.share = proxy, device, cache, result, share
+        self.run_settings: dict[str, Any] = {"device": device, "precision": precision, "deterministic": deterministic}
         self.last_teacher: dict[str, Any] = {}
 
     def run(self, recipe: Recipe, sample: ImageSet, out: Path, seed: int, *, progress: Callable[[int], None], offset: int = 0) -> None:
@@ -494,7 +502,7 @@ class _Replayer:
                 self.result.teachers_reused += 1
             else:
                 check_dir_writable(t_path.parent, what="--teacher-cache folder")
-                inner = _Replayer(proxy=self.proxy, device=self.device, cache=self.cache, result=self.result)
+                inner = _Replayer(proxy=self.proxy, cache=self.cache, result=self.result, **self.run_settings)
                 inner.run(recipe.teacher, sample, t_path, seed, progress=progress, offset=offset)
                 self.result.teachers_trained += 1
             teacher_sha = sha256_file(t_path)
@@ -535,7 +543,7 @@ class _Replayer:
         def attempt(resume: bool) -> None:
             if recipe.kind == "pix2pix":
                 a = recipe.arch
-                cfg = replace(recipe.training, seed=seed, device=self.device)  # type: ignore[type-var]
+                cfg = replace(recipe.training, seed=seed, **self.run_settings)  # type: ignore[type-var]
                 training.train(sample, out, direction=recipe.direction, size=recipe.image_size,
                                model=ModelSpec(num_downs=a.num_downs, ngf=a.ngf, norm=a.norm, use_dropout=a.use_dropout), config=cfg, resume=resume,
                                on_step=on_step)
@@ -547,7 +555,7 @@ class _Replayer:
                                        ndf=t.ndf, ngf=a.ngf, num_downs=a.num_downs, noise_multiplier=p["noise_multiplier"], max_grad_norm=p["max_grad_norm"],
                                        target_epsilon=None, delta=p["delta"], accountant=p["accountant"])
                 defend("dpsgd", out=out, train_data=sample, options=options, direction=recipe.direction, size=recipe.image_size, seed=seed,
-                       device=self.device, resume=resume, on_step=on_step, on_warning=lambda line: None)
+                       resume=resume, on_step=on_step, on_warning=lambda line: None, **self.run_settings)
             elif recipe.kind in ("akd", "dmp"):
                 t, a, ta = recipe.training, recipe.arch, recipe.teacher.arch  # type: ignore[union-attr]
                 assert t is not None and recipe.params is not None
@@ -558,12 +566,12 @@ class _Replayer:
                 options = DistillOptions(epochs=t.epochs, decay_epochs=t.decay_epochs, batch_size=t.batch_size, lr=t.lr, lambda_l1=t.lambda_l1,
                                          augment=t.augment, ndf=t.ndf, ngf=None if same else a.ngf, num_downs=None if same else a.num_downs,
                                          norm=None if same else a.norm, proxy_layout=recipe.params["proxy_layout"])
-                defend(recipe.kind, out=out, teacher=teacher, proxy=self.proxy, options=options, size=recipe.image_size, seed=seed, device=self.device,
-                       resume=resume, on_step=on_step, on_warning=lambda line: None)
+                defend(recipe.kind, out=out, teacher=teacher, proxy=self.proxy, options=options, size=recipe.image_size, seed=seed,
+                       resume=resume, on_step=on_step, on_warning=lambda line: None, **self.run_settings)
             elif recipe.kind == "gauss":
                 assert recipe.params is not None
                 defend("gauss", out=out, teacher=teacher, options=GaussOptions(sigma=recipe.params["sigma"]), size=recipe.image_size, seed=seed,
-                       device=self.device, on_warning=lambda line: None)
+                       on_warning=lambda line: None, **self.run_settings)
             else:  # read_recipe admits no other kind
                 raise InputError(f"cannot replay a {recipe.kind} recipe")
 

@@ -90,8 +90,9 @@ class References:
         return self.losses_many([images], config, device=device, on_reference=on_reference)[0]
 
     def losses_many(self, sets: Sequence["ImageSet"], config: "AttackConfig", *, device: str | None = None,
-                    on_reference: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-        """``losses`` for several sets, loading each reference once: one (N_i, K) array per set."""
+                    on_reference: Callable[[int, int], None] | None = None, precision: str = "fp32", deterministic: bool = False) -> list[np.ndarray]:
+        """``losses`` for several sets, loading each reference once: one (N_i, K) array per set.
+        ``precision``/``deterministic``: how the references run (``privaudit.accel``), the target's."""
         from privaudit.attacks.reconstruction import reconstruction_losses  # moves with the attacks restructure
         from privaudit.models.checkpoint import load_model
 
@@ -99,7 +100,7 @@ class References:
             self.check_images(images)
         out = [np.zeros((len(s), len(self.refs)), dtype=np.float64) for s in sets]
         for k, ref in enumerate(self.refs):
-            model = load_model(ref.path, device=device, seed=config.seed)
+            model = load_model(ref.path, device=device, seed=config.seed, precision=precision, deterministic=deterministic)
             if model.sha256 != ref.sha256:
                 raise CheckpointError(f"{ref.path} changed since its references were checked (sha256 differs from {self.folder / MANIFEST}); rebuild it")
             self._check_model(model)

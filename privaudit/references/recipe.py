@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 KINDS = ("pix2pix", "dpsgd", "akd", "dmp", "gauss")
 PIPELINES = ("akd", "dmp", "gauss")
 # TrainConfig fields that do not change what a reference learns, or that each reference sets itself.
-NOT_IN_KEY = ("seed", "device")
+NOT_IN_KEY = ("seed", "device", "precision", "deterministic")
+# Every recipe recorded before --precision carried ``"amp": true`` (bf16 autocast on CUDA, always
+# on); keys keep it, so that reference folders and teacher caches built before stay valid.
+LEGACY_KEY = {"amp": True}
 DP_PARAMS = ("noise_multiplier", "max_grad_norm", "delta", "accountant")
 
 
@@ -118,7 +121,7 @@ class Recipe:
         d: dict[str, Any] = {"kind": self.kind, "arch": self.arch.to_dict(), "image_size": self.image_size, "direction": self.direction,
                              "train_count": self.train_count}
         if self.training is not None:
-            d["training"] = {k: v for k, v in self.training.to_dict().items() if k not in NOT_IN_KEY}
+            d["training"] = {**{k: v for k, v in self.training.to_dict().items() if k not in NOT_IN_KEY}, **LEGACY_KEY}
         if self.params:
             d["params"] = dict(sorted(self.params.items()))
         if self.teacher is not None:
@@ -345,8 +348,8 @@ def _source(source: str, used_flags: bool) -> str:
 
 
 def _neutral(cfg: TrainConfig) -> TrainConfig:
-    """The config without the run's own seed and device (each reference sets them)."""
-    return replace(cfg, seed=defaults.SEED, device=defaults.DEVICE)
+    """The config without the run's own seed and how it used its device (each reference sets them)."""
+    return replace(cfg, seed=defaults.SEED, device=defaults.DEVICE, precision=defaults.PRECISION, deterministic=defaults.DETERMINISTIC)
 
 
 def _show(v: Any) -> str:
@@ -399,13 +402,21 @@ def _training_set(v: Any, who: str) -> TrainingSet | None:
 
 
 TRAIN_TYPES: dict[str, tuple[type, ...]] = {"epochs": (int,), "batch_size": (int,), "lr": (int, float), "beta1": (int, float), "lambda_l1": (int, float),
-                                            "decay_epochs": (int, type(None)), "augment": (bool,), "adversarial": (bool,), "ndf": (int,), "amp": (bool,)}
+                                            "decay_epochs": (int, type(None)), "augment": (bool,), "adversarial": (bool,), "ndf": (int,)}
+# Recorded, type-checked, but not replayed: how the target's run used its device (``precision``,
+# ``deterministic``; ``amp`` in records before --precision). Each reference uses the references
+# command's own settings.
+RUN_TYPES: dict[str, tuple[type, ...]] = {"precision": (str,), "deterministic": (bool,), "amp": (bool,)}
 
 
 def _train_config(d: Any, who: str) -> TrainConfig:
     """A ``TrainConfig`` from a recorded dict, every field type-checked (the file comes from anyone)."""
     if not isinstance(d, dict):
         raise CheckpointError(f"{who} records a malformed training config {d!r:.60}; re-save the model with privaudit")
+    for name, types in RUN_TYPES.items():
+        v = d.get(name)
+        if name in d and ((isinstance(v, bool) and bool not in types) or not isinstance(v, types)):
+            raise CheckpointError(f"{who} records an invalid training {name} {v!r:.60}; re-save the model with privaudit")
     values: dict[str, Any] = {}
     for name, types in TRAIN_TYPES.items():
         if name not in d:

@@ -40,7 +40,7 @@ def base_report(model: LoadedModel, sets: AuditSets, *, seed: int) -> dict[str, 
             "training": model.training,  # {complete, epochs_done, epochs_total}; None when the file does not say
         },
         "data": sets.data(),
-        "environment": {"torch": torch.__version__, "device": str(model.device), "python": platform.python_version()},
+        "environment": {"torch": torch.__version__, "device": str(model.device), "python": platform.python_version(), "runtime": model.runtime.record()},
     }
 
 

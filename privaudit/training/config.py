@@ -14,7 +14,11 @@ from privaudit.errors import InputError, check_seed
 class TrainConfig:
     """pix2pix defaults (``privaudit.defaults``): Adam 2e-4, β=(0.5, 0.999), λ=100, batch size 1,
     linear decay over the second half of the epochs, jitter (resize to 286/256 of the size, random
-    crop) and flips. ``adversarial`` False drops the discriminator (DMP: λ·L1 only)."""
+    crop) and flips. ``adversarial`` False drops the discriminator (DMP: λ·L1 only).
+
+    ``device``, ``precision`` (auto, fp32, bf16) and ``deterministic`` say how the run uses its
+    device (``privaudit.accel``), not what it learns: they are no part of a recipe, and a run may
+    resume on another device or precision."""
 
     epochs: int = defaults.EPOCHS
     batch_size: int = defaults.BATCH_SIZE
@@ -27,7 +31,8 @@ class TrainConfig:
     ndf: int = defaults.NDF
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
-    amp: bool = defaults.AMP
+    precision: str = defaults.PRECISION
+    deterministic: bool = defaults.DETERMINISTIC
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -42,6 +47,9 @@ class TrainConfig:
         if self.ndf < 1:
             raise InputError(f"--ndf must be at least 1, not {self.ndf}")
         check_seed(self.seed)
+        from privaudit.accel import check_precision  # here: the CLI reads this module before torch loads
+
+        check_precision(self.precision)
         if self.decay_epochs is not None and not 0 <= self.decay_epochs <= self.epochs:
             raise InputError(f"--decay-epochs must be between 0 and --epochs ({self.epochs}), not {self.decay_epochs}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privaudit import defaults, distributed
+from privaudit.accel import Accel, resolve_accel
 from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
 from privaudit.errors import InputError
 from privaudit.io import check_writable
@@ -55,28 +56,35 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, target)
 
 
-def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bfloat16 autocast (``TrainConfig.amp``, CUDA only), or a no-op."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+Autocast = Callable[[], AbstractContextManager[Any]]
+"""A context for the networks' forward passes: ``Accel.autocast`` (bf16 on CUDA) or ``nullcontext``."""
 
 
-def discriminator_loss(D: nn.Module, gan_loss: GANLoss, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def discriminator_loss(D: nn.Module, gan_loss: GANLoss, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, *,
+                       amp: Autocast = nullcontext) -> tuple[torch.Tensor, dict[str, float]]:
     """The conditional PatchGAN's loss on one batch: ½·(BCE(D(x, G(x)), fake) + BCE(D(x, y), real)).
-    x, y, fake: (B, C, H, W). Returns (loss, {D_real, D_fake})."""
-    loss_fake = gan_loss(D(torch.cat([x, fake.detach().to(x.dtype)], 1)), False)
-    loss_real = gan_loss(D(torch.cat([x, y], 1)), True)
+    x, y, fake: (B, C, H, W). D runs under ``amp``; the losses are float32, computed outside it.
+    Returns (loss, {D_real, D_fake})."""
+    with amp():
+        logits_fake = D(torch.cat([x, fake.detach().to(x.dtype)], 1))
+        logits_real = D(torch.cat([x, y], 1))
+    loss_fake = gan_loss(logits_fake.float(), False)
+    loss_real = gan_loss(logits_real.float(), True)
     return 0.5 * (loss_fake + loss_real), {"D_real": loss_real.item(), "D_fake": loss_fake.item()}
 
 
 def generator_loss(D: nn.Module | None, gan_loss: GANLoss, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor,
-                   lambda_l1: float) -> tuple[torch.Tensor, dict[str, float]]:
+                   lambda_l1: float, *, amp: Autocast = nullcontext) -> tuple[torch.Tensor, dict[str, float]]:
     """The generator's loss on one batch: λ·L1(G(x), y), plus BCE(D(x, G(x)), real) with a
-    discriminator (None: DMP). Returns (loss, {G_GAN, G_L1})."""
-    loss_l1 = F.l1_loss(fake.float(), y)
+    discriminator (None: DMP). D runs under ``amp``; the losses are float32, computed outside it.
+    Returns (loss, {G_GAN, G_L1})."""
+    loss_l1 = F.l1_loss(fake.float(), y.float())
     loss = lambda_l1 * loss_l1
     logged: dict[str, float] = {}
     if D is not None:
-        loss_gan = gan_loss(D(torch.cat([x, fake.to(x.dtype)], 1)), True)
+        with amp():
+            logits = D(torch.cat([x, fake.to(x.dtype)], 1))
+        loss_gan = gan_loss(logits.float(), True)
         loss = loss + loss_gan
         logged["G_GAN"] = loss_gan.item()
     logged["G_L1"] = loss_l1.item()
@@ -103,6 +111,10 @@ class PlainStep:
     G's. inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1]. Builds the
     discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers.
 
+    ``accel`` (``privaudit.accel``) places the networks and batches on the device: bf16 autocast
+    for the forward passes (losses in float32), channels_last, pinned non-blocking copies, on CUDA;
+    the batches are copied as uint8 and turned into floats and jittered on the device.
+
     Under torchrun (``privaudit.distributed``) ``cfg.batch_size`` is the global batch: every process
     draws the same permutation and takes its shard of each batch; G and D are wrapped in
     ``DistributedDataParallel`` (``generator``/``discriminator`` stay the plain networks, which are
@@ -113,7 +125,7 @@ class PlainStep:
     what = "training"
     state_format = TRAIN_STATE_FORMAT
 
-    def __init__(self, generator: UnetGenerator, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, device: torch.device,
+    def __init__(self, generator: UnetGenerator, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, accel: Accel,
                  discriminator: nn.Module | None = None) -> None:
         self.n = int(inputs.shape[0])
         if self.n == 0:
@@ -123,15 +135,15 @@ class PlainStep:
         if cfg.adversarial:
             D = discriminator or NLayerDiscriminator(inputs.shape[1] + targets.shape[1], ndf=cfg.ndf, norm=generator.arch.norm)
             init_weights(D)
-            D.to(device).train()
-        generator.to(device).train()
+            accel.module(D).train()
+        accel.module(generator).train()
         self.generator, self.discriminator = generator, D
         opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if D is not None else None
         self.optimizers = (opt_g, opt_d)
         self.inputs, self.targets = inputs, targets.float()
-        self.cfg, self.device = cfg, device
-        self.amp = cfg.amp and device.type == "cuda"
+        device = accel.device
+        self.cfg, self.device, self.accel = cfg, device, accel
         self.gan_loss = GANLoss()
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.world = distributed.world_size() if distributed.active() else 1
@@ -157,12 +169,15 @@ class PlainStep:
         for b in range(0, self.n, self.cfg.batch_size):
             idx = perm[b : b + self.cfg.batch_size]
             part, count = distributed.shard(idx) if self.world > 1 else (idx, len(idx))
-            x, y = to_float(self.inputs[part]), self.targets[part]
+            # uint8 inputs go to the device (a quarter of the bytes), become floats and are jittered there
+            x, y = to_float(self.accel.batch(self.inputs[part])), self.accel.batch(self.targets[part])
             if self.cfg.augment:
                 # The crop and flip are drawn once per batch from the same generator in every
                 # process, so the shards are jittered as the whole batch would be.
                 x, y = jitter(x, y, gen)
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), count, len(idx)
+                if self.accel.channels_last:
+                    x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+            yield x, y, count, len(idx)
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, int, int]) -> tuple[dict[str, float], float]:
         x, y, count, total = batch
@@ -171,20 +186,19 @@ class PlainStep:
         # DDP averages the processes' gradients; weighting each process's mean loss by its share
         # of the batch times the world size makes that average the gradient of the global mean.
         weight = count * self.world / total if self.world > 1 else None
-        with autocast(self.device, self.amp):
+        amp = self.accel.autocast
+        with amp():
             fake = G(x)
         losses: dict[str, float] = {}
         if D is not None and opt_d is not None:
-            with autocast(self.device, self.amp):
-                loss_d, logged = discriminator_loss(D, self.gan_loss, x, y, fake)
+            loss_d, logged = discriminator_loss(D, self.gan_loss, x, y, fake, amp=amp)
             opt_d.zero_grad(set_to_none=True)
             (loss_d if weight is None else loss_d * weight).backward()
             opt_d.step()
             losses.update(logged)
         plain_d = self.discriminator  # G learns through D, whose gradients are not wanted (no DDP sync)
         with frozen(plain_d):
-            with autocast(self.device, self.amp):
-                loss_g, logged = generator_loss(plain_d, self.gan_loss, x, y, fake, self.cfg.lambda_l1)
+            loss_g, logged = generator_loss(plain_d, self.gan_loss, x, y, fake, self.cfg.lambda_l1, amp=amp)
             opt_g.zero_grad(set_to_none=True)
             (loss_g if weight is None else loss_g * weight).backward()
         opt_g.step()
@@ -218,6 +232,7 @@ def fit(
     fingerprint: dict[str, Any] | None = None,
     on_step: OnStep | None = None,
     keep_state: bool = False,
+    accel: Accel | None = None,
 ) -> list[EpochStats]:
     """Train ``generator`` on (inputs, targets) with the pix2pix objective.
 
@@ -227,18 +242,32 @@ def fit(
     ``save_model(path, G, epoch)`` writes the model checkpoint after every epoch.
     ``fingerprint`` (the data and settings) must match on ``resume``. The resume state is deleted
     when the run finishes, unless ``keep_state``. Raises ``TrainingError`` when the run diverges
-    (see ``training.loop.divergence``), before that epoch is saved.
+    (see ``training.loop.divergence``), before that epoch is saved. ``accel``: how the run uses its
+    device (default: ``train_accel(cfg)``; the caller passes the one its checkpoints record).
     """
     cfg.validate()
     distributed.per_process_batch(cfg.batch_size)
-    device = distributed.device_for(resolve_device(cfg.device))
-    # What must match on --resume: everything but the length of the run and the device (the world
-    # size neither: a state written by N processes resumes in M).
-    fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "epochs", "decay_epochs")}, **(fingerprint or {})}
-    with distributed.session(device):
-        step = PlainStep(generator, inputs, targets, cfg, device, discriminator)
+    accel = accel or train_accel(cfg)
+    device = accel.device
+    # What must match on --resume: everything but the length of the run and how it uses its device
+    # (the world size neither: a state written by N processes resumes in M).
+    fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in (*RUN_SETTINGS, "epochs", "decay_epochs")}, **(fingerprint or {})}
+    with distributed.session(device), accel.active():
+        step = PlainStep(generator, inputs, targets, cfg, accel, discriminator)
         return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state,
                           on_step=on_step if distributed.is_main() else None)
+
+
+# TrainConfig fields that say how a run uses its device, not what it learns
+RUN_SETTINGS = ("device", "precision", "deterministic")
+
+
+def train_accel(cfg: TrainConfig, *, fp32_only: str | None = None) -> Accel:
+    """How a training run of ``cfg`` uses its device (``privaudit.accel``): the device it names
+    (under torchrun on CUDA, this process's GPU), ``cfg.precision`` and ``cfg.deterministic``;
+    ``fp32_only``: why this run must stay fp32 (DP-SGD)."""
+    device = distributed.device_for(resolve_device(cfg.device))
+    return resolve_accel(device, cfg.precision, deterministic=cfg.deterministic, fp32_only=fp32_only)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +317,7 @@ def train(
     check_direction(direction)
     check_writable(out, what="checkpoint")
     config.validate()
+    accel = train_accel(config)  # a device or precision it cannot have fails before any image is read
     if size is not None:
         model.build(size)  # a --size the U-Net cannot take fails before any image is read
     pairs = given_pairs(data, size) if isinstance(data, ImageSet) else load_pairs(data, direction=direction, size=size, what="training data")
@@ -299,7 +329,7 @@ def train(
     G = UnetGenerator(arch)
     init_weights(G)
     provenance = {"trained_on": {"path": pairs.path if isinstance(data, ImageSet) else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict(),
-                  "distributed": distributed.record(config.batch_size)}
+                  "distributed": distributed.record(config.batch_size), "runtime": accel.record()}
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
@@ -316,6 +346,7 @@ def train(
         fingerprint={"data": provenance["trained_on"]["sha256"], "arch": arch.to_dict(), "direction": direction},
         on_step=on_step,
         keep_state=keep_state,
+        accel=accel,
     )
     return TrainResult(out=Path(out), arch=arch, pairs=len(pairs), image_size=img_size, history=history, seconds=time.perf_counter() - t0)
 

@@ -114,9 +114,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Settings that states written by earlier versions record and this one no longer has: ``amp``
+# (bf16 autocast on CUDA, now ``precision``, which a run may change on resume).
+RETIRED = ("amp",)
+
+
 def check_resume_fingerprint(path: Path, old: dict[str, Any], new: dict[str, Any], *, ignore: tuple[str, ...] = ("epochs", "decay_epochs")) -> None:
     """Refuse ``--resume`` when the saved run used other settings or data (run length aside)."""
     a, b = _flatten(old), _flatten(new)
-    diff = sorted(k.rsplit(".", 1)[-1] for k in set(a) | set(b) if k.rsplit(".", 1)[-1] not in ignore and a.get(k) != b.get(k))
+    skip = (*ignore, *RETIRED)
+    diff = sorted(k.rsplit(".", 1)[-1] for k in set(a) | set(b) if k.rsplit(".", 1)[-1] not in skip and a.get(k) != b.get(k))
     if diff:
         raise InputError(f"--resume: the run in {path} used different settings or data ({', '.join(diff)}); use the same options or drop --resume")
