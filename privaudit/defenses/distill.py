@@ -48,13 +48,12 @@ def teacher_outputs(teacher: LoadedModel, proxy: ImageSet, *, batch_size: int = 
     return torch.cat(outs)
 
 
-def query_teacher(teacher: LoadedModel, inputs: torch.Tensor, *, size: int, seed: int = defaults.SEED) -> tuple[torch.Tensor, int]:
+def query_teacher(teacher: LoadedModel, inputs: torch.Tensor, *, seed: int = defaults.SEED) -> tuple[torch.Tensor, int]:
     """The teacher's answers to the distillation inputs (uint8 (M, C, H, W)), each distinct input
     sent once (eval mode, so equal inputs get equal answers): (float (M, C_out, H, W) in [-1, 1], the
     number of inputs sent). Inputs without repeats go in their order, as ``teacher_outputs`` sends them."""
     keep, inverse = unique_rows(inputs)
     distinct = ImageSet(inputs=inputs[keep], targets=None, names=[], path="distillation set", layout="inputs")
-    assert distinct.size == size
     answers = teacher_outputs(teacher, distinct, seed=seed)
     return (answers if len(keep) == inputs.shape[0] else answers[inverse]), len(keep)
 
@@ -113,7 +112,7 @@ def distill(
     data = (data or DistillData()).resolve(proxy.inputs)
     check_image_size(teacher, proxy.size)
     inputs = build_distillation_set(proxy.inputs, data, cfg.seed)
-    targets, queries = query_teacher(teacher, inputs, size=proxy.size, seed=cfg.seed)
+    targets, queries = query_teacher(teacher, inputs, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     student = UnetGenerator(arch)
     init_weights(student)

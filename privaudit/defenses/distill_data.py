@@ -119,28 +119,39 @@ class DistillData:
 
     def resolve(self, images: torch.Tensor) -> "DistillData":
         """These settings for these proxy inputs (uint8 (N, C, H, W)): the input kind decided
-        (``auto``: ``detect_input_kind``) and the augmentation's operations filled in; an operation
+        (``auto``: ``detect_input_kind``; left as given when nothing is generated) and the
+        augmentation's operations filled in; an operation
         that makes no sense for the kind, or recombination of a single input, raises ``InputError``."""
         self.validate()
+        if not self.active:
+            return self  # the proxy inputs alone: nothing to decide
         kind = self.input_kind if self.input_kind != "auto" else detect_input_kind(images)
         how = "as given by --input-kind" if self.input_kind != "auto" else "as detected; pass --input-kind to override"
         ops = self.augment_ops
-        if self.augment_copies > 0:
-            ops = ops if ops is not None else tuple(op for op in AUGMENT_OPS if op in KIND_AUGMENT[kind])
-            wrong = [op for op in ops if op not in KIND_AUGMENT[kind]]
-            if wrong:
-                raise InputError(f"--augment-ops {wrong[0]} makes no sense for {kind.replace('labels', 'label maps')} ({how}): colour jitter would create "
-                                 f"colours that are no label; use {','.join(KIND_AUGMENT[kind])}")
+        if self.augment_copies > 0 and ops is None:
+            ops = tuple(op for op in AUGMENT_OPS if op in KIND_AUGMENT[kind])
+        resolved = DistillData(input_kind=kind, augment_copies=self.augment_copies, augment_ops=ops if self.augment_copies > 0 else None,
+                               recombine=self.recombine, recombine_copies=self.recombine_copies)
+        resolved.check_kind(how)
         if self.recombine != "none":
-            if self.recombine not in KIND_RECOMBINE[kind]:
-                fits = ", ".join(KIND_RECOMBINE[kind])
-                raise InputError(f"--recombine {self.recombine} makes no sense for {kind.replace('labels', 'label maps')} ({how}); use --recombine {fits}")
             if images.shape[0] < 2:
                 raise InputError(f"--recombine {self.recombine} combines two proxy inputs, but the proxy set holds {images.shape[0]}; add inputs or drop --recombine")
         if self.augment_copies > 0 and any(op == "color" for op in ops or ()) and images.shape[1] not in (1, 3):
             raise InputError(f"--augment-ops color needs 1- or 3-channel inputs, not {images.shape[1]} channels; drop color")
-        return DistillData(input_kind=kind, augment_copies=self.augment_copies, augment_ops=ops if self.augment_copies > 0 else None,
-                           recombine=self.recombine, recombine_copies=self.recombine_copies)
+        return resolved
+
+    def check_kind(self, how: str = "as recorded") -> None:
+        """``InputError`` when an operation makes no sense for ``input_kind`` (labels or photos), which ``how`` explains."""
+        kind = self.input_kind
+        if kind not in KIND_AUGMENT:
+            raise InputError(f"the input kind must be labels or photos here, not {kind!r}")
+        wrong = [op for op in self.augment_ops or () if op not in KIND_AUGMENT[kind]]
+        if self.augment_copies > 0 and wrong:
+            raise InputError(f"--augment-ops {wrong[0]} makes no sense for {kind.replace('labels', 'label maps')} ({how}): colour jitter would create "
+                             f"colours that are no label; use {','.join(KIND_AUGMENT[kind])}")
+        if self.recombine != "none" and self.recombine not in KIND_RECOMBINE[kind]:
+            fits = ", ".join(KIND_RECOMBINE[kind])
+            raise InputError(f"--recombine {self.recombine} makes no sense for {kind.replace('labels', 'label maps')} ({how}); use --recombine {fits}")
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint records (resolved settings; see ``resolve``)."""
@@ -152,10 +163,10 @@ def build_distillation_set(proxy: torch.Tensor, data: DistillData, seed: int) ->
     """The distillation inputs: uint8 (M, C, H, W), the N proxy inputs first (see the module notes).
     ``data`` must be resolved (``DistillData.resolve``); the same proxy inputs, settings and seed give
     the same set. Nothing but ``proxy`` and ``seed`` goes into it."""
-    if data.input_kind not in ("labels", "photos"):
-        raise InputError("build_distillation_set needs resolved settings (DistillData.resolve)")
     if not data.active:
         return proxy
+    if data.input_kind not in ("labels", "photos"):
+        raise InputError("build_distillation_set needs resolved settings (DistillData.resolve)")
     n = proxy.shape[0]
     parts = [proxy]
     rng = np.random.default_rng([seed, 0xD157])  # its own stream: the student's RNG is not touched

@@ -368,6 +368,7 @@ def _distill_params(defense: dict[str, Any], method: str, who: str) -> dict[str,
             data.validate()
             if data.input_kind == "auto" or not data.active:
                 raise InputError("the input kind or what was generated is missing")
+            data.check_kind()
             out["distill_data"] = data.record()
         if obj is not None:
             if not isinstance(obj, dict) or set(obj) - {"feature_matching", "num_D", "ema"}:
