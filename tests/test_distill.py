@@ -353,6 +353,11 @@ def test_references_replay_the_options(world, plain, tmp_path):
     # a student of the paper's recipe records neither, so its recipe (and key) is what it always was
     assert set(read_recipe(load_model(plain["labels"])).params) == {"proxy_count", "proxy_layout"}
     assert r.recipe_key() != read_recipe(load_model(plain["labels"])).recipe_key()
+    old = torch.load(plain["labels"], weights_only=True)  # as written before issue 13: no set size, no query count
+    for key in ("distillation_inputs", "teacher_queries"):
+        del old["defense"][key]
+    torch.save(old, tmp_path / "old.pt")
+    assert read_recipe(load_model(tmp_path / "old.pt")).recipe_key() == read_recipe(load_model(plain["labels"])).recipe_key()
     res = build_references(student, population=[world["nonmembers"]], count=1, out=tmp_path / "refs", proxy=world["labels"], seed=3, device="cpu")
     ref = torch.load(tmp_path / "refs" / res.manifest["references"][0]["file"], weights_only=True)
     mine = torch.load(student, weights_only=True)["defense"]

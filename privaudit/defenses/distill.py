@@ -172,14 +172,14 @@ class DistillOptions(TrainingOptions):
     num_downs: int | None = None
     norm: str | None = None
     proxy_layout: str = defaults.PROXY_LAYOUT
-    input_kind: str = "auto"
-    augment_copies: int = 0
+    input_kind: str = defaults.INPUT_KIND
+    augment_copies: int = defaults.AUGMENT_COPIES
     augment_ops: tuple[str, ...] | None = None
-    recombine: str = "none"
-    recombine_copies: int = 1
-    feature_matching: float = 0.0
-    num_D: int = 1
-    ema: float | None = None
+    recombine: str = defaults.RECOMBINE
+    recombine_copies: int = defaults.RECOMBINE_COPIES
+    feature_matching: float = defaults.FEATURE_MATCHING
+    num_D: int = defaults.NUM_D
+    ema: float | None = defaults.EMA
 
     def distill_data(self) -> DistillData:
         return DistillData(input_kind=self.input_kind, augment_copies=self.augment_copies,

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from privaudit import defaults
 from privaudit.errors import InputError
 
 INPUT_KINDS = ("auto", "labels", "photos")
@@ -89,11 +90,11 @@ class DistillData:
     and color for photos). ``recombine``: none, cutpaste (label maps), mixup or cutmix (photos);
     ``recombine_copies`` R: R recombined inputs per proxy input."""
 
-    input_kind: str = "auto"
-    augment_copies: int = 0
+    input_kind: str = defaults.INPUT_KIND
+    augment_copies: int = defaults.AUGMENT_COPIES
     augment_ops: tuple[str, ...] | None = None
-    recombine: str = "none"
-    recombine_copies: int = 1
+    recombine: str = defaults.RECOMBINE
+    recombine_copies: int = defaults.RECOMBINE_COPIES
 
     @property
     def active(self) -> bool:

@@ -527,6 +527,7 @@ class _Replayer:
         from privaudit.defenses.dpsgd import DPSGDOptions
         from privaudit.defenses.gauss import GaussOptions
         from privaudit.models.arch import ModelSpec
+        from privaudit.training.pix2pix import PLAIN_OBJECTIVE
         from privaudit.training.resume import discard_state, state_path
 
         def on_step(epoch: int, step: int, steps: int, losses: dict[str, float]) -> None:
@@ -562,8 +563,7 @@ class _Replayer:
                                          # the student's distillation set and objective as recorded (absent: the AKD paper's, as before)
                                          input_kind=dd.get("input_kind", "auto"), augment_copies=dd.get("augment_copies", 0),
                                          augment_ops=tuple(dd["augment_ops"]) if dd.get("augment_ops") else None, recombine=dd.get("recombine", "none"),
-                                         recombine_copies=dd.get("recombine_copies") or 1, feature_matching=obj.get("feature_matching", 0.0),
-                                         num_D=obj.get("num_D", 1), ema=obj.get("ema"))
+                                         recombine_copies=dd.get("recombine_copies") or 1, **{**PLAIN_OBJECTIVE, **obj})
                 defend(recipe.kind, out=out, teacher=teacher, proxy=self.proxy, options=options, size=recipe.image_size, seed=seed, device=self.device,
                        resume=resume, on_step=on_step, on_warning=lambda line: None)
             elif recipe.kind == "gauss":

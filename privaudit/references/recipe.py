@@ -354,7 +354,7 @@ def _distill_params(defense: dict[str, Any], method: str, who: str) -> dict[str,
     (all made before they existed, and every student of the paper's recipe) adds nothing, so its
     recipe and its recipe key stay what they were."""
     from privaudit.defenses.distill_data import DistillData
-    from privaudit.training.pix2pix import Objective
+    from privaudit.training.pix2pix import PLAIN_OBJECTIVE, Objective
 
     out: dict[str, Any] = {}
     dd, obj = defense.get("distill_data"), defense.get("objective")
@@ -373,7 +373,7 @@ def _distill_params(defense: dict[str, Any], method: str, who: str) -> dict[str,
         if obj is not None:
             if not isinstance(obj, dict) or set(obj) - {"feature_matching", "num_D", "ema"}:
                 raise InputError("not a record of the objective")
-            objective = Objective(**obj)
+            objective = Objective(**{**PLAIN_OBJECTIVE, **obj})  # a key not recorded is the plain value, whatever the defaults
             objective.validate(adversarial=method == "akd")
             if objective.record():
                 out["objective"] = objective.record()

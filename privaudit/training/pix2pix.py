@@ -72,9 +72,9 @@ class Objective:
     run is not pulled back to its initial weights); the saved model is the average.
     Both discriminator options need the adversarial game (not DMP)."""
 
-    feature_matching: float = 0.0
-    num_D: int = 1
-    ema: float | None = None
+    feature_matching: float = defaults.FEATURE_MATCHING
+    num_D: int = defaults.NUM_D
+    ema: float | None = defaults.EMA
 
     def validate(self, *, adversarial: bool = True) -> None:
         if isinstance(self.feature_matching, bool) or not (isinstance(self.feature_matching, (int, float)) and math.isfinite(self.feature_matching)
@@ -89,9 +89,14 @@ class Objective:
             raise InputError(f"{flag} shapes the discriminator's part of the loss, and --method dmp has no discriminator; use --method akd or drop {flag}")
 
     def record(self) -> dict[str, Any]:
-        """The settings that differ from plain pix2pix (empty for the default objective)."""
+        """The settings that differ from plain pix2pix (``PLAIN``, whatever the defaults become), so
+        that a record without a key means the plain value: checkpoints made before these options
+        existed read alike."""
         d = {"feature_matching": float(self.feature_matching), "num_D": self.num_D, "ema": None if self.ema is None else float(self.ema)}
-        return {k: v for k, v in d.items() if v != getattr(Objective(), k)}
+        return {k: v for k, v in d.items() if v != PLAIN_OBJECTIVE[k]}
+
+
+PLAIN_OBJECTIVE: dict[str, Any] = {"feature_matching": 0.0, "num_D": 1, "ema": None}
 
 
 MAX_NUM_D = 4
