@@ -33,7 +33,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +52,7 @@ from privaudit.models.arch import ModelSpec
 from privaudit.models.checkpoint import safe_torch_load
 from privaudit.references import build_references
 from privaudit.training import TrainConfig, train
+from privaudit.training.pix2pix import PLAIN_OBJECTIVE
 from privaudit.training.resume import state_path
 
 # image size, widths, (epochs, batch) of the teacher and the students, pix2pix jitter, seeds, pairs per split (quick data)
@@ -120,7 +120,9 @@ def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | No
     fill = {"A": s["copies"][0], "C": s["copies"][1], "R": "cutpaste" if kind == "labels" else "cutmix", "L": s["student"][0] * s["long"]}
     extra = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in extra.items()}
     E, B = s["student"]
-    base = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], lambda_l1=defaults.LAMBDA_L1)
+    # the paper's student spelled out, so that the baseline stays the paper's whatever the defaults become
+    base = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], lambda_l1=defaults.LAMBDA_L1, augment_copies=0, recombine="none",
+                **PLAIN_OBJECTIVE)
     return method, DistillOptions(**{**base, **extra})
 
 
