@@ -35,7 +35,7 @@ from privaudit.models.loaded import LoadedModel
 from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, training_record
-from privaudit.training.pix2pix import Objective, fit
+from privaudit.training.pix2pix import PLAIN_OBJECTIVE, Objective, fit
 
 
 @torch.inference_mode()
@@ -97,8 +97,8 @@ def distill(
     objective: Objective | None = None,
 ) -> list[EpochStats]:
     """Train a student of ``arch`` on the distillation set made from the proxy inputs (``data``;
-    default: the proxy inputs alone) and the teacher's answers to it, with ``objective``'s additions
-    to the pix2pix objective; write ``out``. A resumed run makes the same set again from the seed.
+    None: the proxy inputs alone) and the teacher's answers to it, with ``objective``'s additions
+    to the pix2pix objective (None: none); write ``out``. A resumed run makes the same set again from the seed.
     The resume state ``<out>.state`` is deleted when the run finishes, unless ``keep_state``."""
     if method not in ("akd", "dmp"):
         raise InputError(f"distillation method must be akd or dmp, not {method!r}")
@@ -107,9 +107,9 @@ def distill(
     if len(proxy) == 0:
         raise InputError(f"the proxy set {proxy.path} is empty; give a folder of input images")
     cfg = replace(cfg, adversarial=method == "akd")
-    objective = objective or Objective()
+    objective = objective or Objective(**PLAIN_OBJECTIVE)
     objective.validate(adversarial=cfg.adversarial)
-    data = (data or DistillData()).resolve(proxy.inputs)
+    data = (data or DistillData(augment_copies=0, recombine="none")).resolve(proxy.inputs)
     check_image_size(teacher, proxy.size)
     inputs = build_distillation_set(proxy.inputs, data, cfg.seed)
     targets, queries = query_teacher(teacher, inputs, seed=cfg.seed)

@@ -89,7 +89,7 @@ class Objective:
             raise InputError(f"{flag} shapes the discriminator's part of the loss, and --method dmp has no discriminator; use --method akd or drop {flag}")
 
     def record(self) -> dict[str, Any]:
-        """The settings that differ from plain pix2pix (``PLAIN``, whatever the defaults become), so
+        """The settings that differ from plain pix2pix (``PLAIN_OBJECTIVE``, whatever the defaults become), so
         that a record without a key means the plain value: checkpoints made before these options
         existed read alike."""
         d = {"feature_matching": float(self.feature_matching), "num_D": self.num_D, "ema": None if self.ema is None else float(self.ema)}
@@ -212,7 +212,7 @@ class PlainStep:
         self.n = int(inputs.shape[0])
         if self.n == 0:
             raise InputError("no training images")
-        self.objective = objective = objective or Objective()
+        self.objective = objective = objective or Objective(**PLAIN_OBJECTIVE)  # None: plain pix2pix (regular training), whatever the defaults
         objective.validate(adversarial=cfg.adversarial)
         torch.manual_seed(cfg.seed)
         D = None
