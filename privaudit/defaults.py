@@ -29,6 +29,15 @@ DP_BATCH_SIZE = 8  # DP-SGD: the expected Poisson batch
 DP_NOISE_MULTIPLIER = 1.0  # σ when neither --noise-multiplier nor --target-epsilon is given
 DP_MAX_GRAD_NORM = 1.0  # C, the per-sample clipping norm
 DP_ACCOUNTANT = "rdp"
+# akd/dmp: the distillation set and the objective beyond the AKD paper's (all off: the paper's student;
+# the ablation in docs/defenses.md decides what becomes the default)
+INPUT_KIND = "auto"  # the proxy inputs are label maps or photos: detected
+AUGMENT_COPIES = 0  # augmented copies of each proxy input
+RECOMBINE = "none"  # cutpaste (label maps), mixup or cutmix (photos)
+RECOMBINE_COPIES = 1  # recombined inputs per proxy input, with a RECOMBINE method
+FEATURE_MATCHING = 0.0  # pix2pixHD's feature-matching weight (it uses 10)
+NUM_D = 1  # discriminator scales
+EMA: float | None = None  # decay of the moving average of the student's weights
 
 # --- attack (privaudit attack, the attack inside privaudit evaluate; AttackConfig)
 LOSS = "l1"  # the reconstruction loss: l1 (the paper's) or l2

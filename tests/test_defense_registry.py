@@ -91,7 +91,8 @@ def test_library_defend_and_the_command_write_the_same_student(tiny_checkpoint: 
     warnings_seen: list[str] = []
     result = defend("dmp", out=tmp_path / "lib.pt", teacher=tiny_checkpoint, proxy=proxy, options=options, device="cpu", on_warning=warnings_seen.append)
     assert result.method == "dmp" and result.out == tmp_path / "lib.pt" and len(result.history) == 2 and warnings_seen == []
-    assert list(result.summary) == ["method", "direction", "image size", "teacher", "proxy inputs", "λ", "epochs", "student", "time", "wrote"]
+    assert list(result.summary) == ["method", "direction", "image size", "teacher", "proxy inputs", "λ", "epochs", "student", "teacher queries", "time", "wrote"]
+    assert result.summary["teacher queries"] == "4"  # the proxy inputs, each sent once
     assert result.summary["student"] == "U-Net num_downs=5 ngf=4 norm=instance"
     r = CliRunner().invoke(app, ["defend", str(tiny_checkpoint), "--method", "dmp", "--proxy", str(proxy), "--out", str(tmp_path / "cli.pt"), "--epochs", "2",
                                  "--batch-size", "2", "--ndf", "8", "--norm", "instance", "--device", "cpu", "--quiet"])

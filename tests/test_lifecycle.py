@@ -127,7 +127,7 @@ def test_divergence_rule():
     assert "D_fake loss 3.5e+13 is above 1000" in divergence({"G_L1": 0.9, "D_fake": 3.5e13})
     assert "G loss is nan" in divergence({"G_L1": 0.3, "G": math.nan})
     assert "G loss is inf" in divergence({"G": math.inf})  # the total has no bound, but must be finite
-    assert set(LOSS_BOUNDS) == {"G_L1", "G_GAN", "D_real", "D_fake"}
+    assert set(LOSS_BOUNDS) == {"G_L1", "G_GAN", "G_FM", "D_real", "D_fake"}  # G_FM: feature matching (defend --feature-matching)
 
 
 def test_weight_rule():

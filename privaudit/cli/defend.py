@@ -39,6 +39,14 @@ def defend(
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = defaults.NDF,
     num_downs: o.NumDowns = None,
     norm: Annotated[Optional[o.NormChoice], typer.Option("--norm", help="Student norm layer (dpsgd always uses group).")] = None,
+    input_kind: Annotated[o.InputKindChoice, typer.Option("--input-kind", help="akd/dmp: whether the proxy inputs are label maps or photos, which decides the augmentations and recombinations that make sense (auto: label maps if a few colours cover almost every pixel).")] = o.InputKindChoice(defaults.INPUT_KIND),
+    augment_copies: Annotated[int, typer.Option("--augment-copies", help="akd/dmp: K augmented copies of each proxy input join the distillation set (the teacher answers each once; 0: the proxy inputs alone).")] = defaults.AUGMENT_COPIES,
+    augment_ops: Annotated[Optional[str], typer.Option("--augment-ops", help="akd/dmp: how the copies are made, comma-separated from flip, crop, color (default: all that fit the input kind; color is for photos only).")] = None,
+    recombine: Annotated[o.RecombineChoice, typer.Option("--recombine", help="akd/dmp: inputs recombined from two proxy inputs: cutpaste (label maps: regions of one pasted onto another), mixup or cutmix (photos).")] = o.RecombineChoice(defaults.RECOMBINE),
+    recombine_copies: Annotated[int, typer.Option("--recombine-copies", help="akd/dmp: R recombined inputs per proxy input (with --recombine).")] = defaults.RECOMBINE_COPIES,
+    feature_matching: Annotated[float, typer.Option("--feature-matching", help="akd: weight of pix2pixHD's feature-matching loss on the student discriminator's features (0: off; pix2pixHD uses 10).")] = defaults.FEATURE_MATCHING,
+    num_d: Annotated[int, typer.Option("--num-D", help="akd: discriminators at that many scales (pix2pixHD's multi-scale discriminator; 1: the PatchGAN alone).")] = defaults.NUM_D,
+    ema: Annotated[Optional[float], typer.Option("--ema", help="akd/dmp: keep an exponential moving average of the student's weights with this decay (e.g. 0.999) and save it as the model.")] = defaults.EMA,
     noise_multiplier: Annotated[Optional[float], typer.Option("--noise-multiplier", help=f"dpsgd: σ, noise std over the clipping norm (default {defaults.DP_NOISE_MULTIPLIER:g}).")] = None,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="dpsgd: per-sample gradient clipping norm C.")] = defaults.DP_MAX_GRAD_NORM,
     target_epsilon: Annotated[Optional[float], typer.Option("--target-epsilon", help="dpsgd: solve σ so that the whole run spends this ε.")] = None,
@@ -59,6 +67,8 @@ def defend(
 
     options = defenses.options_for(method, sigma=sigma, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1,
                                    augment=augment, ngf=ngf, ndf=ndf, num_downs=num_downs, norm=norm, proxy_layout=proxy_layout,
+                                   input_kind=input_kind, augment_copies=augment_copies, recombine=recombine, recombine_copies=recombine_copies,
+                                   augment_ops=_ops(augment_ops), feature_matching=feature_matching, num_D=num_d, ema=ema,
                                    noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
     with progress(disable=quiet) as bar:
         result = defenses.defend(method, out=out, teacher=model, proxy=proxy, train_data=train_data, options=options, direction=direction, size=size,
@@ -69,6 +79,11 @@ def defend(
         for k, v in result.summary.items():
             t.add_row(k, v)
         stderr.print(t)
+
+
+def _ops(text: str | None) -> tuple[str, ...] | None:
+    """``--augment-ops flip,crop`` as a tuple (checked by the library)."""
+    return None if text is None else tuple(op.strip() for op in text.split(",") if op.strip())
 
 
 def _bar_on_first_step(bar: Any, method: str, epochs: int) -> Any:

@@ -28,6 +28,8 @@ def evaluate(
     feature_cache: Annotated[Optional[Path], typer.Option("--feature-cache", help="Folder caching ground-truth Inception features (default ~/.cache/privaudit/features).")] = None,
     no_feature_cache: Annotated[bool, typer.Option("--no-feature-cache", help="Keep features in memory only.")] = False,
     proxy_pairs: Annotated[Optional[Path], typer.Option("--proxy-pairs", help="Proxy leakage check: attack AUC with these pairs as members (≈ 0.5 expected for a distilled student).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Fidelity: the teacher to measure the model's distance to (default: the one a distilled model records, when still at its path).")] = None,
+    proxy: Annotated[Optional[Path], typer.Option("--proxy", help="Fidelity: the proxy inputs the student was distilled on (only the input side is read; default: --proxy-pairs' inputs).")] = None,
     repeat: Annotated[int, typer.Option("--repeat", help="Re-run with N seeds (dropout draws, output noise, KID subsets) and report mean ± std.")] = defaults.REPEAT,
     loss: o.Loss = o.LossChoice(defaults.LOSS),
     stochastic: o.Stochastic = False,
@@ -62,6 +64,8 @@ def evaluate(
         no_disk_cache=no_feature_cache,
         proxy_pairs=str(proxy_pairs) if proxy_pairs else None,
         repeat=repeat,
+        teacher=str(teacher) if teacher else None,
+        proxy=str(proxy) if proxy else None,
     )
     with progress(disable=quiet) as bar:
         task = bar.add_task("evaluate", total=None, info="")

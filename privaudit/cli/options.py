@@ -51,6 +51,19 @@ class LayoutChoice(StrEnum):
     inputs = "inputs"
 
 
+class InputKindChoice(StrEnum):
+    auto = "auto"
+    labels = "labels"
+    photos = "photos"
+
+
+class RecombineChoice(StrEnum):
+    none = "none"
+    cutpaste = "cutpaste"
+    mixup = "mixup"
+    cutmix = "cutmix"
+
+
 Direction = Annotated[Optional[DirectionChoice], typer.Option("--direction", help="AtoB: left half (or A/) is the input; BtoA: right half (or B/). A privaudit checkpoint records it (a contradicting flag is refused); a pix2pix .pth, .pt2 or TorchScript model does not, so it is required there.")]
 AllowSmall = Annotated[bool, typer.Option("--allow-small", help="Accept fewer than 10 members or non-members (the AUC is then a rough estimate; the report records it).")]
 Size = Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE. Default: the size recorded in a privaudit checkpoint, else the images' own size.")]

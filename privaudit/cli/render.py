@@ -268,6 +268,13 @@ def evaluate_table(report: dict[str, Any]) -> Table:
     if u.get("sharpness") is not None:
         t.add_row("sharpness (test; 1 = as detailed as real)", f"{u['sharpness']:.3f}")
     t.add_row("L1 train / test", f"{g['l1_train']:.4f} / {g['l1_test']:.4f}")
+    fid = u.get("fidelity_to_teacher")
+    if fid:
+        if fid.get("skipped"):
+            t.add_row("L1 to the teacher", f"not measured: {fid['skipped']}")
+        else:
+            on_proxy = f" / {fid['proxy_l1']:.4f} on {fid['proxy']['count']} proxy inputs" if fid.get("proxy_l1") is not None else ""
+            t.add_row("L1 to the teacher (non-members / proxy)", f"{fid['nonmembers_l1']:.4f}{on_proxy}")
     if report.get("proxy_leakage"):
         p = report["proxy_leakage"]
         t.add_row("proxy leakage AUC", f"{p['auc']:.4f} ({p['count']} proxy pairs as members)")

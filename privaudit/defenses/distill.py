@@ -7,7 +7,12 @@ Both are the pix2pix game with the target y replaced by G_t(x), so both run ``tr
 plain step in the one training loop). ``AKD`` and ``DMP`` are the registry's defenses.
 
 The proxy set is read with ``load_inputs``: the target half of an aligned image (or the target
-folder) is never decoded, so private or proxy labels cannot leak into the student.
+folder) is never decoded, so private or proxy labels cannot leak into the student. The distillation
+set is the proxy inputs, optionally with augmented and recombined inputs made from them alone
+(``distill_data``); the teacher answers each distinct input once, and the checkpoint records how
+many it answered (``defense.teacher_queries``). The objective may add pix2pixHD's feature
+matching, a multi-scale discriminator and a moving average of the student's weights
+(``training.pix2pix.Objective``). Everything new is off by default: the student is then the AKD paper's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 from privaudit import defaults, distributed
 from privaudit.data.images import ImageSet, data_fingerprint, load_inputs
 from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, TrainingOptions, load_teacher, teacher_record
+from privaudit.defenses.distill_data import DistillData, build_distillation_set, unique_rows
 from privaudit.errors import InputError
 from privaudit.models.arch import ModelSpec, UnetArch, check_norm, student_norm
 from privaudit.models.checkpoint import save_checkpoint
@@ -29,7 +35,7 @@ from privaudit.models.loaded import LoadedModel
 from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, training_record
-from privaudit.training.pix2pix import fit, train_accel
+from privaudit.training.pix2pix import PLAIN_OBJECTIVE, Objective, fit, train_accel
 
 
 @torch.inference_mode()
@@ -40,6 +46,16 @@ def teacher_outputs(teacher: LoadedModel, proxy: ImageSet, *, batch_size: int = 
     teacher.reseed(seed)
     outs = [out.float().cpu() for _, out in iter_outputs(teacher, proxy.inputs, batch_size=batch_size)]
     return torch.cat(outs)
+
+
+def query_teacher(teacher: LoadedModel, inputs: torch.Tensor, *, seed: int = defaults.SEED) -> tuple[torch.Tensor, int]:
+    """The teacher's answers to the distillation inputs (uint8 (M, C, H, W)), each distinct input
+    sent once (eval mode, so equal inputs get equal answers): (float (M, C_out, H, W) in [-1, 1], the
+    number of inputs sent). Inputs without repeats go in their order, as ``teacher_outputs`` sends them."""
+    keep, inverse = unique_rows(inputs)
+    distinct = ImageSet(inputs=inputs[keep], targets=None, names=[], path="distillation set", layout="inputs")
+    answers = teacher_outputs(teacher, distinct, seed=seed)
+    return (answers if len(keep) == inputs.shape[0] else answers[inverse]), len(keep)
 
 
 def student_arch(teacher: LoadedModel, override: UnetArch | None) -> UnetArch:
@@ -77,8 +93,12 @@ def distill(
     resume: bool = False,
     on_step: OnStep | None = None,
     keep_state: bool = False,
+    data: DistillData | None = None,
+    objective: Objective | None = None,
 ) -> list[EpochStats]:
-    """Train a student of ``arch`` on the proxy inputs and the teacher's outputs; write ``out``.
+    """Train a student of ``arch`` on the distillation set made from the proxy inputs (``data``;
+    None: the proxy inputs alone) and the teacher's answers to it, with ``objective``'s additions
+    to the pix2pix objective (None: none); write ``out``. A resumed run makes the same set again from the seed.
     The resume state ``<out>.state`` is deleted when the run finishes, unless ``keep_state``."""
     if method not in ("akd", "dmp"):
         raise InputError(f"distillation method must be akd or dmp, not {method!r}")
@@ -88,7 +108,12 @@ def distill(
         raise InputError(f"the proxy set {proxy.path} is empty; give a folder of input images")
     cfg = replace(cfg, adversarial=method == "akd")
     accel = train_accel(cfg)
-    targets = teacher_outputs(teacher, proxy, seed=cfg.seed)
+    objective = objective or Objective(**PLAIN_OBJECTIVE)
+    objective.validate(adversarial=cfg.adversarial)
+    data = (data or DistillData(augment_copies=0, recombine="none")).resolve(proxy.inputs)
+    check_image_size(teacher, proxy.size)
+    inputs = build_distillation_set(proxy.inputs, data, cfg.seed)
+    targets, queries = query_teacher(teacher, inputs, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     student = UnetGenerator(arch)
     init_weights(student)
@@ -101,7 +126,14 @@ def distill(
         "teacher": {"path": teacher.path, "sha256": teacher.sha256, "format": teacher.format, "mode": "eval",
                     **({"training": teacher.training} if teacher.training is not None else {}), "recipe": teacher_record(teacher)},
         "proxy": {k: proxy_info[k] for k in ("path", "count", "layout")},
+        "distillation_inputs": int(inputs.shape[0]),
+        "teacher_queries": queries,
+        **({"distill_data": data.record()} if data.active else {}),
+        **({"objective": objective.record()} if objective.record() else {}),
     }
+    fingerprint: dict[str, Any] = {"teacher": teacher.sha256, "proxy": proxy_info["sha256"], "arch": arch.to_dict(), "method": method}
+    if data.active:  # only then, so the states of plain runs resume as before
+        fingerprint["distill_data"] = {**data.record(), "sha256": data_fingerprint(ImageSet(inputs=inputs, targets=None, names=[], path="", layout=""))}
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=proxy.size, direction=direction, defense={**defense, "epochs_done": epoch},
@@ -110,16 +142,17 @@ def distill(
 
     return fit(
         student,
-        proxy.inputs,
+        inputs,
         targets,
         cfg,
         out=out,
         save_model=save,
         resume=resume,
-        fingerprint={"teacher": teacher.sha256, "proxy": proxy_info["sha256"], "arch": arch.to_dict(), "method": method},
+        fingerprint=fingerprint,
         on_step=on_step,
         keep_state=keep_state,
         accel=accel,
+        objective=objective,
     )
 
 
@@ -131,17 +164,40 @@ def distill(
 class DistillOptions(TrainingOptions):
     """``defend(method="akd"|"dmp")`` settings: the student's pix2pix training (defaults: the AKD
     paper's, batch size 1), its architecture (None: the teacher's) and how the proxy set is laid out
-    (auto, aligned, folders or inputs)."""
+    (auto, aligned, folders or inputs).
+
+    The distillation set (``distill_data.DistillData``; default: the proxy inputs alone):
+    ``input_kind`` (auto, labels, photos), ``augment_copies`` with ``augment_ops``, ``recombine``
+    (none, cutpaste, mixup, cutmix) with ``recombine_copies``. The objective
+    (``training.pix2pix.Objective``; default: the paper's): ``feature_matching``, ``num_D``, ``ema``."""
 
     ngf: int | None = None
     num_downs: int | None = None
     norm: str | None = None
     proxy_layout: str = defaults.PROXY_LAYOUT
+    input_kind: str = defaults.INPUT_KIND
+    augment_copies: int = defaults.AUGMENT_COPIES
+    augment_ops: tuple[str, ...] | None = None
+    recombine: str = defaults.RECOMBINE
+    recombine_copies: int = defaults.RECOMBINE_COPIES
+    feature_matching: float = defaults.FEATURE_MATCHING
+    num_D: int = defaults.NUM_D
+    ema: float | None = defaults.EMA
+
+    def distill_data(self) -> DistillData:
+        return DistillData(input_kind=self.input_kind, augment_copies=self.augment_copies,
+                           augment_ops=tuple(self.augment_ops) if self.augment_ops is not None else None, recombine=self.recombine,
+                           recombine_copies=self.recombine_copies)
+
+    def objective(self) -> Objective:
+        return Objective(feature_matching=self.feature_matching, num_D=self.num_D, ema=self.ema)
 
     def validate(self) -> None:
         self.train_config().validate()
         if self.norm is not None:
             check_norm(self.norm, role="for the student")
+        self.distill_data().validate()
+        self.objective().validate()
 
 
 class Distillation:
@@ -152,6 +208,7 @@ class Distillation:
     Options = DistillOptions
 
     def run(self, options: DistillOptions, job: DefenseJob) -> DefenseResult:
+        options.objective().validate(adversarial=self.name == "akd")  # before the teacher or any image is read
         teacher, direction, source = load_teacher(job, self.name)
         if job.proxy is None:
             raise InputError(f"--method {self.name} needs --proxy PATH: unlabelled proxy inputs (only the input side is read)")
@@ -165,11 +222,32 @@ class Distillation:
         arch = student_for(teacher, proxy.size, ngf=options.ngf, num_downs=options.num_downs, norm=options.norm)
         history = distill(teacher, proxy, job.out, method=self.name, arch=arch, cfg=options.train_config(seed=job.seed, device=job.device, precision=job.precision,
                                                                                                   deterministic=job.deterministic),
-                          direction=direction, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state)
+                          direction=direction, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state, data=options.distill_data(),
+                          objective=options.objective())
+        record = _saved_defense(job.out)
         summary = {"direction": f"{direction} ({DIRECTION_SOURCES[source]})", "image size": f"{proxy.size}x{proxy.size} px",
                    "teacher": str(job.teacher), "proxy inputs": f"{len(proxy)} ({proxy.layout})", "λ": f"{options.lambda_l1:g}", "epochs": str(options.epochs),
                    "student": f"U-Net num_downs={arch.num_downs} ngf={arch.ngf} norm={arch.norm}"}
+        dd = record.get("distill_data")
+        if dd:
+            made = [f"{dd['augment_copies']}x augmented ({','.join(dd['augment_ops'])})"] if dd["augment_copies"] else []
+            made += [f"{dd['recombine_copies']}x {dd['recombine']}"] if dd["recombine"] != "none" else []
+            summary["distillation set"] = f"{record.get('distillation_inputs')} inputs: the proxy's + {' + '.join(made)} ({dd['input_kind']})"
+        if record.get("objective"):
+            summary["objective"] = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in record["objective"].items())
+        if "teacher_queries" in record:
+            summary["teacher queries"] = str(record["teacher_queries"])
         return DefenseResult(method=self.name, out=job.out, summary=summary, history=history)
+
+
+def _saved_defense(path: Path) -> dict[str, Any]:
+    """The ``defense`` record of the checkpoint just written (under torchrun only rank 0 has to have it)."""
+    from privaudit.models.checkpoint import safe_torch_load
+
+    if not distributed.is_main() or not Path(path).is_file():
+        return {}
+    ckpt = safe_torch_load(path, what="checkpoint")
+    return ckpt.get("defense") or {} if isinstance(ckpt, dict) else {}
 
 
 class AKD(Distillation):

@@ -1,10 +1,15 @@
 """The full audit of one model: the attack, utility (KID/NKID, L1/PSNR/SSIM), the generalization
-gap, the proxy leakage check, and repetition over seeds.
+gap, the proxy leakage check, fidelity to the teacher, and repetition over seeds.
 
 Utility is measured on the non-members (the test set): the model's outputs on their inputs
 against their ground truth. The generalization gap compares the same metrics on members (training
 inputs) and non-members: ``gap = nkid_test − nkid_train``, positive when the model is better on its
 training data (lower NKID is better), as the AKD paper's Sec. V-C reads it.
+
+Fidelity to the teacher (a distilled model, or any model given ``teacher``): the mean L1 between
+the model's and the teacher's outputs, both in eval mode, on the non-members' inputs (what the
+student learned of the teacher where neither was trained) and on the proxy inputs (where it was
+taught). It reads no member and no target.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_references
 from privaudit.attacks.reconstruction import AttackConfig, run_attack
 from privaudit.data.checks import check_count, check_disjoint
-from privaudit.data.images import ImageSet, load_pairs
+from privaudit.data.images import ImageSet, load_inputs, load_pairs, to_uint8
 from privaudit import defaults
 from privaudit.accel import check_precision
 from privaudit.defaults import KID_SUBSETS, REPEAT
@@ -30,6 +36,7 @@ from privaudit.evaluation.pixel import pixel_metrics, sharpness_ratio
 from privaudit.limits import MAX_KID_SUBSETS, MAX_REPEAT, check_at_most
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
+from privaudit.models.inference import check_image_size, iter_outputs
 from privaudit.models.loaded import LoadedModel
 from privaudit.report.build import attack_report, dp_audit
 
@@ -45,6 +52,8 @@ class EvaluateConfig:
     no_disk_cache: bool = False
     proxy_pairs: str | None = None
     repeat: int = REPEAT
+    teacher: str | None = None
+    proxy: str | None = None
 
     def validate(self) -> None:
         self.attack.validate()
@@ -85,6 +94,57 @@ def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, 
 def _proxy_leakage(model: LoadedModel, proxy: ImageSet, nonmembers: ImageSet, cfg: AttackConfig) -> dict[str, Any]:
     r = run_attack(model, proxy, nonmembers, cfg)
     return {"path": proxy.path, "count": len(proxy), "resized": proxy.resized, "auc": r.metrics.auc, "auc_ci95": list(r.metrics.auc_ci95), "expected": "about 0.5: the student saw the proxy inputs, not their targets"}
+
+
+def outputs_u8(model: LoadedModel, inputs: torch.Tensor, *, batch_size: int, seed: int) -> torch.Tensor:
+    """``model``'s outputs in eval mode (dropout off), as uint8 (N, C, H, W)."""
+    model.set_mode(stochastic=False)
+    model.reseed(seed)
+    with torch.inference_mode():
+        return torch.cat([to_uint8(out.float()).cpu() for _, out in iter_outputs(model, inputs, batch_size=batch_size)])
+
+
+def mean_l1_u8(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean |a − b| of uint8 images on the [-1, 1] scale (/127.5), as ``pixel_metrics``' L1."""
+    return float((a.double() - b.double()).abs().mean() / 127.5)
+
+
+def resolve_teacher(model: LoadedModel, given: str | None, *, device: Any, seed: int) -> tuple[LoadedModel | None, dict[str, Any] | None]:
+    """The teacher to measure ``model`` against: ``given`` (refused when the model records another
+    teacher), else the one ``model`` records (``defense.teacher``) when it is still at its path with
+    the recorded sha256. Returns (teacher, None), or (None, {"skipped": why}) when the model records
+    a teacher that is gone, or (None, None) when it records none and none was given."""
+    recorded = (model.defense or {}).get("teacher") if isinstance(model.defense, dict) else None
+    recorded = recorded if isinstance(recorded, dict) else {}
+    rec_sha, rec_path = recorded.get("sha256"), recorded.get("path")
+    if given is not None:
+        if not Path(given).is_file():
+            raise InputError(f"--teacher {given} {'is a folder' if Path(given).is_dir() else 'does not exist'}; give the teacher model file")
+        teacher = load_model(given, device=device, seed=seed, overrides=ArchOverrides())
+        if isinstance(rec_sha, str) and teacher.sha256 != rec_sha:
+            raise InputError(f"--teacher {given} is not the teacher {model.path} was made from (its sha256 differs from the recorded {rec_sha[:12]}…, "
+                             f"{rec_path}); pass that model")
+        return teacher, None
+    if not isinstance(rec_path, str):
+        return None, None
+    if not Path(rec_path).is_file():
+        return None, {"skipped": f"the recorded teacher {rec_path} is not there; pass --teacher T.pt"}
+    teacher = load_model(rec_path, device=device, seed=seed, overrides=ArchOverrides())
+    if isinstance(rec_sha, str) and teacher.sha256 != rec_sha:
+        return None, {"skipped": f"{rec_path} is no longer the recorded teacher (its sha256 differs); pass --teacher T.pt"}
+    return teacher, None
+
+
+def fidelity_to_teacher(model: LoadedModel, teacher: LoadedModel, nonmembers: ImageSet, proxy: ImageSet | None, *, batch_size: int,
+                        seed: int) -> dict[str, Any]:
+    """``utility.fidelity_to_teacher``: mean L1 between model and teacher outputs (eval mode) on the
+    non-members' inputs and on the proxy inputs (None without them). Reads inputs only."""
+    def l1(inputs: torch.Tensor) -> float:
+        return mean_l1_u8(outputs_u8(model, inputs, batch_size=batch_size, seed=seed), outputs_u8(teacher, inputs, batch_size=batch_size, seed=seed))
+
+    return {"teacher": {"path": teacher.path, "sha256": teacher.sha256}, "mode": "eval",
+            "nonmembers_l1": l1(nonmembers.inputs), "proxy_l1": l1(proxy.inputs) if proxy is not None else None,
+            "proxy": {"path": proxy.path, "count": len(proxy)} if proxy is not None else None}
 
 
 def evaluate(
@@ -134,6 +194,16 @@ def evaluate(
         check_disjoint(m, proxy, "members", "proxy pairs", hashes_a=sets.member_hashes, fix=fix)
         check_disjoint(n, proxy, "non-members", "proxy pairs", fix=fix)
     refs = open_references(references, model, sets) if references is not None else None  # before any heavy work
+    teacher, fidelity = resolve_teacher(model, cfg.teacher, device=model.device, seed=cfg.attack.seed)
+    fidelity_proxy = None
+    if cfg.proxy is not None or (proxy is not None and teacher is not None):
+        if teacher is None and fidelity is None:
+            raise InputError(f"--proxy measures a distilled model's distance to its teacher on the proxy inputs, and {model.path} records no teacher; "
+                             "pass --teacher T.pt or drop --proxy")
+        src = cfg.proxy or cfg.proxy_pairs
+        fidelity_proxy = load_inputs(src, direction=direction, size=m.size, input_nc=int(model.arch.get("input_nc", 3)), what="--proxy")
+    if teacher is not None:
+        check_image_size(teacher, m.size)
 
     runs: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
@@ -155,6 +225,10 @@ def evaluate(
             report["generalization_gap"] = gap
             if proxy is not None:
                 report["proxy_leakage"] = _proxy_leakage(model, proxy, n, acfg)
+    if teacher is not None:
+        fidelity = fidelity_to_teacher(model, teacher, n, fidelity_proxy, batch_size=cfg.attack.batch_size, seed=cfg.attack.seed)
+    if fidelity is not None:
+        report["utility"]["fidelity_to_teacher"] = fidelity
     if cfg.repeat > 1:
         report["repeats"] = summarise_runs(runs)
     if cache is not None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from privaudit.errors import CheckpointError
+from privaudit.errors import CheckpointError, InputError
 from privaudit.models.arch import NORMS, ArchOverrides, UnetArch, check_norm, explain_mismatch
 from privaudit import defaults
 
@@ -140,6 +140,59 @@ class NLayerDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The activations after each LeakyReLU (n_layers + 1 of them), then the logits: what
+        pix2pixHD's feature-matching loss compares."""
+        out = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                out.append(x)
+        return out + [x]
+
+
+def patch_layers(size: int, most: int = 3) -> int:
+    """The most PatchGAN layers (at most ``most``) that leave a patch map of at least 1x1 on a
+    ``size``-px image: each layer halves the side, then two 4x4 convolutions take 2 px (size >= 3*2**n)."""
+    for n in range(most, 0, -1):
+        if size >= 3 * 2**n:
+            return n
+    raise InputError(f"a {size}x{size} px image is too small for a PatchGAN discriminator (6 px at least); use fewer --num-D scales or larger images")
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """pix2pixHD's multi-scale discriminator: ``num_D`` conditional PatchGANs, the k-th on the input
+    downsampled k times (3x3 average pooling, stride 2). A scale whose image is too small for three
+    layers gets fewer (``patch_layers``). ``forward`` returns the logit maps, finest first."""
+
+    def __init__(self, input_nc: int, image_size: int, num_D: int, ndf: int = defaults.NDF, norm: str = defaults.NORM) -> None:
+        super().__init__()
+        sizes = [image_size]
+        for _ in range(num_D - 1):
+            sizes.append((sizes[-1] + 1) // 2)
+        self.scales = nn.ModuleList(NLayerDiscriminator(input_nc, ndf=ndf, n_layers=patch_layers(s), norm=norm) for s in sizes)
+
+    @staticmethod
+    def downsample(x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for k, d in enumerate(self.scales):
+            if k:
+                x = self.downsample(x)
+            out.append(d(x))
+        return out
+
+    def features(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per scale, finest first: ``NLayerDiscriminator.features``."""
+        out = []
+        for k, d in enumerate(self.scales):
+            if k:
+                x = self.downsample(x)
+            out.append(d.features(x))
+        return out
 
 
 def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None) -> None:

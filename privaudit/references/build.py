@@ -535,6 +535,7 @@ class _Replayer:
         from privaudit.defenses.dpsgd import DPSGDOptions
         from privaudit.defenses.gauss import GaussOptions
         from privaudit.models.arch import ModelSpec
+        from privaudit.training.pix2pix import PLAIN_OBJECTIVE
         from privaudit.training.resume import discard_state, state_path
 
         def on_step(epoch: int, step: int, steps: int, losses: dict[str, float]) -> None:
@@ -563,9 +564,14 @@ class _Replayer:
                 same = a == (replace(ta, norm="batch") if ta.norm == "group" else ta)
                 if not same and a.use_dropout is not True:
                     raise InputError(f"the {recipe.kind} student's U-Net has no dropout while its teacher's has, which privaudit defend cannot replay")
+                dd, obj = recipe.params.get("distill_data") or {}, recipe.params.get("objective") or {}
                 options = DistillOptions(epochs=t.epochs, decay_epochs=t.decay_epochs, batch_size=t.batch_size, lr=t.lr, lambda_l1=t.lambda_l1,
                                          augment=t.augment, ndf=t.ndf, ngf=None if same else a.ngf, num_downs=None if same else a.num_downs,
-                                         norm=None if same else a.norm, proxy_layout=recipe.params["proxy_layout"])
+                                         norm=None if same else a.norm, proxy_layout=recipe.params["proxy_layout"],
+                                         # the student's distillation set and objective as recorded (absent: the AKD paper's, as before)
+                                         input_kind=dd.get("input_kind", "auto"), augment_copies=dd.get("augment_copies", 0),
+                                         augment_ops=tuple(dd["augment_ops"]) if dd.get("augment_ops") else None, recombine=dd.get("recombine", "none"),
+                                         recombine_copies=dd.get("recombine_copies") or 1, **{**PLAIN_OBJECTIVE, **obj})
                 defend(recipe.kind, out=out, teacher=teacher, proxy=self.proxy, options=options, size=recipe.image_size, seed=seed,
                        resume=resume, on_step=on_step, on_warning=lambda line: None, **self.run_settings)
             elif recipe.kind == "gauss":

@@ -176,7 +176,15 @@ class Recipe:
         t = self.training
         run = f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}, batch {t.batch_size}, lr {t.lr:g}" if t is not None else ""
         if self.kind in ("akd", "dmp"):
-            return f"{self.kind} student {net}, {run}, λ {t.lambda_l1:g}, on {self.params['proxy_count']} proxy inputs"  # type: ignore[index, union-attr]
+            p = self.params or {}
+            extra = ""
+            if p.get("distill_data"):
+                dd = p["distill_data"]
+                extra += f" + {dd['augment_copies']}x augmented" if dd["augment_copies"] else ""
+                extra += f" + {dd['recombine_copies']}x {dd['recombine']}" if dd["recombine"] != "none" else ""
+            if p.get("objective"):
+                extra += ", " + ", ".join(f"{k} {v:g}" for k, v in p["objective"].items())
+            return f"{self.kind} student {net}, {run}, λ {t.lambda_l1:g}, on {p['proxy_count']} proxy inputs{extra}"  # type: ignore[union-attr]
         if self.kind == "dpsgd":
             return f"dpsgd {net}, {run}, σ {self.params['noise_multiplier']:g}, C {self.params['max_grad_norm']:g}, on {self.train_count} pairs at {self.image_size} px {self.direction}"  # type: ignore[index]
         return f"pix2pix {net}, {run}, on {self.train_count} pairs at {self.image_size} px {self.direction}"
@@ -334,13 +342,47 @@ def _pipeline(meta: dict[str, Any], defense: dict[str, Any], method: str, flags:
     proxy_count = _opt_int(proxy.get("count"), "defense.proxy.count", who)
     if not proxy_count:
         raise CheckpointError(f"{who} does not record the size of its proxy set (defense.proxy.count); re-create it with privaudit defend")
-    params = {"proxy_count": proxy_count, "proxy_layout": str(proxy.get("layout") or defaults.PROXY_LAYOUT)}
+    params = {"proxy_count": proxy_count, "proxy_layout": str(proxy.get("layout") or defaults.PROXY_LAYOUT), **_distill_params(defense, method, who)}
     return Recipe(kind=method, arch=arch, image_size=size, direction=direction, train_count=teacher.train_count, training=_neutral(cfg), params=params,
                   teacher=teacher, source=source)
 
 
 # ----------------------------------------------------------------------------------------------
 # typed reading of untrusted records
+
+
+def _distill_params(defense: dict[str, Any], method: str, who: str) -> dict[str, Any]:
+    """An akd/dmp student's distillation set and objective beyond the AKD paper's (``defense.distill_data``,
+    ``defense.objective``), checked as ``privaudit defend`` checks its flags. A checkpoint without them
+    (all made before they existed, and every student of the paper's recipe) adds nothing, so its
+    recipe and its recipe key stay what they were."""
+    from privaudit.defenses.distill_data import DistillData
+    from privaudit.training.pix2pix import PLAIN_OBJECTIVE, Objective
+
+    out: dict[str, Any] = {}
+    dd, obj = defense.get("distill_data"), defense.get("objective")
+    try:
+        if dd is not None:
+            if not isinstance(dd, dict) or not isinstance(dd.get("augment_ops", []), list):
+                raise InputError("not a record of the distillation set")
+            data = DistillData(input_kind=dd.get("input_kind", "auto"), augment_copies=dd.get("augment_copies", 0),
+                               augment_ops=tuple(dd["augment_ops"]) if dd.get("augment_ops") else None, recombine=dd.get("recombine", "none"),
+                               recombine_copies=dd.get("recombine_copies") or 1)
+            data.validate()
+            if data.input_kind == "auto" or not data.active:
+                raise InputError("the input kind or what was generated is missing")
+            data.check_kind()
+            out["distill_data"] = data.record()
+        if obj is not None:
+            if not isinstance(obj, dict) or set(obj) - {"feature_matching", "num_D", "ema"}:
+                raise InputError("not a record of the objective")
+            objective = Objective(**{**PLAIN_OBJECTIVE, **obj})  # a key not recorded is the plain value, whatever the defaults
+            objective.validate(adversarial=method == "akd")
+            if objective.record():
+                out["objective"] = objective.record()
+    except (InputError, TypeError) as exc:
+        raise CheckpointError(f"{who} records an invalid distillation setting ({str(exc).split(';')[0]}); re-create it with privaudit defend") from None
+    return out
 
 
 def _source(source: str, used_flags: bool) -> str:

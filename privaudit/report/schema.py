@@ -243,6 +243,10 @@ def validate_report(report: Mapping[str, Any], name: str = "(in memory)") -> Non
             _finite(name, f"utility.{k}", u.get(k))
         _finite(name, "utility.l1", u.get("l1"), lo=0.0)
         _finite(name, "utility.ssim", u.get("ssim"), lo=-1.0, hi=1.0)
+        fid = u.get("fidelity_to_teacher")
+        if isinstance(fid, Mapping):
+            for k in ("nonmembers_l1", "proxy_l1"):
+                _finite(name, f"utility.fidelity_to_teacher.{k}", fid.get(k), lo=0.0)
     g = report.get("generalization_gap")
     if isinstance(g, Mapping):
         for k in ("nkid_train", "nkid_test", "gap", "l1_gap"):

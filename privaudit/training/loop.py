@@ -45,7 +45,8 @@ class EpochStats:
 class Step(Protocol):
     """One training step of a GAN, plugged into ``train_loop``.
 
-    ``generator``/``discriminator`` are the plain networks (saved and checked for divergence);
+    ``generator``/``discriminator`` are the plain networks (saved and checked for divergence; a
+    step may name another network to save as ``saved_generator``, e.g. a moving average);
     ``optimizers`` their (G, D) optimizers, whose state is saved and whose learning rate follows
     the schedule. ``batches(epoch)`` draws an epoch's batches; calling the step with one runs the
     discriminator's and then the generator's update and returns the losses to average and the
@@ -130,7 +131,8 @@ def train_loop(
         history.append(EpochStats(epoch + 1, {**{k: sums[k] / counts[k] for k in sums}, **step.epoch_extras()}))
         if distributed.is_main():  # under torchrun rank 0 alone writes; the others wait for it
             G.eval()
-            save_model(out, G, epoch + 1)
+            saved = getattr(step, "saved_generator", None)
+            save_model(out, G if saved is None else saved, epoch + 1)
             G.train()
             if keep_state or epoch + 1 < cfg.epochs:
                 save_state(state_file, epoch + 1, fingerprint, G, D, opt_g, opt_d, [{"epoch": h.epoch, "losses": h.losses} for h in history],
@@ -156,7 +158,7 @@ MAX_L1 = 2.0
 # Binary cross-entropy of the PatchGAN's logits: healthy pix2pix runs stay near 0.3-3 (about 100
 # even at --lr 1); 1000 means logits off by a thousand on average, a discriminator that blew up.
 MAX_GAN_LOSS = 1e3
-LOSS_BOUNDS = {"G_L1": MAX_L1, "G_GAN": MAX_GAN_LOSS, "D_real": MAX_GAN_LOSS, "D_fake": MAX_GAN_LOSS}
+LOSS_BOUNDS = {"G_L1": MAX_L1, "G_GAN": MAX_GAN_LOSS, "G_FM": MAX_GAN_LOSS, "D_real": MAX_GAN_LOSS, "D_fake": MAX_GAN_LOSS}
 # Weights start near N(0, 0.02) (BatchNorm scales near 1) and Adam moves each by about --lr per
 # step: at pix2pix's 2e-4 reaching 1e5 would take 5e8 steps, while --lr 1e6 gets there in one.
 MAX_WEIGHT = 1e5

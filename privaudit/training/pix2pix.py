@@ -27,7 +27,7 @@ from privaudit.io import check_writable
 from privaudit.device import resolve_device
 from privaudit.models.arch import ModelSpec, UnetArch
 from privaudit.models.checkpoint import save_checkpoint
-from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
+from privaudit.models.networks import MultiscaleDiscriminator, NLayerDiscriminator, UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
 from privaudit.training.resume import TRAIN_STATE_FORMAT
@@ -60,32 +60,127 @@ Autocast = Callable[[], AbstractContextManager[Any]]
 """A context for the networks' forward passes: ``Accel.autocast`` (bf16 on CUDA) or ``nullcontext``."""
 
 
+@dataclass(frozen=True)
+class Objective:
+    """Additions to the pix2pix objective (pix2pixHD, Wang et al. 2018; all off by default):
+
+    ``feature_matching`` W: the generator also matches the discriminator's intermediate features
+    on (x, G(x)) to those on (x, y): W · Σ_scales Σ_layers (4 / layers) / num_D · L1 (pix2pixHD's
+    weighting; it uses W = 10). ``num_D``: that many PatchGANs, the k-th on the pair downsampled k
+    times; their GAN losses are summed. ``ema`` d: an exponential moving average of the generator's
+    weights and buffers after every step (decay min(d, (1 + t) / (10 + t)) at update t, so a short
+    run is not pulled back to its initial weights); the saved model is the average.
+    Both discriminator options need the adversarial game (not DMP)."""
+
+    feature_matching: float = defaults.FEATURE_MATCHING
+    num_D: int = defaults.NUM_D
+    ema: float | None = defaults.EMA
+
+    def validate(self, *, adversarial: bool = True) -> None:
+        if isinstance(self.feature_matching, bool) or not (isinstance(self.feature_matching, (int, float)) and math.isfinite(self.feature_matching)
+                                                            and self.feature_matching >= 0):
+            raise InputError(f"--feature-matching must be a finite number >= 0 (pix2pixHD uses 10), not {self.feature_matching}")
+        if isinstance(self.num_D, bool) or not isinstance(self.num_D, int) or not 1 <= self.num_D <= MAX_NUM_D:
+            raise InputError(f"--num-D must be a whole number from 1 to {MAX_NUM_D}, not {self.num_D}")
+        if self.ema is not None and (isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0 < self.ema < 1):
+            raise InputError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), not {self.ema}")
+        if not adversarial and (self.feature_matching > 0 or self.num_D > 1):
+            flag = "--feature-matching" if self.feature_matching > 0 else "--num-D"
+            raise InputError(f"{flag} shapes the discriminator's part of the loss, and --method dmp has no discriminator; use --method akd or drop {flag}")
+
+    def record(self) -> dict[str, Any]:
+        """The settings that differ from plain pix2pix (``PLAIN_OBJECTIVE``, whatever the defaults become), so
+        that a record without a key means the plain value: checkpoints made before these options
+        existed read alike."""
+        d = {"feature_matching": float(self.feature_matching), "num_D": self.num_D, "ema": None if self.ema is None else float(self.ema)}
+        return {k: v for k, v in d.items() if v != PLAIN_OBJECTIVE[k]}
+
+
+PLAIN_OBJECTIVE: dict[str, Any] = {"feature_matching": 0.0, "num_D": 1, "ema": None}
+
+
+MAX_NUM_D = 4
+
+
+def ema_average(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """``AveragedModel``'s ``multi_avg_fn`` for ``Objective.ema``: lerp the float tensors towards the
+    model's with weight 1 − min(decay, (1 + t) / (10 + t)); copy integer buffers (BatchNorm's count)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        t = int(n_averaged)
+        d = min(decay, (1 + t) / (10 + t))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
+def _total(losses: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of per-scale losses (one scale: that loss itself, so plain pix2pix computes what it always did)."""
+    total = losses[0]
+    for extra in losses[1:]:
+        total = total + extra
+    return total
+
+
+def _logits(D: nn.Module, inp: torch.Tensor) -> list[torch.Tensor]:
+    out = D(inp)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _features(D: nn.Module, inp: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Per scale: the discriminator's intermediate activations, then its logits."""
+    if isinstance(D, MultiscaleDiscriminator):
+        return D.features(inp)
+    if isinstance(D, NLayerDiscriminator):
+        return [D.features(inp)]
+    raise InputError(f"feature matching needs a PatchGAN discriminator, not a {type(D).__name__}")
+
+
 def discriminator_loss(D: nn.Module, gan_loss: GANLoss, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, *,
                        amp: Autocast = nullcontext) -> tuple[torch.Tensor, dict[str, float]]:
-    """The conditional PatchGAN's loss on one batch: ½·(BCE(D(x, G(x)), fake) + BCE(D(x, y), real)).
-    x, y, fake: (B, C, H, W). D runs under ``amp``; the losses are float32, computed outside it.
-    Returns (loss, {D_real, D_fake})."""
+    """The conditional PatchGAN's loss on one batch: ½·(BCE(D(x, G(x)), fake) + BCE(D(x, y), real)),
+    each summed over the scales of a multi-scale D. x, y, fake: (B, C, H, W). D runs under ``amp``;
+    the losses are float32, computed outside it. Returns (loss, {D_real, D_fake})."""
     with amp():
-        logits_fake = D(torch.cat([x, fake.detach().to(x.dtype)], 1))
-        logits_real = D(torch.cat([x, y], 1))
-    loss_fake = gan_loss(logits_fake.float(), False)
-    loss_real = gan_loss(logits_real.float(), True)
+        logits_fake = _logits(D, torch.cat([x, fake.detach().to(x.dtype)], 1))
+        logits_real = _logits(D, torch.cat([x, y], 1))
+    loss_fake = _total([gan_loss(lg.float(), False) for lg in logits_fake])
+    loss_real = _total([gan_loss(lg.float(), True) for lg in logits_real])
     return 0.5 * (loss_fake + loss_real), {"D_real": loss_real.item(), "D_fake": loss_fake.item()}
 
 
 def generator_loss(D: nn.Module | None, gan_loss: GANLoss, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor,
-                   lambda_l1: float, *, amp: Autocast = nullcontext) -> tuple[torch.Tensor, dict[str, float]]:
+                   lambda_l1: float, feature_matching: float = 0.0, *, amp: Autocast = nullcontext) -> tuple[torch.Tensor, dict[str, float]]:
     """The generator's loss on one batch: λ·L1(G(x), y), plus BCE(D(x, G(x)), real) with a
-    discriminator (None: DMP). D runs under ``amp``; the losses are float32, computed outside it.
-    Returns (loss, {G_GAN, G_L1})."""
+    discriminator (None: DMP; summed over the scales of a multi-scale D), plus
+    ``feature_matching``·FM (see ``Objective``). D runs under ``amp``; the losses are float32,
+    computed outside it. Returns (loss, {G_GAN, G_FM, G_L1})."""
     loss_l1 = F.l1_loss(fake.float(), y.float())
     loss = lambda_l1 * loss_l1
     logged: dict[str, float] = {}
     if D is not None:
-        with amp():
-            logits = D(torch.cat([x, fake.to(x.dtype)], 1))
-        loss_gan = gan_loss(logits.float(), True)
-        loss = loss + loss_gan
+        pair = torch.cat([x, fake.to(x.dtype)], 1)
+        if feature_matching > 0:
+            with amp():
+                fake_feats = _features(D, pair)
+                with torch.no_grad():
+                    real_feats = _features(D, torch.cat([x, y.to(x.dtype)], 1))
+            loss_gan = _total([gan_loss(f[-1].float(), True) for f in fake_feats])
+            terms = [4.0 / (len(ff) - 1) / len(fake_feats) * F.l1_loss(a.float(), b.float())
+                     for ff, rf in zip(fake_feats, real_feats) for a, b in zip(ff[:-1], rf[:-1])]
+            loss_fm = _total(terms)
+            loss = loss + loss_gan + feature_matching * loss_fm
+            logged["G_FM"] = loss_fm.item()
+        else:
+            with amp():
+                logits = _logits(D, pair)
+            loss_gan = _total([gan_loss(lg.float(), True) for lg in logits])
+            loss = loss + loss_gan
         logged["G_GAN"] = loss_gan.item()
     logged["G_L1"] = loss_l1.item()
     return loss, logged
@@ -126,18 +221,32 @@ class PlainStep:
     state_format = TRAIN_STATE_FORMAT
 
     def __init__(self, generator: UnetGenerator, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, accel: Accel,
-                 discriminator: nn.Module | None = None) -> None:
+                 discriminator: nn.Module | None = None, objective: Objective | None = None) -> None:
         self.n = int(inputs.shape[0])
         if self.n == 0:
             raise InputError("no training images")
+        self.objective = objective = objective or Objective(**PLAIN_OBJECTIVE)  # None: plain pix2pix (regular training), whatever the defaults
+        objective.validate(adversarial=cfg.adversarial)
         torch.manual_seed(cfg.seed)
         D = None
         if cfg.adversarial:
-            D = discriminator or NLayerDiscriminator(inputs.shape[1] + targets.shape[1], ndf=cfg.ndf, norm=generator.arch.norm)
+            channels = inputs.shape[1] + targets.shape[1]
+            if discriminator is not None:
+                D = discriminator
+            elif objective.num_D > 1:
+                D = MultiscaleDiscriminator(channels, int(inputs.shape[-1]), objective.num_D, ndf=cfg.ndf, norm=generator.arch.norm)
+            else:
+                D = NLayerDiscriminator(channels, ndf=cfg.ndf, norm=generator.arch.norm)
             init_weights(D)
             accel.module(D).train()
         accel.module(generator).train()
         self.generator, self.discriminator = generator, D
+        self.ema = None
+        if objective.ema is not None:
+            from torch.optim.swa_utils import AveragedModel
+
+            self.ema = AveragedModel(generator, multi_avg_fn=ema_average(objective.ema), use_buffers=True)
+            self.ema.module.eval()  # only ever saved, never trained
         opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if D is not None else None
         self.optimizers = (opt_g, opt_d)
@@ -198,10 +307,12 @@ class PlainStep:
             losses.update(logged)
         plain_d = self.discriminator  # G learns through D, whose gradients are not wanted (no DDP sync)
         with frozen(plain_d):
-            loss_g, logged = generator_loss(plain_d, self.gan_loss, x, y, fake, self.cfg.lambda_l1, amp=amp)
+            loss_g, logged = generator_loss(plain_d, self.gan_loss, x, y, fake, self.cfg.lambda_l1, self.objective.feature_matching, amp=amp)
             opt_g.zero_grad(set_to_none=True)
             (loss_g if weight is None else loss_g * weight).backward()
         opt_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
         losses.update(logged)
         if weight is None:
             return losses, loss_g.item()
@@ -209,14 +320,22 @@ class PlainStep:
         g_total = means.pop("_G")
         return means, g_total
 
+    @property
+    def saved_generator(self) -> nn.Module:
+        """What the checkpoint holds: the EMA of the generator's weights (``Objective.ema``), else the generator."""
+        return self.ema.module if self.ema is not None else self.generator
+
     def epoch_extras(self) -> dict[str, float]:
         return {}
 
     def extra_state(self) -> dict[str, Any]:
-        return {}
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        if self.ema is not None:
+            if not isinstance(state.get("ema"), dict):
+                raise InputError("--resume: the saved run kept no moving average of the weights (--ema); use the same options or drop --resume")
+            self.ema.load_state_dict(state["ema"])
 
 
 def fit(
@@ -233,8 +352,9 @@ def fit(
     on_step: OnStep | None = None,
     keep_state: bool = False,
     accel: Accel | None = None,
+    objective: Objective | None = None,
 ) -> list[EpochStats]:
-    """Train ``generator`` on (inputs, targets) with the pix2pix objective.
+    """Train ``generator`` on (inputs, targets) with the pix2pix objective (and ``objective``'s additions).
 
     inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (real targets for
     regular training, teacher outputs for distillation). ``cfg.adversarial`` False gives DMP
@@ -252,8 +372,10 @@ def fit(
     # What must match on --resume: everything but the length of the run and how it uses its device
     # (the world size neither: a state written by N processes resumes in M).
     fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in (*RUN_SETTINGS, "epochs", "decay_epochs")}, **(fingerprint or {})}
+    if objective is not None and objective.record():
+        fp["objective"] = objective.record()  # only when set, so the states of plain runs resume as before
     with distributed.session(device), accel.active():
-        step = PlainStep(generator, inputs, targets, cfg, accel, discriminator)
+        step = PlainStep(generator, inputs, targets, cfg, accel, discriminator, objective)
         return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state,
                           on_step=on_step if distributed.is_main() else None)
 

@@ -1,0 +1,370 @@
+"""Ablation of AKD's richer distillation (issue 13): each new option of `defend --method akd` alone,
+a candidate default with all of them, and the paper's AKD, over several seeds, against one teacher.
+
+    python benchmarks/distill_ablation.py --quick --out /tmp/ablation                       # toy run: checks the pipeline
+    python benchmarks/distill_ablation.py --data ../shared/data/facades --out runs/ablation  # 64 px, CPU hours (see docs/defenses.md)
+    python benchmarks/distill_ablation.py --data ../shared/data/facades --out runs/ablation \\
+        --teacher runs/t2cpu/seed0/regular.pt --references 4 --inception-weights weights-inception-2015-12-05-6726825d.pth
+
+DATA holds aligned A|B folders train/ (members: the teacher's private pairs), val/ (the proxy set)
+and test/ (non-members). ``--teacher`` reuses a teacher (benchmarks/reproduce_table2.py's
+regular.pt at --scale cpu); otherwise one is trained with that recipe (100 epochs, ngf/ndf 32).
+Every student has reproduce_table2's student recipe (50 epochs, batch 1, ndf 32, pix2pix jitter).
+
+Variants (``VARIANTS``): ``akd`` (the paper's), ``augment`` (4 augmented copies of each proxy
+input), ``recombine`` (2 recombined inputs per proxy input: cut-and-paste for label maps, CutMix for
+photos), ``feature-matching`` (weight 10), ``num-D-2``, ``ema`` (0.999), ``long`` (the paper's with
+5x the epochs: as many steps as ``augment``, to tell more data from more steps), ``candidate``
+(all the options together; ``--candidate KEY=VALUE,...`` changes it), and ``dmp`` (on request).
+
+Per run (variant x seed): plain attack AUC, TPR at 1% and 10% FPR, with ``--references K`` the
+strongest calibrated attack (K online references per run replaying its recipe; their reference
+teachers are shared by every run, seed 0); test L1, SSIM, sharpness, NKID when Inception weights
+are present; the student's L1 to the teacher on the non-member and the proxy inputs; teacher
+queries; training time. Resumable: every run writes models/, reports/ and runs/<variant>-s<seed>.json
+under OUT, and a rerun reuses them (an interrupted student resumes from its state). The summary goes
+to OUT/summary.json, OUT/summary.md and the "Ablation" section of ``--doc`` (default
+docs/defenses.md; with --quick OUT/defenses.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from privaudit import defaults
+from privaudit.attacks.reconstruction import AttackConfig
+from privaudit.data.images import load_inputs
+from privaudit.defenses import defend
+from privaudit.defenses.distill import DistillOptions
+from privaudit.defenses.distill_data import detect_input_kind
+from privaudit.demo import make_facades, write_aligned
+from privaudit.errors import WeightsError
+from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
+from privaudit.io import atomic_write_text, sha256_file, write_json
+from privaudit.models.arch import ModelSpec
+from privaudit.models.checkpoint import safe_torch_load
+from privaudit.references import build_references
+from privaudit.training import TrainConfig, train
+from privaudit.training.pix2pix import PLAIN_OBJECTIVE
+from privaudit.training.resume import state_path
+
+# image size, widths, (epochs, batch) of the teacher and the students, pix2pix jitter, seeds, pairs per split (quick data)
+SCALES = {
+    "quick": dict(size=32, ngf=4, ndf=4, teacher=(2, 4), student=(1, 4), augment=False, seeds=[0], pairs=12, copies=(2, 1), long=2),
+    "cpu": dict(size=64, ngf=32, ndf=32, teacher=(100, 4), student=(50, 1), augment=True, seeds=[0, 1, 2], pairs=None, copies=(4, 2), long=5),
+}
+# name -> (method, DistillOptions fields); "recombine" is filled in for the input kind, "copies" from the scale
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "akd": ("akd", {}),
+    "augment": ("akd", {"augment_copies": "A"}),
+    "recombine": ("akd", {"recombine": "R", "recombine_copies": "C"}),
+    "feature-matching": ("akd", {"feature_matching": 10.0}),
+    "num-D-2": ("akd", {"num_D": 2}),
+    "ema": ("akd", {"ema": 0.999}),
+    "long": ("akd", {"epochs": "L"}),
+    "candidate": ("akd", {"augment_copies": "A", "recombine": "R", "recombine_copies": "C", "feature_matching": 10.0, "num_D": 2, "ema": 0.999}),
+    "dmp": ("dmp", {}),
+}
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "dmp"]
+REFERENCE_SEED = 0  # every run's references sample the population alike, so their reference teachers are shared
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, metavar="DIR", help="root with train/, val/ and test/ (aligned A|B); --quick makes toy data when omitted")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--quick", action="store_true", help="toy run (32 px, ngf 4, 1 epoch, 12 pairs per split, one seed)")
+    p.add_argument("--teacher", type=Path, metavar="T.pt", help="the teacher to distil (default: train one with the scale's recipe into OUT/teacher.pt)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS, metavar="V")
+    p.add_argument("--candidate", metavar="KEY=VALUE,...", help="the candidate default's DistillOptions (e.g. augment_copies=4,ema=0.999)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="student seeds (default: 0 1 2; --quick 0)")
+    p.add_argument("--references", type=int, default=0, metavar="K", help="K online references per run for the calibrated attacks (0: plain attack only)")
+    p.add_argument("--inception-weights", type=Path, metavar="FILE", help="for NKID (default: the usual places; none found: NKID is skipped)")
+    p.add_argument("--doc", type=Path, metavar="FILE", help="the Markdown file whose 'Ablation' section is rewritten (default: docs/defenses.md; --quick: OUT/defenses.md)")
+    p.add_argument("--direction", default="BtoA", choices=("AtoB", "BtoA"))
+    p.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP)
+    p.add_argument("--device", default="auto")
+    return p.parse_args(argv)
+
+
+def quick_data(root: Path, n: int) -> Path:
+    for i, split in enumerate(("train", "val", "test")):
+        if not (root / split).is_dir():
+            photos, labels = make_facades(n, size=32, seed=3000 + i)
+            write_aligned(root / split, photos, labels, split)
+    return root
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | None) -> tuple[str, DistillOptions]:
+    """The method and ``DistillOptions`` of a variant at scale ``s`` for proxy inputs of ``kind``."""
+    method, extra = VARIANTS[name]
+    extra = dict(extra)
+    if name == "candidate" and candidate:
+        extra = {k.strip(): _value(v.strip()) for k, v in (item.split("=", 1) for item in candidate.split(",") if item.strip())}
+    fill = {"A": s["copies"][0], "C": s["copies"][1], "R": "cutpaste" if kind == "labels" else "cutmix", "L": s["student"][0] * s["long"]}
+    extra = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in extra.items()}
+    E, B = s["student"]
+    # the paper's student spelled out, so that the baseline stays the paper's whatever the defaults become
+    base = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], lambda_l1=defaults.LAMBDA_L1, augment_copies=0, recombine="none",
+                **PLAIN_OBJECTIVE)
+    return method, DistillOptions(**{**base, **extra})
+
+
+def stage(what: str, fn: Callable[[], str]) -> None:
+    print(f"{what} ... ", end="", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    outcome = fn()
+    print(f"{outcome} ({time.perf_counter() - t:.1f}s)", file=sys.stderr, flush=True)
+
+
+def _complete(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    ckpt = safe_torch_load(path, what="checkpoint")
+    return bool(isinstance(ckpt, dict) and (ckpt.get("training") or {}).get("complete"))
+
+
+def train_student(method: str, options: DistillOptions, ckpt: Path, clock: Path, teacher: Path, data: Path, s: dict[str, Any],
+                  seed: int, a: argparse.Namespace) -> float:
+    """Distil (or finish distilling) one student; its training seconds, summed over interrupted
+    invocations (``clock``: the seconds of the epochs saved so far)."""
+    before = json.loads(clock.read_text())["seconds"] if clock.exists() and state_path(ckpt).exists() else 0.0
+    t0 = time.perf_counter()
+
+    def on_step(epoch: int, step: int, steps: int, losses: dict[str, float]) -> None:
+        if step == steps - 1:  # the epoch is about to be saved: so is its time
+            write_json(clock, {"epochs_done": epoch + 1, "seconds": round(before + time.perf_counter() - t0, 3)})
+
+    defend(method, out=ckpt, teacher=teacher, proxy=data / "val", options=options, direction=a.direction, size=s["size"], seed=seed,
+           device=a.device, resume=state_path(ckpt).exists(), on_step=on_step, on_warning=lambda line: None)
+    seconds = round(before + time.perf_counter() - t0, 3)
+    write_json(clock, {"epochs_done": options.epochs, "seconds": seconds})
+    return seconds
+
+
+def audit(ckpt: Path, data: Path, a: argparse.Namespace, s: dict[str, Any], weights: str | None, refs: Path | None,
+          teacher: Path | None, seed: int) -> dict[str, Any]:
+    cfg = EvaluateConfig(attack=AttackConfig(seed=seed, n_bootstrap=a.bootstrap), kid=weights is not None, inception_weights=weights,
+                         teacher=str(teacher) if teacher is not None else None, proxy=str(data / "val") if teacher is not None else None)
+    return evaluate(ckpt, data / "train", data / "test", cfg, direction=a.direction, size=s["size"], device=a.device, references=refs)
+
+
+def references_for(ckpt: Path, out: Path, data: Path, a: argparse.Namespace, proxy: bool) -> Path:
+    build_references(ckpt, population=[data / "train", data / "test"], count=a.references, out=out, online=True, proxy=data / "val" if proxy else None,
+                     teacher_cache=a.out / "refs" / "teachers", seed=REFERENCE_SEED, device=a.device)
+    return out
+
+
+def row(report: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of one audited model."""
+    plain = (report.get("attacks") or {}).get("loss") or report["attack"]
+    u = report.get("utility") or {}
+    fid = u.get("fidelity_to_teacher") or {}
+    r = {"auc": plain["auc"], "tpr_1": plain["tpr_at_fpr"].get("0.01"), "tpr_10": plain["tpr_at_fpr"].get("0.1"), "l1": u.get("l1"),
+         "ssim": u.get("ssim"), "sharpness": u.get("sharpness"), "nkid": u.get("nkid"), "fid_nonmembers": fid.get("nonmembers_l1"),
+         "fid_proxy": fid.get("proxy_l1")}
+    if report.get("attacks"):
+        strongest = report["attack"]
+        r.update({"calibrated_attack": strongest.get("name"), "calibrated_auc": strongest["auc"], "calibrated_tpr_1": strongest["tpr_at_fpr"].get("0.01"),
+                  "calibrated_tpr_10": strongest["tpr_at_fpr"].get("0.1")})
+    return r
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    a = parse(argv)
+    s = SCALES["quick" if a.quick else "cpu"]
+    seeds = a.seeds if a.seeds is not None else s["seeds"]
+    a.out.mkdir(parents=True, exist_ok=True)
+    data = a.data if a.data is not None else (quick_data(a.out / "data", s["pairs"]) if a.quick else None)
+    if data is None:
+        raise SystemExit("distill_ablation: give --data DIR (train/, val/, test/) or --quick")
+    weights: str | None = None
+    try:
+        from privaudit.evaluation.inception import resolve_inception_weights
+
+        weights = str(resolve_inception_weights(a.inception_weights))
+    except WeightsError as exc:
+        if a.inception_weights is not None:
+            raise SystemExit(f"distill_ablation: {exc}") from None
+        print("distill_ablation: no Inception weights found, NKID is skipped", file=sys.stderr)
+    for sub in ("models", "reports", "runs"):
+        (a.out / sub).mkdir(exist_ok=True)
+
+    # the teacher
+    teacher = a.teacher or a.out / "teacher.pt"
+
+    def make_teacher() -> str:
+        if a.teacher is not None:
+            return "given"
+        if _complete(teacher):
+            return "reused"
+        E, B = s["teacher"]
+        train(data / "train", teacher, direction=a.direction, size=s["size"], model=ModelSpec(ngf=s["ngf"]),
+              config=TrainConfig(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], seed=0, device=a.device), resume=state_path(teacher).exists())
+        return "trained"
+
+    stage("teacher", make_teacher)
+    settings = {"scale": "quick" if a.quick else "cpu", "data": str(Path(data).resolve()), "direction": a.direction, "teacher_sha256": sha256_file(teacher),
+                "references": a.references, "candidate": a.candidate, "kid": weights is not None}
+    spath = a.out / "settings.json"
+    if spath.exists() and json.loads(spath.read_text()) != settings:
+        raise SystemExit(f"distill_ablation: {a.out} holds runs of other settings ({spath}); choose another --out")
+    write_json(spath, settings)
+    kind = detect_input_kind(load_inputs(data / "val", direction=a.direction, size=s["size"]).inputs)
+
+    def audit_teacher() -> str:
+        path = a.out / "reports" / "teacher.json"
+        if path.exists():
+            return "reused"
+        refs = references_for(teacher, a.out / "refs" / "teacher", data, a, proxy=False) if a.references else None
+        write_json(path, audit(teacher, data, a, s, weights, refs, None, 0))
+        return "done"
+
+    stage("teacher: audit", audit_teacher)
+    teacher_row = row(json.loads((a.out / "reports" / "teacher.json").read_text()))
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name in a.variants:
+        method, options = variant_options(name, s, kind, a.candidate)
+        for seed in seeds:
+            key = f"{name}-s{seed}"
+            rpath = a.out / "runs" / f"{key}.json"
+
+            def one() -> str:
+                if rpath.exists():
+                    return "reused"
+                ckpt = a.out / "models" / f"{key}.pt"
+                clock = a.out / "models" / f"{key}.clock.json"
+                seconds = json.loads(clock.read_text())["seconds"] if _complete(ckpt) and clock.exists() else \
+                    train_student(method, options, ckpt, clock, teacher, data, s, seed, a)
+                refs = references_for(ckpt, a.out / "refs" / key, data, a, proxy=True) if a.references else None
+                report = audit(ckpt, data, a, s, weights, refs, teacher, seed)
+                write_json(a.out / "reports" / f"{key}.json", report)
+                defense = report["model"].get("defense") or {}
+                ck = safe_torch_load(ckpt, what="checkpoint")["defense"]
+                write_json(rpath, {"variant": name, "seed": seed, "method": method, "options": {k: v for k, v in vars(options).items()},
+                                   "teacher_queries": ck.get("teacher_queries"), "distillation_inputs": ck.get("distillation_inputs"),
+                                   "train_s": seconds, "defense": defense.get("method"), **row(report)})
+                return "done"
+
+            stage(key, one)
+            runs.setdefault(name, []).append(json.loads(rpath.read_text()))
+    summary = summarise(runs, teacher_row, settings, seeds, kind)
+    write_json(a.out / "summary.json", summary)
+    md = to_markdown(summary)
+    atomic_write_text(a.out / "summary.md", md)
+    doc = a.doc or (a.out / "defenses.md" if a.quick else Path(__file__).resolve().parents[1] / "docs" / "defenses.md")
+    write_section(doc, md)
+    return summary
+
+
+METRICS = ("auc", "tpr_1", "tpr_10", "calibrated_auc", "calibrated_tpr_1", "calibrated_tpr_10", "l1", "ssim", "sharpness", "nkid",
+           "fid_nonmembers", "fid_proxy", "teacher_queries", "train_s")
+
+
+def _stat(values: list[Any]) -> dict[str, float] | None:
+    if not values or any(v is None for v in values):
+        return None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], teacher: dict[str, Any], settings: dict[str, Any], seeds: list[int], kind: str) -> dict[str, Any]:
+    """Mean ± sample std over seeds per variant, and whether each meets issue 13's bar against this
+    run's paper AKD: AUC within 2 points, TPR at 10% FPR no higher, test L1 at most the teacher's,
+    sharpness at least 0.9x the teacher's."""
+    rows = []
+    for name, rs in runs.items():
+        r = {"variant": name, "seeds": [x["seed"] for x in rs], "options": rs[0]["options"], "method": rs[0]["method"]}
+        r.update({m: _stat([x.get(m) for x in rs]) for m in METRICS})
+        rows.append(r)
+    base = next((r for r in rows if r["variant"] == "akd"), None)
+    for r in rows:
+        checks = {}
+        if base is not None and r["auc"] and base["auc"]:
+            checks["auc_within_2_points"] = abs(r["auc"]["mean"] - base["auc"]["mean"]) <= 0.02
+        if base is not None and r["tpr_10"] and base["tpr_10"]:
+            checks["tpr_10_no_higher"] = r["tpr_10"]["mean"] <= base["tpr_10"]["mean"]
+        if r["l1"] and teacher.get("l1") is not None:
+            checks["l1_at_most_teacher"] = r["l1"]["mean"] <= teacher["l1"]
+        if r["sharpness"] and teacher.get("sharpness"):
+            checks["sharpness_at_least_0.9_teacher"] = r["sharpness"]["mean"] >= 0.9 * teacher["sharpness"]
+        r["bar"] = checks
+        r["meets_bar"] = bool(checks) and all(checks.values()) and len(checks) == 4
+    return {"settings": settings, "seeds": seeds, "input_kind": kind, "teacher": teacher, "rows": rows}
+
+
+def _pm(st: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> str:
+    if st is None:
+        return "–"
+    return f"{scale * st['mean']:.{digits}f} ± {scale * st['std']:.{digits}f}"
+
+
+def _opts(r: dict[str, Any]) -> str:
+    defaults_ = vars(DistillOptions())
+    o = r["options"]
+    changed = [f"{k}={v}" for k, v in o.items() if k in ("augment_copies", "recombine", "recombine_copies", "feature_matching", "num_D", "ema", "augment_ops",
+                                                         "input_kind") and v != defaults_.get(k) and not (k == "recombine_copies" and o.get("recombine") == "none")]
+    if r["variant"] == "long":
+        changed.append(f"epochs={o['epochs']}")
+    return ", ".join(changed) or "the paper's"
+
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    t = summary["teacher"]
+    calibrated = any(r.get("calibrated_auc") for r in summary["rows"])
+    st = summary["settings"]
+    lines = [f"Scale {st['scale']}, proxy inputs: {summary['input_kind']}, seeds {' '.join(map(str, summary['seeds']))} (mean ± sample std); "
+             f"teacher sha256 {st['teacher_sha256'][:12]}…: attack AUC {100 * t['auc']:.1f}%, test L1 {t['l1']:.4f}, SSIM {t['ssim']:.3f}, "
+             f"sharpness {t['sharpness']:.3f}" + (f", NKID {100 * t['nkid']:.2f}%" if t.get("nkid") is not None else "") + ".", ""]
+    head = ["variant", "options", "AUC %", "TPR@1%FPR %", "TPR@10%FPR %"]
+    head += ["calibrated AUC %", "cal. TPR@1% %", "cal. TPR@10% %"] if calibrated else []
+    head += ["test L1", "SSIM", "sharpness", "NKID %", "L1 to teacher (test / proxy)", "teacher queries", "train s", "meets the bar"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary["rows"]:
+        cells = [r["variant"], _opts(r), _pm(r["auc"], 100), _pm(r["tpr_1"], 100), _pm(r["tpr_10"], 100)]
+        if calibrated:
+            cells += [_pm(r["calibrated_auc"], 100), _pm(r["calibrated_tpr_1"], 100), _pm(r["calibrated_tpr_10"], 100)]
+        fid = f"{_pm(r['fid_nonmembers'], 1, 4)} / {_pm(r['fid_proxy'], 1, 4)}"
+        bar = "yes" if r["meets_bar"] else ("no (" + ", ".join(k for k, v in r["bar"].items() if not v) + ")" if r["bar"] else "–")
+        cells += [_pm(r["l1"], 1, 4), _pm(r["ssim"], 1, 3), _pm(r["sharpness"], 1, 3), _pm(r["nkid"], 100, 2), fid, _pm(r["teacher_queries"], 1, 0),
+                  _pm(r["train_s"], 1, 0), bar]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "The bar (issue 13): AUC within 2 points of this run's `akd` and TPR at 10% FPR no higher, test L1 at most the teacher's, "
+              "sharpness at least 0.9x the teacher's (means over the seeds). AUC and TPR: the plain reconstruction-loss attack, members = train/, "
+              "non-members = test/" + ("; calibrated: the strongest attack with the references." if calibrated else ".")]
+    return "\n".join(lines) + "\n"
+
+
+BEGIN, END = "<!-- distill_ablation:begin -->", "<!-- distill_ablation:end -->"
+
+
+def write_section(doc: Path, md: str) -> None:
+    """Put ``md`` between the ablation markers of ``doc`` (added under a "## Ablation" heading when missing)."""
+    block = f"{BEGIN}\n{md}{END}"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Defenses\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n## Ablation\n\n{block}\n"
+    atomic_write_text(doc, text)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,85 @@
+"""benchmarks/distill_ablation.py in --quick mode: every variant distilled, audited and summarised
+into a Markdown section; a rerun reuses every run; --references adds the calibrated attack."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "distill_ablation.py"
+
+pytestmark = pytest.mark.slow  # trains a toy teacher and eight toy students
+
+
+@pytest.fixture
+def ablation(monkeypatch: pytest.MonkeyPatch):
+    spec = importlib.util.spec_from_file_location("distill_ablation", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    out = tmp_path / "abl"
+    argv = ["--quick", "--out", str(out), "--device", "cpu", "--bootstrap", "20", "--seeds", "0", "1"]
+    summary = ablation.run(argv)
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert list(rows) == ablation.DEFAULT_VARIANTS and summary["input_kind"] == "labels"
+    for name, r in rows.items():
+        assert r["seeds"] == [0, 1] and 0 <= r["auc"]["mean"] <= 1 and r["l1"]["mean"] > 0 and r["train_s"]["mean"] > 0
+        assert r["fid_nonmembers"] is not None and r["fid_proxy"] is not None and r["nkid"] is None  # no Inception weights here
+        assert set(r["bar"]) == {"auc_within_2_points", "tpr_10_no_higher", "l1_at_most_teacher", "sharpness_at_least_0.9_teacher"}
+    # 12 proxy inputs, plus 2 augmented copies and/or 1 recombined input each (quick's multipliers); the teacher answers the
+    # distinct ones (a copy that drew no flip and a crop of scale 1 is its original)
+    sizes = {"akd": 12, "augment": 36, "recombine": 24, "candidate": 48}
+    for name, size in sizes.items():
+        for seed in (0, 1):
+            run = json.loads((out / "runs" / f"{name}-s{seed}.json").read_text())
+            assert run["distillation_inputs"] == size and 0.9 * size <= run["teacher_queries"] <= size
+    assert rows["akd"]["teacher_queries"] == {"mean": 12.0, "std": 0.0}
+    for seed in (0, 1):
+        ck = torch.load(out / "models" / f"candidate-s{seed}.pt", weights_only=True)["defense"]
+        assert ck["distill_data"]["recombine"] == "cutpaste" and ck["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.999}
+        run = json.loads((out / "runs" / f"candidate-s{seed}.json").read_text())
+        report = json.loads((out / "reports" / f"candidate-s{seed}.json").read_text())
+        assert run["auc"] == report["attack"]["auc"] and run["l1"] == report["utility"]["l1"] and run["teacher_queries"] == ck["teacher_queries"]
+        assert run["fid_proxy"] == report["utility"]["fidelity_to_teacher"]["proxy_l1"]
+    assert torch.load(out / "models" / "long-s0.pt", weights_only=True)["defense"]["epochs"] == 2
+    aucs = [json.loads((out / "runs" / f"akd-s{s}.json").read_text())["auc"] for s in (0, 1)]
+    assert rows["akd"]["auc"]["mean"] == pytest.approx(sum(aucs) / 2)
+    doc = (out / "defenses.md").read_text()
+    assert "## Ablation" in doc and "| candidate |" in doc and doc.count(ablation.BEGIN) == 1
+    md = (out / "summary.md").read_text()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished run was redone")
+
+    for name in ("train", "defend", "evaluate", "train_student"):
+        monkeypatch.setattr(ablation, name, boom)
+    again = ablation.run(argv)
+    assert again["rows"] == summary["rows"] and (out / "summary.md").read_text() == md
+    assert (out / "defenses.md").read_text().count(ablation.BEGIN) == 1  # the section is replaced, not appended again
+    with pytest.raises(SystemExit, match="other settings"):
+        ablation.run([*argv, "--candidate", "ema=0.99"])
+
+
+def test_quick_ablation_with_references(ablation, tmp_path: Path) -> None:
+    out = tmp_path / "abl"
+    summary = ablation.run(["--quick", "--out", str(out), "--device", "cpu", "--bootstrap", "20", "--variants", "akd", "candidate", "--references", "2",
+                            "--candidate", "augment_copies=1,ema=0.99"])
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["candidate"]["options"]["augment_copies"] == 1 and rows["candidate"]["options"]["ema"] == 0.99
+    assert rows["candidate"]["options"]["feature_matching"] == 0.0  # --candidate replaces the candidate's options
+    report = json.loads((out / "reports" / "candidate-s0.json").read_text())
+    assert report["schema"] == "privaudit.report/2" and report["references"]["count"] == 2
+    assert rows["candidate"]["calibrated_auc"]["mean"] == report["attack"]["auc"]
+    assert "calibrated AUC %" in (out / "summary.md").read_text()
+    # every run's references share the reference teachers (same recipe, sample and seed): 2 in all
+    assert len(list((out / "refs" / "teachers").iterdir())) == 2
