@@ -61,6 +61,29 @@ class ImageSet:
         """One line when resizing this set could change the scores (see ``resize_warning``), else None."""
         return resize_warning(self.resized, what=what, path=self.path, count=len(self))
 
+    @property
+    def has_targets(self) -> bool:
+        return self.targets is not None
+
+    @property
+    def input_nc(self) -> int:
+        return int(self.inputs.shape[1])
+
+    @property
+    def output_nc(self) -> int | None:
+        return None if self.targets is None else int(self.targets.shape[1])
+
+    def batches(self, batch_size: int, *, want_x: bool = True, want_y: bool = True) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor | None]]:
+        """(slice, uint8 inputs, uint8 targets or None) for consecutive batches, as a ``StreamedSet`` yields them."""
+        for start in range(0, len(self), batch_size):
+            sl = slice(start, min(start + batch_size, len(self)))
+            yield sl, self.inputs[sl] if want_x else None, self.targets[sl] if want_y and self.targets is not None else None
+
+    def take(self, index_batches: list[torch.Tensor], *, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(uint8 inputs, uint8 targets or None) of each batch of indices, in order (``seed``: unused in memory)."""
+        for idx in index_batches:
+            yield self.inputs[idx], None if self.targets is None else self.targets[idx]
+
     def subset(self, idx: list[int] | torch.Tensor) -> "ImageSet":
         index = torch.as_tensor(idx, dtype=torch.long)
         return ImageSet(
@@ -73,10 +96,13 @@ class ImageSet:
         )
 
 
-def data_fingerprint(images: ImageSet) -> str:
-    """Content hash of an image set (inputs and targets), to tie a resumed run to its data."""
+def data_fingerprint(images: Any) -> str:
+    """Content hash of an image set (inputs and targets), to tie a resumed run to its data: sha256
+    of the decoded uint8 inputs, then targets. A ``StreamedSet`` computes the same hash in passes."""
     import hashlib
 
+    if not isinstance(images, ImageSet):
+        return images.fingerprint()
     h = hashlib.sha256()
     h.update(images.inputs.numpy().tobytes())
     if images.targets is not None:
