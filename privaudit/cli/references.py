@@ -47,9 +47,13 @@ def references(
     train_count: Annotated[Optional[int], typer.Option("--train-count", help="Recipe: how many pairs MODEL was trained on (each offline reference trains on that many).")] = None,
     seed: o.Seed = defaults.SEED,
     device: o.Device = defaults.DEVICE,
+    stream: o.Stream = False,
+    memory_budget: o.MemoryBudget = None,
+    workers: o.Workers = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Train K reference models that replay MODEL's recipe on population data (for the calibrated attacks and LiRA)."""
+    from privaudit.data.stream import Streaming
     from privaudit.references import RecipeFlags, build_references  # here, not above: --help needs no torch
 
     if out is None:
@@ -64,7 +68,8 @@ def references(
     with progress(disable=quiet) as bar:
         task = bar.add_task("references", total=None, info="")
         result = build_references(model, population=folders, count=count, out=out, online=online, proxy=proxy, teacher=teacher, teacher_cache=teacher_cache,
-                                  exclude=exclude or (), flags=flags, seed=seed, device=device, on_progress=_bar(bar, task), on_warning=warning)
+                                  exclude=exclude or (), flags=flags, seed=seed, device=device, on_progress=_bar(bar, task), on_warning=warning,
+                                  streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
     if not quiet:
         m = result.manifest
         t = Table(title=f"references: {out}", title_justify="left", show_header=False)

@@ -339,6 +339,17 @@ def open_pairs(path: str | Path, *, direction: str = "AtoB", size: int | None = 
     return _open(scan_pairs(path, direction=direction, size=size, input_nc=input_nc, output_nc=output_nc, what=what), streaming)
 
 
+def open_sets(folders: Sequence[tuple[str | Path, str]], *, direction: str = "AtoB", size: int | None = None, input_nc: int = 3, output_nc: int = 3,
+              streaming: Streaming | None = None) -> list[ImageSet | StreamedSet]:
+    """Several folders of pairs ((path, what) each) read alike: all headers are checked first, then
+    all are streamed when their decoded total exceeds the budget (or ``--stream``), else all loaded."""
+    listings = [scan_pairs(p, direction=direction, size=size, input_nc=input_nc, output_nc=output_nc, what=w) for p, w in folders]
+    streaming = streaming or Streaming()
+    streaming.validate()
+    stream = streaming.streams(sum(item.decoded_bytes() for item in listings))
+    return [StreamedSet.from_listing(item, workers=streaming.workers) if stream else item.load() for item in listings]
+
+
 def open_inputs(path: str | Path, *, direction: str = "AtoB", size: int | None = None, input_nc: int = 3, layout: str = "auto", what: str = "proxy",
                 streaming: Streaming | None = None) -> ImageSet | StreamedSet:
     """``load_inputs``, or the same inputs as a ``StreamedSet`` when ``streaming`` says so."""

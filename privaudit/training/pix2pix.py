@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from privaudit import defaults, distributed
-from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
+from privaudit.data.images import ImageSet, check_direction, data_fingerprint, to_float
+from privaudit.data.stream import StreamedSet, Streaming, open_pairs
 from privaudit.errors import InputError
 from privaudit.io import check_writable
 from privaudit.device import resolve_device
@@ -28,6 +29,7 @@ from privaudit.models.arch import ModelSpec, UnetArch
 from privaudit.models.checkpoint import save_checkpoint
 from privaudit.models.networks import NLayerDiscriminator, UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
+from privaudit.training.data import StreamedPairs, TrainingData, training_data
 from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
 from privaudit.training.resume import TRAIN_STATE_FORMAT
 
@@ -100,8 +102,8 @@ def frozen(D: nn.Module | None) -> Iterator[None]:
 
 class PlainStep:
     """The pix2pix step: one permuted batch (jittered when ``cfg.augment``) feeds D's update, then
-    G's. inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1]. Builds the
-    discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers.
+    G's. ``data``: the pairs (``training.data``: in memory or streamed, the same batches either way).
+    Builds the discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers.
 
     Under torchrun (``privaudit.distributed``) ``cfg.batch_size`` is the global batch: every process
     draws the same permutation and takes its shard of each batch; G and D are wrapped in
@@ -113,15 +115,16 @@ class PlainStep:
     what = "training"
     state_format = TRAIN_STATE_FORMAT
 
-    def __init__(self, generator: UnetGenerator, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, device: torch.device,
+    def __init__(self, generator: UnetGenerator, data: TrainingData, cfg: TrainConfig, device: torch.device,
                  discriminator: nn.Module | None = None) -> None:
-        self.n = int(inputs.shape[0])
+        self.data = data
+        self.n = data.n
         if self.n == 0:
             raise InputError("no training images")
         torch.manual_seed(cfg.seed)
         D = None
         if cfg.adversarial:
-            D = discriminator or NLayerDiscriminator(inputs.shape[1] + targets.shape[1], ndf=cfg.ndf, norm=generator.arch.norm)
+            D = discriminator or NLayerDiscriminator(data.input_nc + data.output_nc, ndf=cfg.ndf, norm=generator.arch.norm)
             init_weights(D)
             D.to(device).train()
         generator.to(device).train()
@@ -129,7 +132,6 @@ class PlainStep:
         opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if D is not None else None
         self.optimizers = (opt_g, opt_d)
-        self.inputs, self.targets = inputs, targets.float()
         self.cfg, self.device = cfg, device
         self.amp = cfg.amp and device.type == "cuda"
         self.gan_loss = GANLoss()
@@ -154,15 +156,19 @@ class PlainStep:
             # Dropout draws from the global RNG: one stream per process and epoch, so the shards get
             # independent masks (not the same masks in every process), and a resumed run draws alike.
             torch.manual_seed(((self.cfg.seed * 1_000_003 + epoch) * 8191 + distributed.rank() + 1) % (2**63))
+        parts = []
         for b in range(0, self.n, self.cfg.batch_size):
             idx = perm[b : b + self.cfg.batch_size]
             part, count = distributed.shard(idx) if self.world > 1 else (idx, len(idx))
-            x, y = to_float(self.inputs[part]), self.targets[part]
+            parts.append((part, count, len(idx)))
+        # In memory the batches are indexed; streamed, the workers decode them ahead (seeded per epoch).
+        fetched = self.data.take([part for part, _, _ in parts], seed=self.cfg.seed * 1_000_003 + epoch)
+        for (part, count, total), (x, y) in zip(parts, fetched):
             if self.cfg.augment:
                 # The crop and flip are drawn once per batch from the same generator in every
                 # process, so the shards are jittered as the whole batch would be.
                 x, y = jitter(x, y, gen)
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), count, len(idx)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), count, total
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, int, int]) -> tuple[dict[str, float], float]:
         x, y, count, total = batch
@@ -207,8 +213,8 @@ class PlainStep:
 
 def fit(
     generator: UnetGenerator,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    inputs: torch.Tensor | TrainingData,
+    targets: torch.Tensor | None,
     cfg: TrainConfig,
     *,
     out: Path,
@@ -222,7 +228,8 @@ def fit(
     """Train ``generator`` on (inputs, targets) with the pix2pix objective.
 
     inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (real targets for
-    regular training, teacher outputs for distillation). ``cfg.adversarial`` False gives DMP
+    regular training, teacher outputs for distillation); or ``inputs`` a ``training.data.TrainingData``
+    (pairs streamed from disk) and ``targets`` None. ``cfg.adversarial`` False gives DMP
     (L1 only). ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress.
     ``save_model(path, G, epoch)`` writes the model checkpoint after every epoch.
     ``fingerprint`` (the data and settings) must match on ``resume``. The resume state is deleted
@@ -236,7 +243,7 @@ def fit(
     # size neither: a state written by N processes resumes in M).
     fp = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "epochs", "decay_epochs")}, **(fingerprint or {})}
     with distributed.session(device):
-        step = PlainStep(generator, inputs, targets, cfg, device, discriminator)
+        step = PlainStep(generator, training_data(inputs, targets), cfg, device, discriminator)
         return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state,
                           on_step=on_step if distributed.is_main() else None)
 
@@ -259,7 +266,7 @@ class TrainResult:
 
 
 def train(
-    data: str | Path | ImageSet,
+    data: str | Path | ImageSet | StreamedSet,
     out: str | Path,
     *,
     direction: str = defaults.DIRECTION,
@@ -269,7 +276,8 @@ def train(
     resume: bool = False,
     keep_state: bool = False,
     on_step: OnStep | None = None,
-    on_data: Callable[[ImageSet], None] | None = None,
+    on_data: Callable[[ImageSet | StreamedSet], None] | None = None,
+    streaming: Streaming | None = None,
 ) -> TrainResult:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on the pairs in ``data``
     (a folder, or pairs already read: an ``ImageSet``, e.g. a reference model's sample of a
@@ -279,7 +287,9 @@ def train(
     training settings (default: pix2pix's). ``resume`` continues an interrupted run; the state is
     deleted when the run finishes, unless ``keep_state``. ``on_step(epoch, step, steps_per_epoch,
     mean_losses)`` reports progress; ``on_data(pairs)`` sees the pairs once read, before training
-    (the CLI warns about resizing there). Raises ``InputError``/``DataError`` before any training for bad
+    (the CLI warns about resizing there). ``streaming``: when a folder is streamed from disk instead of
+    read whole into memory (default ``Streaming()``: above the memory budget); the same seed gives the
+    same model either way. Raises ``InputError``/``DataError`` before any training for bad
     settings or data, ``TrainingError`` when the run diverges.
     """
     t0 = time.perf_counter()
@@ -290,25 +300,27 @@ def train(
     config.validate()
     if size is not None:
         model.build(size)  # a --size the U-Net cannot take fails before any image is read
-    pairs = given_pairs(data, size) if isinstance(data, ImageSet) else load_pairs(data, direction=direction, size=size, what="training data")
+    given = isinstance(data, (ImageSet, StreamedSet))
+    pairs = given_pairs(data, size) if given else open_pairs(data, direction=direction, size=size, what="training data", streaming=streaming)
     if on_data is not None:
         on_data(pairs)
     img_size = pairs.size
-    arch = model.build(img_size, pairs.inputs.shape[1], pairs.targets.shape[1])
+    arch = model.build(img_size, pairs.input_nc, pairs.output_nc)
     torch.manual_seed(config.seed)
     G = UnetGenerator(arch)
     init_weights(G)
-    provenance = {"trained_on": {"path": pairs.path if isinstance(data, ImageSet) else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict(),
+    provenance = {"trained_on": {"path": pairs.path if given else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict(),
                   "distributed": distributed.record(config.batch_size)}
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
                         training=training_record(epoch, config.epochs))
 
+    streamed = isinstance(pairs, StreamedSet)
     history = fit(
         G,
-        pairs.inputs,
-        to_float(pairs.targets),
+        StreamedPairs(pairs) if streamed else pairs.inputs,
+        None if streamed else to_float(pairs.targets),
         config,
         out=Path(out),
         save_model=save,
@@ -320,9 +332,9 @@ def train(
     return TrainResult(out=Path(out), arch=arch, pairs=len(pairs), image_size=img_size, history=history, seconds=time.perf_counter() - t0)
 
 
-def given_pairs(pairs: ImageSet, size: int | None) -> ImageSet:
+def given_pairs(pairs: ImageSet | StreamedSet, size: int | None) -> ImageSet | StreamedSet:
     """Pairs handed over already read: they must be pairs, non-empty, and of ``size`` when one is asked for."""
-    if pairs.targets is None:
+    if not pairs.has_targets:
         raise InputError(f"{pairs.path}: training needs (input, target) pairs, but only inputs were given")
     if len(pairs) == 0:
         raise InputError(f"{pairs.path}: no training pairs")
