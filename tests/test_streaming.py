@@ -339,6 +339,13 @@ def test_evaluate_streamed_report_is_identical(tiny_checkpoint, data, tmp_path):
     assert r.exit_code == 0, r.output
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["utility"]["feature_cache"]["misses"] == 0 and again["utility"]["kid"] == mem["utility"]["kid"]
+    # without Inception weights: the pixel metrics and sharpness alone
+    nokid = [a for a in args if a not in ("--inception-weights", w)] + ["--no-kid"]
+    for name, extra in (("m", []), ("s", ["--stream"])):
+        r = invoke(*nokid, "--json", tmp_path / f"nokid-{name}.json", *extra)
+        assert r.exit_code == 0, r.output
+    a, b = (json.loads((tmp_path / f"nokid-{n}.json").read_text()) for n in ("m", "s"))
+    assert a["utility"] == b["utility"] and a["utility"]["kid_skipped"] and a["utility"]["sharpness"] is not None
 
 
 # --- references: the same population and references ---------------------------------------------
