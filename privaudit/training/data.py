@@ -38,15 +38,18 @@ class TrainingData(Protocol):
 
 
 class TensorPairs:
-    """In memory: inputs uint8 (N, C_in, H, W), targets float (N, C_out, H, W) in [-1, 1]."""
+    """In memory: inputs uint8 (N, C_in, H, W); targets uint8 images (mapped to [-1, 1] batch by
+    batch, the same values as mapping them all at once, in a quarter of the memory) or float
+    (N, C_out, H, W) in [-1, 1] (a teacher's outputs)."""
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        self.inputs, self.targets = inputs, targets.float()
+        self.inputs, self.targets = inputs, (targets if targets.dtype == torch.uint8 else targets.float())
         self.n, self.input_nc, self.output_nc = int(inputs.shape[0]), int(inputs.shape[1]), int(targets.shape[1])
 
     def take(self, index_batches: Sequence[torch.Tensor], *, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for idx in index_batches:
-            yield to_float(self.inputs[idx]), self.targets[idx]
+            y = self.targets[idx]
+            yield to_float(self.inputs[idx]), (to_float(y) if y.dtype == torch.uint8 else y)
 
 
 class OutputFile:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privaudit import defaults, distributed
-from privaudit.data.images import ImageSet, check_direction, data_fingerprint, to_float
+from privaudit.data.images import ImageSet, check_direction, data_fingerprint
 from privaudit.data.stream import StreamedSet, Streaming, open_pairs
 from privaudit.errors import InputError
 from privaudit.io import check_writable
@@ -227,9 +227,9 @@ def fit(
 ) -> list[EpochStats]:
     """Train ``generator`` on (inputs, targets) with the pix2pix objective.
 
-    inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (real targets for
-    regular training, teacher outputs for distillation); or ``inputs`` a ``training.data.TrainingData``
-    (pairs streamed from disk) and ``targets`` None. ``cfg.adversarial`` False gives DMP
+    inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (teacher outputs for
+    distillation) or uint8 images (real targets for regular training, mapped to [-1, 1] batch by
+    batch); or ``inputs`` a ``training.data.TrainingData`` (pairs streamed from disk) and ``targets`` None. ``cfg.adversarial`` False gives DMP
     (L1 only). ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress.
     ``save_model(path, G, epoch)`` writes the model checkpoint after every epoch.
     ``fingerprint`` (the data and settings) must match on ``resume``. The resume state is deleted
@@ -320,7 +320,7 @@ def train(
     history = fit(
         G,
         StreamedPairs(pairs) if streamed else pairs.inputs,
-        None if streamed else to_float(pairs.targets),
+        None if streamed else pairs.targets,  # uint8: mapped to [-1, 1] batch by batch, not held as float32
         config,
         out=Path(out),
         save_model=save,
