@@ -382,3 +382,21 @@ def test_references_streamed_are_identical(data, tmp_path):
     assert a.manifest["population"] == b.manifest["population"] and a.manifest["excluded"] == b.manifest["excluded"]
     assert a.manifest["references"][0]["pairs"] == b.manifest["references"][0]["pairs"]
     assert same_weights(tmp_path / "mem" / "ref-000.pt", tmp_path / "st" / "ref-000.pt")
+
+
+@pytest.mark.slow
+def test_torchrun_streamed_shards_are_the_in_memory_shards(data, tmp_path):
+    """Under torchrun each process decodes only its shard of every batch: the same run as in memory."""
+    from test_distributed import torchrun
+
+    common = ["train", str(data.aligned), "--epochs", "1", "--batch-size", "4", "--ngf", "4", "--ndf", "4", "--norm", "instance", "--no-dropout", "-q"]
+    torchrun([*common, "--out", str(tmp_path / "mem.pt")], tmp_path)
+    torchrun([*common, "--out", str(tmp_path / "st.pt"), "--stream", "--workers", "1"], tmp_path)
+    assert same_weights(tmp_path / "mem.pt", tmp_path / "st.pt")
+
+
+def test_a_killed_worker_is_one_line():
+    from privaudit.cli.common import _environment_message
+
+    line = _environment_message(RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "))
+    assert line is not None and "--workers" in line and "out of memory" in line
