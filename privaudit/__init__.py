@@ -8,7 +8,8 @@ The library behind the ``privaudit`` command, one function per command::
     print(report["attack"]["auc"])
 
 ``attack``, ``train``, ``defend`` and ``evaluate`` are what the commands of the same name call;
-``load_model``, ``load_pairs`` and ``load_report`` read a model, image pairs and a JSON report; the
+``load_model``, ``load_pairs`` and ``load_report`` read a model, image pairs and a JSON report
+(``open_pairs``: the pairs streamed from disk when they exceed the memory budget, see ``Streaming``); the
 config classes hold each call's settings (their defaults are ``privaudit.defaults``). The release
 gate is ``privaudit.gate`` (``GatePolicy``, ``evaluate_gate``). Every failure the user can fix is a
 ``PrivauditError``.
@@ -44,6 +45,7 @@ _LAZY: dict[str, str] = {
     # reading models, images and reports
     "load_model": "privaudit.models.checkpoint:load_model",
     "load_pairs": "privaudit.data.images:load_pairs",
+    "open_pairs": "privaudit.data.stream:open_pairs",
     "load_report": "privaudit.report.schema:load_report",
     # the settings of each call
     "AttackConfig": "privaudit.attacks.reconstruction:AttackConfig",
@@ -51,6 +53,7 @@ _LAZY: dict[str, str] = {
     "TrainConfig": "privaudit.training:TrainConfig",
     "ModelSpec": "privaudit.models.arch:ModelSpec",
     "ArchOverrides": "privaudit.models.arch:ArchOverrides",
+    "Streaming": "privaudit.data.stream:Streaming",
 }
 
 __all__ = [

@@ -22,6 +22,13 @@ SEED = 0
 DEVICE = "auto"
 DIRECTION = "AtoB"
 
+# --- data: streamed from disk (--stream, --memory-budget, --workers; privaudit.data.stream)
+MEMORY_BUDGET_SHARE = 0.25  # a set whose decoded pairs exceed this share of the machine's memory is streamed
+MEMORY_BUDGET_FALLBACK_GB = 4.0  # the budget where the machine's memory cannot be read
+STREAM_WORKERS = 4  # decoding worker processes of a streamed set, at most CPUs - 1
+STREAM_SMALL_SET = 64  # below this many items a streamed set is decoded in the main process
+STREAM_PREFETCH = 2  # batches each worker decodes ahead
+
 # --- defenses (privaudit defend)
 METHOD = "akd"
 PROXY_LAYOUT = "auto"

@@ -14,6 +14,8 @@ MAX_SAMPLES = 1_000
 MAX_REPEAT = 100
 # KID subsets: torch-fidelity computes one polynomial-kernel MMD per subset.
 MAX_KID_SUBSETS = 10_000
+# Decoding worker processes of a streamed data set (--workers): past a few per core they only wait.
+MAX_STREAM_WORKERS = 64
 
 
 def check_at_most(value: int, cap: int, flag: str, why: str) -> int:

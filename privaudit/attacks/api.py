@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from privaudit import defaults
 from privaudit.attacks.reconstruction import AttackConfig, AttackResult, run_attack
 from privaudit.data.checks import AuditSets, check_count, check_disjoint, pair_hashes, resolve_direction, resolve_size
-from privaudit.data.images import load_pairs
+from privaudit.data.stream import Streaming, open_sets
 from privaudit.errors import InputError
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
@@ -27,16 +27,19 @@ if TYPE_CHECKING:
 
 
 def load_audit_sets(
-    model: LoadedModel, members: str | Path, nonmembers: str | Path, *, direction: str | None, size: int | None, allow_small: bool = False
+    model: LoadedModel, members: str | Path, nonmembers: str | Path, *, direction: str | None, size: int | None, allow_small: bool = False,
+    streaming: Streaming | None = None,
 ) -> AuditSets:
     """Read members and non-members for ``model`` and refuse what would make the verdict meaningless:
-    an unknown direction, too few pairs (unless ``allow_small``), or a pair in both sets."""
+    an unknown direction, too few pairs (unless ``allow_small``), or a pair in both sets.
+    ``streaming``: when the sets are streamed from disk (default: above the memory budget, judged on
+    both sets together); the disjointness check then decodes a hashing pass over each."""
     direction, direction_from = resolve_direction(model, direction)
     target, size_from = resolve_size(model, size)
     in_nc = int(model.arch.get("input_nc", 3))
     out_nc = int(model.arch.get("output_nc", 3))
-    m = load_pairs(members, direction=direction, size=target, input_nc=in_nc, output_nc=out_nc, what="members")
-    n = load_pairs(nonmembers, direction=direction, size=target, input_nc=in_nc, output_nc=out_nc, what="non-members")
+    m, n = open_sets([(members, "members"), (nonmembers, "non-members")], direction=direction, size=target, input_nc=in_nc, output_nc=out_nc,
+                     streaming=streaming)
     if m.size != n.size:
         raise InputError(f"members are {m.size}px and non-members {n.size}px; pass --size to resize both alike")
     check_count(m, "member", allow_small=allow_small)
@@ -62,6 +65,7 @@ def attack(
     allow_small: bool = False,
     references: str | Path | None = None,
     on_reference: Callable[[int, int], None] | None = None,
+    streaming: Streaming | None = None,
 ) -> tuple[dict[str, Any], AttackResult]:
     """Load a model and its member/non-member pairs, run the attack, return (report, result).
 
@@ -71,11 +75,13 @@ def attack(
     ``privaudit.report/2`` (see ``add_reference_attacks``); ``on_reference(k, K)`` after each reference.
     ``precision`` (auto, fp32, bf16) and ``deterministic``: how the forward passes use a CUDA device
     (``privaudit.accel``; the losses are float32 either way); the references run in the precision the
-    target ran in.
+    target ran in. ``streaming``: when the member and non-member sets are streamed from disk rather
+    than read whole into memory (default ``Streaming()``: above the memory budget); the scores are the
+    same either way.
     """
     config.validate()
     model = load_model(model_path, overrides=overrides, device=device, seed=config.seed, precision=precision, deterministic=deterministic)
-    sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small)
+    sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small, streaming=streaming)
     refs = open_references(references, model, sets) if references is not None else None  # before any heavy work
     result = run_attack(model, sets.members, sets.nonmembers, config, on_batch=on_batch)
     report = attack_report(model, sets, result)

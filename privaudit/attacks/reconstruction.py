@@ -15,10 +15,11 @@ import torch
 from privaudit.attacks.epsilon import EpsilonBound, epsilon_lower_bound
 from privaudit.attacks.metrics import AttackMetrics, attack_metrics, bootstrap_tpr_ci
 from privaudit.data.images import ImageSet, to_float, to_uint8
+from privaudit.data.stream import StreamedSet
 from privaudit.defaults import ATTACK_BATCH_SIZE, BOOTSTRAP, FPRS, LOSS, SAMPLES, SEED
 from privaudit.errors import CheckpointError, InputError, check_seed
 from privaudit.limits import MAX_BOOTSTRAP, MAX_SAMPLES, check_at_most
-from privaudit.models.inference import check_image_size, iter_outputs
+from privaudit.models.inference import check_image_size, iter_set_outputs
 from privaudit.models.loaded import LoadedModel
 from privaudit.report.schema import ROC_POINTS_LIMIT
 
@@ -107,19 +108,23 @@ def _stats(x: np.ndarray) -> dict[str, float]:
 
 def reconstruction_losses(
     model: LoadedModel,
-    images: ImageSet,
+    images: ImageSet | StreamedSet,
     config: AttackConfig,
     *,
     on_batch: Callable[[int], None] | None = None,
     outputs: torch.Tensor | None = None,
+    on_outputs: Callable[[slice, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> np.ndarray:
     """Per-sample reconstruction loss, shape (N,). With ``stochastic`` the dropout layers stay on
     and the loss is averaged over ``samples`` draws; every draw is seeded by ``config.seed``.
+    ``images``: in memory, or streamed from disk (the same batches, the same losses; each draw is
+    then a decoding pass).
 
     ``outputs``: an optional uint8 tensor shaped like the targets, filled with the first draw's
-    images, so utility metrics need no second pass through the generator.
+    images, so utility metrics need no second pass through the generator. ``on_outputs(slice,
+    uint8 outputs, uint8 targets)``: the same, batch by batch (what a streamed set uses).
     """
-    if images.targets is None:
+    if not images.has_targets:
         raise InputError(f"{images.path} holds inputs only; the attack needs (input, target) pairs")
     check_image_size(model, images.size)
     model.set_mode(stochastic=config.stochastic)
@@ -128,43 +133,51 @@ def reconstruction_losses(
         torch.manual_seed(config.seed)
         model.reseed(config.seed)
         for k in range(config.samples):
-            for sl, out in iter_outputs(model, images.inputs, batch_size=config.batch_size, on_batch=on_batch):
-                y = to_float(model.runtime.batch(images.targets[sl]))
+            for sl, out, y_u8 in iter_set_outputs(model, images, batch_size=config.batch_size, on_batch=on_batch):
+                y = to_float(model.runtime.batch(y_u8))  # type: ignore[arg-type]
                 if out.shape != y.shape:
                     raise CheckpointError(f"{model.path} outputs {tuple(out.shape[1:])} but the targets are {tuple(y.shape[1:])}; check the model's channels and --direction")
                 diff = out - y  # float32: iter_outputs casts a bf16 forward pass's outputs
                 per = diff.abs() if config.loss == "l1" else diff.square()
                 losses[sl] += per.flatten(1).mean(1).double().cpu()
-                if outputs is not None and k == 0:
-                    outputs[sl] = to_uint8(out.float()).cpu()
+                if k == 0 and (outputs is not None or on_outputs is not None):
+                    fake = to_uint8(out.float()).cpu()
+                    if outputs is not None:
+                        outputs[sl] = fake
+                    if on_outputs is not None:
+                        on_outputs(sl, fake, y_u8)  # type: ignore[arg-type]
     model.set_mode(stochastic=False)
     return (losses / config.samples).numpy()
 
 
 def run_attack(
     model: LoadedModel,
-    members: ImageSet,
-    nonmembers: ImageSet,
+    members: ImageSet | StreamedSet,
+    nonmembers: ImageSet | StreamedSet,
     config: AttackConfig,
     *,
     on_batch: Callable[[int], None] | None = None,
     keep_outputs: bool = False,
     delta: float | None = None,
+    on_outputs: tuple[Callable[[slice, torch.Tensor, torch.Tensor], None], Callable[[slice, torch.Tensor, torch.Tensor], None]] | None = None,
 ) -> AttackResult:
     """Score members (label 1) and non-members (label 0) by ``-loss`` and compute the ROC metrics.
 
     ``keep_outputs``: also return the generated images (uint8) in ``result.member_outputs`` and
-    ``result.nonmember_outputs``, for the utility metrics. ``delta``: the δ of the empirical ε lower
-    bound (default: the model's recorded DP δ, else 0; see ``dp_delta``).
+    ``result.nonmember_outputs``, for the utility metrics (sets in memory only). ``on_outputs``:
+    (for members, for non-members) ``reconstruction_losses``' batch callbacks instead, for streamed
+    sets. ``delta``: the δ of the empirical ε lower bound (default: the model's recorded DP δ, else 0;
+    see ``dp_delta``).
     """
     config.validate()
     if members.size != nonmembers.size:
         raise InputError(f"members are {members.size}px and non-members {nonmembers.size}px; pass --size so both are resized alike")
     mode = model.set_mode(stochastic=config.stochastic)
-    out_m = torch.empty_like(members.targets) if keep_outputs and members.targets is not None else None
-    out_n = torch.empty_like(nonmembers.targets) if keep_outputs and nonmembers.targets is not None else None
-    lm = reconstruction_losses(model, members, config, on_batch=on_batch, outputs=out_m)
-    ln = reconstruction_losses(model, nonmembers, config, on_batch=on_batch, outputs=out_n)
+    out_m = torch.empty_like(members.targets) if keep_outputs and isinstance(members, ImageSet) and members.targets is not None else None
+    out_n = torch.empty_like(nonmembers.targets) if keep_outputs and isinstance(nonmembers, ImageSet) and nonmembers.targets is not None else None
+    cb_m, cb_n = on_outputs if on_outputs is not None else (None, None)
+    lm = reconstruction_losses(model, members, config, on_batch=on_batch, outputs=out_m, on_outputs=cb_m)
+    ln = reconstruction_losses(model, nonmembers, config, on_batch=on_batch, outputs=out_n, on_outputs=cb_n)
     metrics = attack_metrics(-lm, -ln, fprs=config.fprs, n_bootstrap=config.n_bootstrap, seed=config.seed)
     tci = bootstrap_tpr_ci(-lm, -ln, fprs=config.fprs, n_bootstrap=config.n_bootstrap, seed=config.seed)
     bound = epsilon_lower_bound(-lm, -ln, delta=dp_delta(model.defense) if delta is None else delta)

@@ -46,9 +46,13 @@ def attack(
     dropout: o.Dropout = None,
     allow_small: o.AllowSmall = False,
     references: o.References = None,
+    stream: o.Stream = False,
+    memory_budget: o.MemoryBudget = None,
+    workers: o.Workers = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Attack MODEL with the per-sample reconstruction loss (and, with --references, the calibrated attacks) and report AUC, TPR at low FPR, advantage, ε lower bound."""
+    from privaudit.data.stream import Streaming
     from privaudit.io import check_dir_creatable, check_writable, report_json, write_json, write_outputs
 
     if fail_above_auc is not None and not 0.0 <= fail_above_auc <= 1.0:
@@ -72,7 +76,8 @@ def attack(
         report, result = privaudit.attack(model, members, nonmembers, config=config, direction=direction, size=size, overrides=overrides, device=device,
                                           precision=precision, deterministic=deterministic,
                                           on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small, references=references,
-                                          on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"))
+                                          on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"),
+                                          streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
     outputs: list[tuple[Path, bytes]] = []
     if json_out is not None and str(json_out) != "-":
         outputs.append((json_out, report_json(report).encode()))

@@ -58,6 +58,8 @@ def _environment_message(exc: BaseException) -> str | None:
     text = str(exc)
     if name == "OutOfMemoryError" or "CUDA out of memory" in text or "can't allocate memory" in text:
         return "out of memory; use a smaller --batch-size or --size, or free memory"
+    if "DataLoader worker" in text and ("killed by signal" in text or "exited unexpectedly" in text):
+        return "a worker process decoding the streamed data was killed (out of memory?); pass fewer --workers or a smaller --batch-size, or free memory"
     if name == "DecompressionBombError":
         return f"an image is too large to decode safely ({text.strip()[:120]}); remove it or shrink it"
     return None

@@ -57,11 +57,15 @@ def defend(
     deterministic: o.Deterministic = defaults.DETERMINISTIC,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.state.")] = False,
     keep_state: o.KeepState = False,
+    stream: o.Stream = False,
+    memory_budget: o.MemoryBudget = None,
+    workers: o.Workers = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Harden a generator against membership inference and record exactly what was done."""
     from privaudit import defenses  # here, not above: --help needs no torch
     from privaudit import distributed
+    from privaudit.data.stream import Streaming
 
     quiet = quiet or not distributed.is_main()  # under torchrun rank 0 alone shows progress and the summary
 
@@ -72,8 +76,9 @@ def defend(
                                    noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
     with progress(disable=quiet) as bar:
         result = defenses.defend(method, out=out, teacher=model, proxy=proxy, train_data=train_data, options=options, direction=direction, size=size,
-                                 seed=seed, device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state, on_step=_bar_on_first_step(bar, method, epochs),
-                                 on_warning=warning)
+                                 seed=seed, device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state,
+                                 on_step=_bar_on_first_step(bar, method, epochs), on_warning=warning,
+                                 streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
     if not quiet:
         t = Table(title=f"defense: {method}", title_justify="left", show_header=False)
         for k, v in result.summary.items():

@@ -47,9 +47,13 @@ def evaluate(
     dropout: o.Dropout = None,
     allow_small: o.AllowSmall = False,
     references: o.References = None,
+    stream: o.Stream = False,
+    memory_budget: o.MemoryBudget = None,
+    workers: o.Workers = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Audit MODEL: attack AUC, KID/NKID and pixel metrics on the test set, and the generalization gap."""
+    from privaudit.data.stream import Streaming
     from privaudit.io import check_writable, write_json
 
     if json_out is not None:
@@ -72,7 +76,8 @@ def evaluate(
         report = privaudit.evaluate(model, members, nonmembers, cfg=config, direction=direction, size=size, device=device, precision=precision, deterministic=deterministic,
                                     overrides=privaudit.ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout),
                                     on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small, references=references,
-                                    on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"))
+                                    on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"),
+                                    streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
     if json_out is not None:
         write_json(json_out, report)
     warn(data_warnings(report))

@@ -77,6 +77,11 @@ NumDowns = Annotated[Optional[int], typer.Option("--num-downs", help="U-Net dept
 Ngf = Annotated[Optional[int], typer.Option("--ngf", help="U-Net width (filters in the first layer); inferred when omitted.")]
 Norm = Annotated[Optional[NormChoice], typer.Option("--norm", help="The U-Net's norm layer; inferred when omitted.")]
 Dropout = Annotated[Optional[bool], typer.Option("--dropout/--no-dropout", help="Whether the U-Net has dropout (cannot be seen in a state_dict; pix2pix's default is on).")]
+# Streamed data (privaudit.data.stream): train, defend, attack, evaluate, references
+Stream = Annotated[bool, typer.Option("--stream", help="Read the data from disk batch by batch (DataLoader workers decode on the fly) even when it would fit --memory-budget; the results are the same.")]
+MemoryBudget = Annotated[Optional[float], typer.Option("--memory-budget", metavar="GB", help="Stream data sets whose decoded images take more than GB gigabytes (default: 25% of this machine's memory, shared among torchrun's processes on it).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", metavar="N", help="Worker processes that decode streamed data (default: min(4, CPUs - 1), none for sets under 64 images; 0: the main process).")]
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")]
 KeepState = Annotated[bool, typer.Option("--keep-state", help="Keep the resume state OUT.state (several times the model's size) after the run finishes, so that --resume with a larger --epochs can extend it later.")]
 

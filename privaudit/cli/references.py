@@ -49,9 +49,13 @@ def references(
     device: o.Device = defaults.DEVICE,
     precision: o.Precision = o.PrecisionChoice(defaults.PRECISION),
     deterministic: o.Deterministic = defaults.DETERMINISTIC,
+    stream: o.Stream = False,
+    memory_budget: o.MemoryBudget = None,
+    workers: o.Workers = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Train K reference models that replay MODEL's recipe on population data (for the calibrated attacks and LiRA)."""
+    from privaudit.data.stream import Streaming
     from privaudit.references import RecipeFlags, build_references  # here, not above: --help needs no torch
 
     quiet = quiet or not distributed.is_main()  # under torchrun rank 0 alone shows progress and the summary
@@ -68,7 +72,9 @@ def references(
     with progress(disable=quiet) as bar:
         task = bar.add_task("references", total=None, info="")
         result = build_references(model, population=folders, count=count, out=out, online=online, proxy=proxy, teacher=teacher, teacher_cache=teacher_cache,
-                                  exclude=exclude or (), flags=flags, seed=seed, device=device, precision=precision, deterministic=deterministic, on_progress=_bar(bar, task), on_warning=warning if distributed.is_main() else None)
+                                  exclude=exclude or (), flags=flags, seed=seed, device=device, precision=precision, deterministic=deterministic,
+                                  on_progress=_bar(bar, task), on_warning=warning if distributed.is_main() else None,
+                                  streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
     if not quiet:
         m = result.manifest
         t = Table(title=f"references: {out}", title_justify="left", show_header=False)

@@ -40,12 +40,16 @@ def train(
     deterministic: o.Deterministic = defaults.DETERMINISTIC,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUT.state.")] = False,
     keep_state: o.KeepState = False,
+    stream: o.Stream = False,
+    memory_budget: o.MemoryBudget = None,
+    workers: o.Workers = None,
     quiet: o.Quiet = False,
 ) -> None:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on private pairs."""
     from privaudit import training  # here, not above: --help needs no torch
     from privaudit.models.arch import ModelSpec, check_norm
     from privaudit import distributed
+    from privaudit.data.stream import Streaming
 
     quiet = quiet or not distributed.is_main()  # under torchrun rank 0 alone shows progress and the summary
 
@@ -60,7 +64,8 @@ def train(
     with progress(disable=quiet) as bar:
         task = bar.add_task("train", total=None, info="")
         result = training.train(data, out, direction=direction, size=size, model=model, config=config, resume=resume, keep_state=keep_state,
-                                on_step=epoch_callback(bar, task, epochs), on_data=lambda pairs: warn([pairs.resize_warning("training data")]))
+                                on_step=epoch_callback(bar, task, epochs), on_data=lambda pairs: warn([pairs.resize_warning("training data")]),
+                                streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
     if not quiet:
         last = result.history[-1].losses if result.history else {}
         stderr.print(

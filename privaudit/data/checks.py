@@ -65,8 +65,11 @@ def _input_side(direction: str) -> str:
     return "left half or A/" if direction == "AtoB" else "right half or B/"
 
 
-def pair_hashes(images: ImageSet) -> list[bytes]:
-    """One digest per pair of the decoded uint8 input and target, each pair's bytes read once."""
+def pair_hashes(images: Any) -> list[bytes]:
+    """One digest per pair of the decoded uint8 input and target, each pair's bytes read once (an
+    ``ImageSet``, or a ``StreamedSet``, which decodes a pass for them)."""
+    if not isinstance(images, ImageSet):
+        return images.pair_hashes()
     out = []
     for i in range(len(images)):
         h = hashlib.blake2b(digest_size=16)

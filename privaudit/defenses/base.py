@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 from privaudit import defaults
 from privaudit.data.images import ImageSet
+from privaudit.data.stream import StreamedSet, Streaming
 from privaudit.errors import InputError
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.checkpoint import load_model
@@ -30,12 +31,14 @@ class DefenseJob:
     steps_per_epoch, mean_losses)`` reports training progress; ``on_warning(line)`` receives
     warnings (an unfinished teacher), by default as Python warnings. ``device``, ``precision`` and
     ``deterministic``: how the training and the teacher's queries use the device (``privaudit.accel``).
+    ``streaming``: when the proxy or training data are streamed from disk (None: above the default
+    memory budget).
     """
 
     out: Path
     teacher: Path | None = None
     proxy: Path | None = None
-    train_data: Path | ImageSet | None = None
+    train_data: Path | ImageSet | StreamedSet | None = None
     direction: str | None = None
     size: int | None = None
     seed: int = defaults.SEED
@@ -46,6 +49,7 @@ class DefenseJob:
     keep_state: bool = False
     on_step: OnStep | None = None
     on_warning: Callable[[str], None] | None = None
+    streaming: Streaming | None = None
 
     def warn(self, line: str) -> None:
         if self.on_warning is not None:

@@ -6,13 +6,16 @@ DMP (the paper's baseline): the same without D_s, λ·L1 to the teacher's output
 Both are the pix2pix game with the target y replaced by G_t(x), so both run ``training.fit`` (the
 plain step in the one training loop). ``AKD`` and ``DMP`` are the registry's defenses.
 
-The proxy set is read with ``load_inputs``: the target half of an aligned image (or the target
+The proxy set is read with ``open_inputs``: the target half of an aligned image (or the target
 folder) is never decoded, so private or proxy labels cannot leak into the student. The distillation
 set is the proxy inputs, optionally with augmented and recombined inputs made from them alone
 (``distill_data``); the teacher answers each distinct input once, and the checkpoint records how
 many it answered (``defense.teacher_queries``). The objective may add pix2pixHD's feature
 matching, a multi-scale discriminator and a moving average of the student's weights
 (``training.pix2pix.Objective``). Everything new is off by default: the student is then the AKD paper's.
+A proxy set larger than the memory budget is streamed (the proxy inputs alone then): the teacher's
+outputs go to a temporary float32 file (``training.data.OutputFile``) that the decoding workers read
+back batch by batch.
 """
 
 from __future__ import annotations
@@ -24,28 +27,45 @@ from typing import Any
 import torch
 
 from privaudit import defaults, distributed
-from privaudit.data.images import ImageSet, data_fingerprint, load_inputs
+from privaudit.data.images import ImageSet, data_fingerprint
+from privaudit.data.stream import StreamedSet, open_inputs
 from privaudit.defenses.base import DIRECTION_SOURCES, DefenseJob, DefenseResult, TrainingOptions, load_teacher, teacher_record
 from privaudit.defenses.distill_data import DistillData, build_distillation_set, unique_rows
 from privaudit.errors import InputError
 from privaudit.models.arch import ModelSpec, UnetArch, check_norm, student_norm
 from privaudit.models.checkpoint import save_checkpoint
-from privaudit.models.inference import check_image_size, iter_outputs
+from privaudit.models.inference import check_image_size, iter_outputs, iter_set_outputs
 from privaudit.models.loaded import LoadedModel
 from privaudit.models.networks import UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
 from privaudit.training.loop import EpochStats, OnStep, training_record
+from privaudit.training.data import OutputFile, StreamedPairs
 from privaudit.training.pix2pix import PLAIN_OBJECTIVE, Objective, fit, train_accel
 
 
 @torch.inference_mode()
-def teacher_outputs(teacher: LoadedModel, proxy: ImageSet, *, batch_size: int = defaults.ATTACK_BATCH_SIZE, seed: int = defaults.SEED) -> torch.Tensor:
-    """Query the teacher once per proxy input in eval mode: float (N, C_out, H, W) in [-1, 1], on the CPU."""
+def teacher_outputs(teacher: LoadedModel, proxy: ImageSet | StreamedSet, *, batch_size: int = defaults.ATTACK_BATCH_SIZE,
+                    seed: int = defaults.SEED) -> torch.Tensor | OutputFile:
+    """Query the teacher once per proxy input in eval mode: float (N, C_out, H, W) in [-1, 1], on the
+    CPU; for a streamed proxy set the same values in a temporary ``OutputFile`` (the caller removes it)."""
     check_image_size(teacher, proxy.size)
     teacher.set_mode(stochastic=False)
     teacher.reseed(seed)
-    outs = [out.float().cpu() for _, out in iter_outputs(teacher, proxy.inputs, batch_size=batch_size)]
-    return torch.cat(outs)
+    if not isinstance(proxy, StreamedSet):
+        outs = [out.float().cpu() for _, out in iter_outputs(teacher, proxy.inputs, batch_size=batch_size)]
+        return torch.cat(outs)
+    rows: OutputFile | None = None
+    try:
+        for _, out, _ in iter_set_outputs(teacher, proxy, batch_size=batch_size, want_targets=False):
+            if rows is None:
+                rows = OutputFile.create(tuple(out.shape[1:]), len(proxy), what="the teacher's outputs on the proxy set")
+            rows.append(out.float())
+    except BaseException:
+        if rows is not None:
+            rows.remove()
+        raise
+    assert rows is not None  # a proxy set is never empty
+    return rows
 
 
 def query_teacher(teacher: LoadedModel, inputs: torch.Tensor, *, seed: int = defaults.SEED) -> tuple[torch.Tensor, int]:
@@ -83,7 +103,7 @@ def student_for(teacher: LoadedModel, size: int, *, ngf: int | None = None, num_
 
 def distill(
     teacher: LoadedModel,
-    proxy: ImageSet,
+    proxy: ImageSet | StreamedSet,
     out: Path,
     *,
     method: str,
@@ -102,7 +122,7 @@ def distill(
     The resume state ``<out>.state`` is deleted when the run finishes, unless ``keep_state``."""
     if method not in ("akd", "dmp"):
         raise InputError(f"distillation method must be akd or dmp, not {method!r}")
-    if proxy.targets is not None:
+    if proxy.has_targets:
         raise InputError("the proxy set must hold inputs only; load it with load_inputs")
     if len(proxy) == 0:
         raise InputError(f"the proxy set {proxy.path} is empty; give a folder of input images")
@@ -110,50 +130,68 @@ def distill(
     accel = train_accel(cfg)
     objective = objective or Objective(**PLAIN_OBJECTIVE)
     objective.validate(adversarial=cfg.adversarial)
-    data = (data or DistillData(augment_copies=0, recombine="none")).resolve(proxy.inputs)
+    data = data or DistillData(augment_copies=0, recombine="none")
     check_image_size(teacher, proxy.size)
-    inputs = build_distillation_set(proxy.inputs, data, cfg.seed)
-    targets, queries = query_teacher(teacher, inputs, seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    student = UnetGenerator(arch)
-    init_weights(student)
+    streamed = isinstance(proxy, StreamedSet)
+    if streamed:
+        data.validate()
+        if data.active:
+            raise InputError(f"the proxy set {proxy.path} is streamed (larger than the memory budget, or --stream), and --augment-copies/--recombine "
+                             "build the distillation set in memory; raise --memory-budget, or drop those options")
+    # The proxy's hash first: streamed, it decodes every file, so a bad one fails before the teacher runs.
     proxy_info = {"path": proxy.path, "count": len(proxy), "layout": proxy.layout, "sha256": data_fingerprint(proxy)}
-    defense: dict[str, Any] = {
-        "method": method,
-        "lambda_l1": cfg.lambda_l1,
-        "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size,
-        "teacher": {"path": teacher.path, "sha256": teacher.sha256, "format": teacher.format, "mode": "eval",
-                    **({"training": teacher.training} if teacher.training is not None else {}), "recipe": teacher_record(teacher)},
-        "proxy": {k: proxy_info[k] for k in ("path", "count", "layout")},
-        "distillation_inputs": int(inputs.shape[0]),
-        "teacher_queries": queries,
-        **({"distill_data": data.record()} if data.active else {}),
-        **({"objective": objective.record()} if objective.record() else {}),
-    }
-    fingerprint: dict[str, Any] = {"teacher": teacher.sha256, "proxy": proxy_info["sha256"], "arch": arch.to_dict(), "method": method}
-    if data.active:  # only then, so the states of plain runs resume as before
-        fingerprint["distill_data"] = {**data.record(), "sha256": data_fingerprint(ImageSet(inputs=inputs, targets=None, names=[], path="", layout=""))}
+    if streamed:
+        inputs = None
+        targets: Any = teacher_outputs(teacher, proxy, seed=cfg.seed)
+        n_inputs = queries = len(proxy)
+    else:
+        data = data.resolve(proxy.inputs)
+        inputs = build_distillation_set(proxy.inputs, data, cfg.seed)
+        targets, queries = query_teacher(teacher, inputs, seed=cfg.seed)
+        n_inputs = int(inputs.shape[0])
+    try:
+        torch.manual_seed(cfg.seed)
+        student = UnetGenerator(arch)
+        init_weights(student)
+        defense: dict[str, Any] = {
+            "method": method,
+            "lambda_l1": cfg.lambda_l1,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "teacher": {"path": teacher.path, "sha256": teacher.sha256, "format": teacher.format, "mode": "eval",
+                        **({"training": teacher.training} if teacher.training is not None else {}), "recipe": teacher_record(teacher)},
+            "proxy": {k: proxy_info[k] for k in ("path", "count", "layout")},
+            "distillation_inputs": n_inputs,
+            "teacher_queries": queries,
+            **({"distill_data": data.record()} if data.active else {}),
+            **({"objective": objective.record()} if objective.record() else {}),
+        }
+        fingerprint: dict[str, Any] = {"teacher": teacher.sha256, "proxy": proxy_info["sha256"], "arch": arch.to_dict(), "method": method}
+        if data.active and inputs is not None:  # only then, so the states of plain runs resume as before
+            fingerprint["distill_data"] = {**data.record(), "sha256": data_fingerprint(ImageSet(inputs=inputs, targets=None, names=[], path="", layout=""))}
 
-    def save(path: Path, net: UnetGenerator, epoch: int) -> None:
-        save_checkpoint(path, generator=net, image_size=proxy.size, direction=direction, defense={**defense, "epochs_done": epoch},
-                        provenance={"training": cfg.to_dict(), "distributed": distributed.record(cfg.batch_size), "runtime": accel.record(),
-                                    "teacher_runtime": teacher.runtime.record(), "epoch": epoch}, training=training_record(epoch, cfg.epochs))
+        def save(path: Path, net: UnetGenerator, epoch: int) -> None:
+            save_checkpoint(path, generator=net, image_size=proxy.size, direction=direction, defense={**defense, "epochs_done": epoch},
+                            provenance={"training": cfg.to_dict(), "distributed": distributed.record(cfg.batch_size), "runtime": accel.record(),
+                                        "teacher_runtime": teacher.runtime.record(), "epoch": epoch}, training=training_record(epoch, cfg.epochs))
 
-    return fit(
-        student,
-        inputs,
-        targets,
-        cfg,
-        out=out,
-        save_model=save,
-        resume=resume,
-        fingerprint=fingerprint,
-        on_step=on_step,
-        keep_state=keep_state,
-        accel=accel,
-        objective=objective,
-    )
+        return fit(
+            student,
+            StreamedPairs(proxy, targets) if isinstance(targets, OutputFile) else inputs,  # type: ignore[arg-type]
+            None if isinstance(targets, OutputFile) else targets,
+            cfg,
+            out=out,
+            save_model=save,
+            resume=resume,
+            fingerprint=fingerprint,
+            on_step=on_step,
+            keep_state=keep_state,
+            accel=accel,
+            objective=objective,
+        )
+    finally:
+        if isinstance(targets, OutputFile):
+            targets.remove()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +252,8 @@ class Distillation:
             raise InputError(f"--method {self.name} needs --proxy PATH: unlabelled proxy inputs (only the input side is read)")
         if job.size is not None:
             check_image_size(teacher, job.size)  # a --size the teacher cannot take fails before any image is read
-        proxy = load_inputs(job.proxy, direction=direction, size=teacher.image_size if job.size is None else job.size,
-                            input_nc=int(teacher.arch.get("input_nc", 3)), layout=options.proxy_layout)
+        proxy = open_inputs(job.proxy, direction=direction, size=teacher.image_size if job.size is None else job.size,
+                            input_nc=int(teacher.arch.get("input_nc", 3)), layout=options.proxy_layout, streaming=job.streaming)
         line = proxy.resize_warning("proxy inputs")
         if line:
             job.warn(line)

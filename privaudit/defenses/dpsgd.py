@@ -60,7 +60,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privaudit import defaults, distributed
-from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
+from privaudit.data.images import ImageSet, check_direction, data_fingerprint, to_float
+from privaudit.data.stream import StreamedSet, checked, open_pairs
 from privaudit.defenses.base import DefenseJob, DefenseResult, TrainingOptions
 from privaudit.accel import DPSGD_FP32, Accel
 from privaudit.errors import CheckpointError, InputError, InternalError
@@ -275,7 +276,7 @@ def _expected_warnings_off() -> Iterator[None]:
 
 
 def train_dpsgd(
-    pairs: ImageSet,
+    pairs: ImageSet | StreamedSet,
     out: Path,
     *,
     direction: str,
@@ -307,7 +308,7 @@ def train_dpsgd(
     check_direction(direction)
     tc = cfg.train
     out = Path(out)
-    if pairs.targets is None:
+    if not pairs.has_targets:
         raise InputError(f"{pairs.path}: DP-SGD trains on (input, target) pairs, but only inputs were loaded; give paired data")
     n = len(pairs)
     if n == 0:
@@ -315,9 +316,9 @@ def train_dpsgd(
     requested_norm = arch.norm
     arch = private_arch(arch)
     check_size(pairs.size, arch.num_downs, new=True)
-    if pairs.inputs.shape[1] != arch.input_nc or pairs.targets.shape[1] != arch.output_nc:
+    if pairs.input_nc != arch.input_nc or pairs.output_nc != arch.output_nc:
         raise InputError(
-            f"the data has {pairs.inputs.shape[1]}→{pairs.targets.shape[1]} channels but the U-Net expects {arch.input_nc}→{arch.output_nc}; "
+            f"the data has {pairs.input_nc}→{pairs.output_nc} channels but the U-Net expects {arch.input_nc}→{arch.output_nc}; "
             "set the channel counts to match"
         )
 
@@ -340,16 +341,16 @@ def train_dpsgd(
                       keep_state=keep_state)
 
 
-def _train(pairs: ImageSet, out: Path, *, step_args: dict[str, Any], direction: str, requested_norm: str, mechanisms: int, resume: bool,
+def _train(pairs: ImageSet | StreamedSet, out: Path, *, step_args: dict[str, Any], direction: str, requested_norm: str, mechanisms: int, resume: bool,
            on_step: OnStep | None, provenance: dict[str, Any] | None, keep_state: bool) -> DPResult:
     """``train_dpsgd`` once the process group (under torchrun) is up."""
     cfg: DPConfig = step_args["cfg"]
     tc = cfg.train
     arch, sigma, delta, q, steps_per_epoch = step_args["arch"], step_args["sigma"], step_args["delta"], step_args["sample_rate"], step_args["steps_per_epoch"]
     n = len(pairs)
+    data_sha = data_fingerprint(pairs)  # streamed: decodes every file, so a bad one fails before training
     with _expected_warnings_off():
         step = DPStep(pairs, **step_args)
-    data_sha = data_fingerprint(pairs)
     fp = {
         "config": {k: v for k, v in cfg.to_dict().items()},
         "noise_multiplier": sigma,
@@ -433,7 +434,7 @@ class DPStep:
     what = "DP-SGD training"
     state_format = STATE_FORMAT
 
-    def __init__(self, pairs: ImageSet, arch: UnetArch, cfg: DPConfig, *, sigma: float, delta: float, sample_rate: float, steps_per_epoch: int,
+    def __init__(self, pairs: ImageSet | StreamedSet, arch: UnetArch, cfg: DPConfig, *, sigma: float, delta: float, sample_rate: float, steps_per_epoch: int,
                  accel: Accel) -> None:
         from opacus import PrivacyEngine
 
@@ -459,7 +460,12 @@ class DPStep:
         opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr, betas=(tc.beta1, 0.999)) if D is not None else None
 
         # one engine, one accountant; each network gets its own Poisson loader and noise stream
-        dataset = TensorDataset(pairs.inputs, pairs.targets)
+        # (a streamed set: its map-style dataset, decoded by its workers; the same items and draws)
+        if isinstance(pairs, StreamedSet):
+            dataset: Any = pairs.dataset()
+            loading = {k: v for k, v in pairs.loader_options().items() if k != "generator"}
+        else:
+            dataset, loading = TensorDataset(pairs.inputs, pairs.targets), {}
         self.seed_base = tc.seed * 1_000_003
         self.load_g, self.load_d = torch.Generator(), torch.Generator()
         self.noise_g = torch.Generator(device=device).manual_seed(self.seed_base + 11)
@@ -467,12 +473,12 @@ class DPStep:
         self.engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
         common = dict(noise_multiplier=sigma, max_grad_norm=cfg.max_grad_norm, poisson_sampling=True, loss_reduction="mean")
         self.G_dp, self.dp_opt_g, self.loader_g = self.engine.make_private(
-            module=G, optimizer=opt_g, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=self.load_g), noise_generator=self.noise_g, **common
+            module=G, optimizer=opt_g, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=self.load_g, **loading), noise_generator=self.noise_g, **common
         )
         self.D_dp = self.dp_opt_d = self.loader_d = None
         if D is not None:
             self.D_dp, self.dp_opt_d, self.loader_d = self.engine.make_private(
-                module=D, optimizer=opt_d, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=self.load_d), noise_generator=self.noise_d, **common
+                module=D, optimizer=opt_d, data_loader=DataLoader(dataset, batch_size=tc.batch_size, generator=self.load_d, **loading), noise_generator=self.noise_d, **common
             )
         self.world = distributed.world_size() if distributed.active() else 1
         if self.world > 1:
@@ -494,8 +500,8 @@ class DPStep:
         self.load_g.manual_seed(self.seed_base + 2 * epoch + 1)
         self.load_d.manual_seed(self.seed_base + 2 * epoch + 2)
         self.aug = torch.Generator().manual_seed(self.seed_base + epoch)
-        d_batches = iter(self.loader_d) if self.loader_d is not None else itertools.repeat(None)
-        return zip(self.loader_g, d_batches)
+        d_batches = checked(self.loader_d) if self.loader_d is not None else itertools.repeat(None)
+        return zip(checked(self.loader_g), d_batches)
 
     def _mine(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The Poisson draw prepared (jittered as a whole, so every process draws the same crop), then
@@ -705,16 +711,17 @@ class DPSGD:
         spec = ModelSpec(num_downs=options.num_downs, ngf=options.ngf, norm=DP_NORM)
         if job.size is not None:
             spec.build(job.size)  # a --size the U-Net cannot take fails before any image is read
-        if isinstance(job.train_data, ImageSet):
-            pairs = given_pairs(job.train_data, job.size)
+        given = isinstance(job.train_data, (ImageSet, StreamedSet))
+        if given:
+            pairs = given_pairs(job.train_data, job.size)  # type: ignore[arg-type]
         else:
-            pairs = load_pairs(job.train_data, direction=direction, size=job.size, what="training data")
+            pairs = open_pairs(job.train_data, direction=direction, size=job.size, what="training data", streaming=job.streaming)  # type: ignore[arg-type]
         line = pairs.resize_warning("training data")
         if line:
             job.warn(line)
-        arch = spec.build(pairs.size, pairs.inputs.shape[1], pairs.targets.shape[1])
+        arch = spec.build(pairs.size, pairs.input_nc, pairs.output_nc)
         result = train_dpsgd(pairs, job.out, direction=direction, arch=arch, cfg=cfg, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state,
-                             provenance={"trained_on": {"path": pairs.path if isinstance(job.train_data, ImageSet) else str(job.train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}})
+                             provenance={"trained_on": {"path": pairs.path if given else str(job.train_data), "count": len(pairs), "sha256": data_fingerprint(pairs)}})
         summary = {"direction": f"{direction} ({direction_note})", "image size": f"{pairs.size}x{pairs.size} px", "ε spent": f"{result.epsilon:.4g}", "δ": f"{result.delta:.3g}", "noise multiplier σ": f"{result.noise_multiplier:.4g}",
                    "max grad norm C": f"{result.max_grad_norm:g}", "sample rate": f"{result.sample_rate:.4g}", "steps": str(result.steps),
                    "accountant": result.accountant}

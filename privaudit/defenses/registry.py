@@ -16,6 +16,7 @@ from typing import Any, Callable
 from privaudit import defaults, distributed
 from privaudit.accel import check_precision
 from privaudit.data.images import ImageSet, check_direction
+from privaudit.data.stream import StreamedSet, Streaming
 from privaudit.defenses.base import Defense, DefenseJob, DefenseResult
 from privaudit.defenses.distill import AKD, DMP
 from privaudit.defenses.dpsgd import DPSGD
@@ -48,7 +49,7 @@ def defend(
     out: str | Path,
     teacher: str | Path | None = None,
     proxy: str | Path | None = None,
-    train_data: str | Path | ImageSet | None = None,
+    train_data: str | Path | ImageSet | StreamedSet | None = None,
     options: Any = None,
     direction: str | None = None,
     size: int | None = None,
@@ -60,12 +61,15 @@ def defend(
     keep_state: bool = False,
     on_step: OnStep | None = None,
     on_warning: Callable[[str], None] | None = None,
+    streaming: Streaming | None = None,
 ) -> DefenseResult:
     """Harden a generator with ``method`` (akd, dmp, gauss or dpsgd) and write the checkpoint ``out``.
 
     akd/dmp distil a student from ``teacher`` on the unlabelled ``proxy`` inputs; gauss re-saves
     ``teacher`` with output noise; dpsgd trains from scratch on the private pairs ``train_data`` (a
-    folder, or pairs already read: an ``ImageSet``).
+    folder, or pairs already read: an ``ImageSet`` or ``StreamedSet``). ``streaming``: when a folder of
+    proxy inputs or training pairs is streamed from disk rather than read whole into memory (default
+    ``Streaming()``: above the memory budget; the same seed gives the same model either way).
     ``options``: the method's options dataclass (``DEFENSES[method].Options``; None: its defaults).
     ``resume`` continues an interrupted run from ``out.state``, deleted when the run finishes unless
     ``keep_state``. ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress,
@@ -87,8 +91,9 @@ def defend(
     options.validate()
     check_seed(seed)
     check_precision(precision)
-    job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=train_data if isinstance(train_data, ImageSet) else _path(train_data), direction=direction, size=size, seed=seed,
-                     device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning)
+    job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=train_data if isinstance(train_data, (ImageSet, StreamedSet)) else _path(train_data), direction=direction, size=size, seed=seed,
+                     device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning,
+                     streaming=streaming)
     t0 = time.perf_counter()
     result = defense.run(options, job)
     result.seconds = time.perf_counter() - t0

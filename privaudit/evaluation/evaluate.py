@@ -24,14 +24,16 @@ import torch
 from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_references
 from privaudit.attacks.reconstruction import AttackConfig, run_attack
 from privaudit.data.checks import check_count, check_disjoint
-from privaudit.data.images import ImageSet, load_inputs, load_pairs, to_uint8
+from privaudit.data.images import ImageSet, load_inputs, to_uint8
+from privaudit.data.stream import StreamedSet, Streaming, open_pairs
 from privaudit import defaults
 from privaudit.accel import check_precision
 from privaudit.defaults import KID_SUBSETS, REPEAT
 from privaudit.errors import InputError
 from privaudit.evaluation.features import FeatureCache
 from privaudit.evaluation.inception import resolve_inception_weights, vet_inception_weights
-from privaudit.evaluation.kid import compute_kid
+from privaudit.evaluation.kid import KIDResult, compute_kid
+from privaudit.evaluation.streamed import OutputsPass, kid_extractor, streamed_metrics
 from privaudit.evaluation.pixel import pixel_metrics, sharpness_ratio
 from privaudit.limits import MAX_KID_SUBSETS, MAX_REPEAT, check_at_most
 from privaudit.models.arch import ArchOverrides
@@ -70,7 +72,19 @@ class EvaluateConfig:
 def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, weights: Path | None, cache: FeatureCache | None, seed: int, device) -> tuple[dict, dict]:
     px_test = pixel_metrics(fake_test, real_test)
     px_train = pixel_metrics(fake_train, real_train)
-    utility: dict[str, Any] = {"evaluated_on": "nonmembers", **px_test, "sharpness": sharpness_ratio(fake_test, real_test)}
+    sharpness = sharpness_ratio(fake_test, real_test)
+    if weights is None:
+        return _sections(px_test, px_train, sharpness, None, None)
+    kw = dict(weights=weights, subset_size=cfg.kid_subset_size, subsets=cfg.kid_subsets, seed=seed, cache=cache, device=device, normalise=True)
+    test = compute_kid(fake_test, real_test, **kw)
+    train = compute_kid(fake_train, real_train, **kw)
+    return _sections(px_test, px_train, sharpness, test, train)
+
+
+def _sections(px_test: dict[str, float], px_train: dict[str, float], sharpness: float | None, test: KIDResult | None,
+              train: KIDResult | None) -> tuple[dict, dict]:
+    """The report's ``utility`` and ``generalization_gap`` (KID results None: no Inception weights)."""
+    utility: dict[str, Any] = {"evaluated_on": "nonmembers", **px_test, "sharpness": sharpness}
     gap: dict[str, Any] = {
         "l1_train": px_train["l1"],
         "l1_test": px_test["l1"],
@@ -80,18 +94,15 @@ def _utility(fake_test, real_test, fake_train, real_train, cfg: EvaluateConfig, 
         "gap": None,
         "sign": "positive = better on training data (nkid_test - nkid_train)",
     }
-    if weights is None:
+    if test is None or train is None:
         utility.update({"kid": None, "kid_std": None, "kid_black": None, "nkid": None, "kid_skipped": True})
         return utility, gap
-    kw = dict(weights=weights, subset_size=cfg.kid_subset_size, subsets=cfg.kid_subsets, seed=seed, cache=cache, device=device, normalise=True)
-    test = compute_kid(fake_test, real_test, **kw)
-    train = compute_kid(fake_train, real_train, **kw)
     utility.update(test.as_dict())
     gap.update({"nkid_train": train.nkid, "nkid_test": test.nkid, "gap": test.nkid - train.nkid})
     return utility, gap
 
 
-def _proxy_leakage(model: LoadedModel, proxy: ImageSet, nonmembers: ImageSet, cfg: AttackConfig) -> dict[str, Any]:
+def _proxy_leakage(model: LoadedModel, proxy: ImageSet | StreamedSet, nonmembers: ImageSet | StreamedSet, cfg: AttackConfig) -> dict[str, Any]:
     r = run_attack(model, proxy, nonmembers, cfg)
     return {"path": proxy.path, "count": len(proxy), "resized": proxy.resized, "auc": r.metrics.auc, "auc_ci95": list(r.metrics.auc_ci95), "expected": "about 0.5: the student saw the proxy inputs, not their targets"}
 
@@ -163,6 +174,7 @@ def evaluate(
     allow_small: bool = False,
     references: str | Path | None = None,
     on_reference: Callable[[int, int], None] | None = None,
+    streaming: Streaming | None = None,
 ) -> dict[str, Any]:
     """Audit one model; returns the report (``privaudit.report/1``) with attack, utility and gap.
 
@@ -172,7 +184,10 @@ def evaluate(
     seed's losses and the report is ``privaudit.report/2`` (see ``attacks.api.add_reference_attacks``).
     ``precision`` (auto, fp32, bf16) and ``deterministic``: how the generator's forward passes use a
     CUDA device (``privaudit.accel``); losses and pixel metrics are float32 either way, and the
-    Inception features of KID are always fp32.
+    Inception features of KID are always fp32. ``streaming``: when the sets are streamed from disk
+    rather than read whole into memory (default ``Streaming()``: above the memory budget). Streamed,
+    the utility metrics are computed batch by batch during the attack's pass (``evaluation.streamed``),
+    with the same values.
     """
     cfg.validate()
     check_precision(precision)  # before the Inception weights are looked for
@@ -182,11 +197,12 @@ def evaluate(
         vet_inception_weights(weights)
     cache = FeatureCache(cfg.feature_cache, disk=not cfg.no_disk_cache) if cfg.kid else None
     model = load_model(model_path, overrides=overrides, device=device, seed=cfg.attack.seed, precision=precision, deterministic=deterministic)
-    sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small)
+    sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small, streaming=streaming)
     m, n, direction = sets.members, sets.nonmembers, sets.direction
+    streamed = isinstance(m, StreamedSet) or isinstance(n, StreamedSet)
     proxy = None
     if cfg.proxy_pairs:
-        proxy = load_pairs(cfg.proxy_pairs, direction=direction, size=m.size, what="proxy pairs")
+        proxy = open_pairs(cfg.proxy_pairs, direction=direction, size=m.size, what="proxy pairs", streaming=streaming)
         check_count(proxy, "proxy", allow_small=allow_small)
         # Proxy pairs stand in for members in the leakage check: a pair the model was trained on, or
         # one also used as a non-member, would make that check measure something else.
@@ -210,8 +226,14 @@ def evaluate(
     for r in range(cfg.repeat):
         acfg = replace(cfg.attack, seed=cfg.attack.seed + r)
         model.reseed(acfg.seed)
-        result = run_attack(model, m, n, acfg, on_batch=on_batch, keep_outputs=True)
-        utility, gap = _utility(result.nonmember_outputs, n.targets, result.member_outputs, m.targets, cfg, weights, cache, acfg.seed, model.device)
+        if streamed:
+            kid = kid_extractor(weights, model.device)
+            test, train = OutputsPass(len(n), n.size, sharpness=True, kid=kid), OutputsPass(len(m), m.size, sharpness=False, kid=kid)
+            result = run_attack(model, m, n, acfg, on_batch=on_batch, on_outputs=(train.add, test.add))
+            utility, gap = _sections(*streamed_metrics(test, train, n, m, cache=cache, subset_size=cfg.kid_subset_size, subsets=cfg.kid_subsets, seed=acfg.seed))
+        else:
+            result = run_attack(model, m, n, acfg, on_batch=on_batch, keep_outputs=True)
+            utility, gap = _utility(result.nonmember_outputs, n.targets, result.member_outputs, m.targets, cfg, weights, cache, acfg.seed, model.device)
         run = {"seed": acfg.seed, "auc": result.metrics.auc, "tpr_at_fpr": result.metrics.tpr_at_fpr, "advantage": result.metrics.advantage,
                "nkid": utility.get("nkid"), "kid": utility.get("kid"), "l1": utility["l1"], "ssim": utility["ssim"], "psnr": utility["psnr"], "gap": gap["gap"]}
         runs.append(run)

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -20,7 +21,8 @@ from privaudit.io import atomic_torch_save
 
 BATCH_SIZE = 64  # torch-fidelity's default batch_size: same batches, bit-identical features
 
-__all__ = ["BATCH_SIZE", "FeatureCache", "batched_features", "cached_features", "check_images", "default_cache_dir", "extract_features", "extractor", "resolve_device"]
+__all__ = ["BATCH_SIZE", "FeatureCache", "FeatureStream", "batched_features", "cached_features", "check_images", "default_cache_dir", "extract_features",
+           "extractor", "resolve_device", "streamed_cached_features"]
 
 
 _EXTRACTORS: dict[tuple[str, str], torch.nn.Module] = {}
@@ -104,10 +106,17 @@ class FeatureCache:
 
     @staticmethod
     def key(images: torch.Tensor, weights_sha256: str, *, extractor: str = EXTRACTOR_NAME, layer: str = FEATURE_LAYER) -> str:
-        h = hashlib.sha256()
-        h.update(f"{extractor}|{layer}|{weights_sha256}|{list(images.shape)}|{images.dtype}|".encode())
+        h = FeatureCache.hasher(list(images.shape), images.dtype, weights_sha256, extractor=extractor, layer=layer)
         h.update(images.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+    @staticmethod
+    def hasher(shape: list[int], dtype: torch.dtype, weights_sha256: str, *, extractor: str = EXTRACTOR_NAME, layer: str = FEATURE_LAYER) -> Any:
+        """The sha256 of ``key`` before the image bytes: fed a set's bytes in order, batch by batch
+        (a streamed set), it gives the key of the whole tensor of ``shape``."""
+        h = hashlib.sha256()
+        h.update(f"{extractor}|{layer}|{weights_sha256}|{list(shape)}|{dtype}|".encode())
+        return h
 
     def get(self, key: str, count: int) -> torch.Tensor | None:
         """Cached features for ``key`` (shape (count, D)), or None. Counts a hit or a miss."""
@@ -159,5 +168,58 @@ def cached_features(
     feats = cache.get(key, images.shape[0])
     if feats is None:
         feats = batched_features(ex, images, device)
+        cache.put(key, feats)
+    return feats
+
+
+class FeatureStream:
+    """``batched_features`` of a set whose uint8 (n, 3, H, W) images arrive in batches of any size
+    (a streamed set): they are regrouped into the batches of BATCH_SIZE that ``batched_features``
+    cuts from the whole set, in order, so the features are the same to the bit."""
+
+    def __init__(self, ex: torch.nn.Module, device: torch.device, what: str) -> None:
+        self.ex, self.device, self.what = ex, device, what
+        self._pending: list[torch.Tensor] = []
+        self._count = 0
+        self._out: list[torch.Tensor] = []
+
+    def add(self, images: torch.Tensor) -> None:
+        check_images(images, self.what, min_count=0)
+        self._pending.append(images)
+        self._count += int(images.shape[0])
+        while self._count >= BATCH_SIZE:
+            self._run(BATCH_SIZE)
+
+    def _run(self, k: int) -> None:
+        batch = torch.cat(self._pending)
+        head, rest = batch[:k], batch[k:]
+        self._pending, self._count = ([rest] if rest.shape[0] else []), int(rest.shape[0])
+        with torch.no_grad():
+            (f,) = self.ex(head.to(self.device))
+        self._out.append(f.detach().to("cpu", torch.float32))
+
+    def finish(self) -> torch.Tensor:
+        """float32 (N, D) on the CPU for all images added."""
+        if self._count:
+            self._run(self._count)
+        if not self._out:
+            raise DataError(f"no {self.what} images to extract features from")
+        return torch.cat(self._out)
+
+
+def streamed_cached_features(ex: torch.nn.Module, sha: str, device: torch.device, cache: FeatureCache | None, *, shape: list[int], key: str | None,
+                             batches: Callable[[], Iterable[torch.Tensor]], what: str) -> torch.Tensor:
+    """``cached_features`` of a set of uint8 images of ``shape`` (N, 3, H, W) that is read batch by
+    batch: ``key`` its ``FeatureCache.key`` (computed while it was read, None: not known), ``batches()``
+    an iterator over its images in order, read only when the features are not cached."""
+    if cache is not None and key is not None:
+        feats = cache.get(key, shape[0])
+        if feats is not None:
+            return feats
+    stream = FeatureStream(ex, device, what)
+    for b in batches():
+        stream.add(b)
+    feats = stream.finish()
+    if cache is not None and key is not None:
         cache.put(key, feats)
     return feats

@@ -18,14 +18,14 @@ import torch
 
 from privaudit.defaults import KID_SUBSET_SIZE, KID_SUBSETS, SEED
 from privaudit.errors import DataError, InputError
-from privaudit.evaluation.features import FeatureCache, batched_features, cached_features, check_images, extractor, resolve_device
+from privaudit.evaluation.features import BATCH_SIZE, FeatureCache, batched_features, cached_features, check_images, extractor, resolve_device, streamed_cached_features
 from privaudit.evaluation.inception import EXTRACTOR_NAME, FEATURE_LAYER
 
 # KID_black at or below this fraction of the kernel sums it is the difference of is float32 round-off,
 # not a distance: NKID is then refused.
 BLACK_RTOL = 1e-5
 
-__all__ = ["BLACK_RTOL", "KIDResult", "compute_kid"]
+__all__ = ["BLACK_RTOL", "KIDResult", "black_features", "compute_kid", "kid_from_features"]
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,20 @@ def compute_kid(
     or degenerate weights): NKID is then undefined.
     """
     _check_args(fake, real, subsets, seed)
-    size, subsets, seed = _subset_size(subset_size, fake.shape[0], real.shape[0]), int(subsets), int(seed)
+    _subset_size(subset_size, fake.shape[0], real.shape[0])  # a bad subset size fails before any feature is extracted
     device = resolve_device(device)
     ex, sha = extractor(weights, device)
     f_real = cached_features(ex, real, sha, device, cache)
     f_black = cached_features(ex, torch.zeros_like(fake), sha, device, cache) if normalise else None
-    kid, std = _kid(batched_features(ex, fake, device), f_real, size, subsets, seed)
+    return kid_from_features(batched_features(ex, fake, device), f_real, f_black, sha=sha, subset_size=subset_size, subsets=subsets, seed=seed)
+
+
+def kid_from_features(f_fake: torch.Tensor, f_real: torch.Tensor, f_black: torch.Tensor | None, *, sha: str, subset_size: int | None = None,
+                      subsets: int = KID_SUBSETS, seed: int = SEED) -> KIDResult:
+    """``compute_kid`` from the Inception features of the generated, real and (None: no NKID) all-black
+    images (float32 (N, 2048) each), extracted with the weights of sha256 ``sha``."""
+    size, subsets, seed = _subset_size(subset_size, f_fake.shape[0], f_real.shape[0]), int(subsets), int(seed)
+    kid, std = _kid(f_fake, f_real, size, subsets, seed)
     result = KIDResult(kid, std, size, subsets, seed, _extractor_info(sha))
     if f_black is None:
         return result
@@ -141,3 +149,18 @@ def compute_kid(
             "undefined: the real images look black to the feature extractor (or the Inception weights are degenerate)"
         )
     return replace(result, kid_black=kid_black, kid_black_std=std_black, nkid=kid / kid_black)
+
+
+def black_features(ex: torch.nn.Module, sha: str, device: torch.device, cache: FeatureCache | None, shape: list[int]) -> torch.Tensor:
+    """``cached_features`` of ``torch.zeros(shape, dtype=uint8)`` (the all-black set of NKID) without
+    holding it: its cache key and features computed batch by batch."""
+    n, rest = shape[0], list(shape[1:])
+    block = torch.zeros([BATCH_SIZE, *rest], dtype=torch.uint8)
+    key = None
+    if cache is not None:
+        h = FeatureCache.hasher(shape, torch.uint8, sha)
+        for start in range(0, n, BATCH_SIZE):
+            h.update(block[: min(BATCH_SIZE, n - start)].numpy())
+        key = h.hexdigest()
+    return streamed_cached_features(ex, sha, device, cache, shape=shape, key=key, what="all-black",
+                                    batches=lambda: (block[: min(BATCH_SIZE, n - s)] for s in range(0, n, BATCH_SIZE)))

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from privaudit import __version__, defaults, distributed
-from privaudit.data.images import ImageSet, data_fingerprint, load_inputs, load_pairs
+from privaudit.data.images import ImageSet, data_fingerprint
+from privaudit.data.stream import StreamedSet, Streaming, concat, open_inputs, open_pairs, open_sets
 from privaudit.errors import CheckpointError, DataError, InputError, PrivauditError, check_seed
 from privaudit.io import atomic_copy, check_dir_creatable, check_dir_writable, sha256_file, utc_now, write_json
 from privaudit.accel import resolve_accel
@@ -63,7 +64,7 @@ def reference_name(k: int) -> str:
     return f"ref-{k:03d}.pt"
 
 
-def hex_hashes(images: ImageSet) -> list[str]:
+def hex_hashes(images: ImageSet | StreamedSet) -> list[str]:
     """Per-pair content hashes (blake2b of the decoded input and target), as hex."""
     from privaudit.data.checks import pair_hashes
 
@@ -75,7 +76,7 @@ class Population:
     """The population pairs at the recipe's size and direction, without duplicates, in the order of
     their content hashes (so a sample does not depend on how the folders were split)."""
 
-    pairs: ImageSet
+    pairs: ImageSet | StreamedSet
     hashes: list[str]
     folders: list[dict[str, Any]]
     duplicates: int
@@ -118,6 +119,7 @@ def build_references(
     deterministic: bool = defaults.DETERMINISTIC,
     on_progress: OnProgress | None = None,
     on_warning: Callable[[str], None] | None = None,
+    streaming: Streaming | None = None,
 ) -> BuildResult:
     """Train ``count`` reference models of ``model``'s recipe into ``out`` (see the module docstring).
 
@@ -129,7 +131,10 @@ def build_references(
     training set cannot be found at its recorded path (offline). ``flags``: the recipe of a model
     that does not record it. Reference k is seeded with ``seed + k`` (its sample and its training).
     ``device``, ``precision`` (auto, fp32, bf16) and ``deterministic``: how the references train
-    (``privaudit.accel``); no part of the recipe (a DP-SGD replay stays fp32).
+    (``privaudit.accel``); no part of the recipe (a DP-SGD replay stays fp32). ``streaming``: when
+    the population (and the proxy, the members' folders) are streamed from disk rather than read
+    whole into memory (default ``Streaming()``: above the memory budget); the references are the
+    same either way.
 
     Raises a ``PrivauditError`` before anything is written for bad settings, a population that
     overlaps the target's members (offline; ``DataError``), or an ``out`` holding the references of
@@ -150,6 +155,8 @@ def build_references(
         raise InputError(f"--online needs an even --count of at least 2 (each sample is IN for exactly half of the references), not {count}")
     check_seed(seed)
     check_seed(seed + count - 1)
+    streaming = streaming or Streaming()
+    streaming.validate()
     # an unknown or absent device, or a precision it cannot run, fails here, before anything is read or written
     resolve_accel(resolve_device(device), precision, deterministic=deterministic)
     if not population:
@@ -173,17 +180,17 @@ def build_references(
     if target.training is not None and target.training.get("complete") is False:
         warn(f"{target.path} is an unfinished model (epoch {target.training.get('epochs_done')} of {target.training.get('epochs_total')}); "
              "references replay its full recipe")
-    proxy_info = _check_proxy(recipe, proxy)
+    proxy_info = _check_proxy(recipe, proxy, streaming)
 
     # --- the population, and (offline) the members it must not hold
-    pop = read_population(population, recipe)
+    pop = read_population(population, recipe, streaming)
     excluded: list[dict[str, Any]] = []
     members_in_population = None
     if not online:
-        member_hashes, excluded = _member_hashes(recipe, exclude, target.path)
+        member_hashes, excluded = _member_hashes(recipe, exclude, target.path, streaming=streaming)
         _check_no_members(pop, member_hashes, excluded, target.path)
     else:
-        member_hashes, _ = _member_hashes(recipe, (), target.path, required=False)
+        member_hashes, _ = _member_hashes(recipe, (), target.path, required=False, streaming=streaming)
         if member_hashes is not None:
             members_in_population = len(member_hashes & set(pop.hashes))
             if members_in_population == 0:
@@ -221,7 +228,7 @@ def build_references(
     if main:
         _write_manifest(out, manifest, done)
     replayer = _Replayer(proxy=Path(proxy) if proxy is not None else None, device=distributed.local_device(device), cache=cache, result=result,
-                         share=teacher_cache is not None, precision=precision, deterministic=deterministic)
+                         share=teacher_cache is not None, precision=precision, deterministic=deterministic, streaming=streaming)
     mine = [k for k in range(count) if k % world == rank]
     with distributed.session(torch.device("cpu"), timeout_s=REFERENCE_WAIT_S):
         with distributed.local():
@@ -259,27 +266,33 @@ def build_references(
 # population, members, samples
 
 
-def read_population(folders: Sequence[str | Path], recipe: Recipe) -> Population:
-    """Every pair in ``folders`` at the recipe's size and direction, without duplicates (by content), sorted by content hash."""
-    sets, hashes, info = [], [], []
-    for folder in folders:
-        s = load_pairs(folder, direction=recipe.root.direction, size=recipe.root.image_size, input_nc=recipe.root.arch.input_nc,
-                       output_nc=recipe.root.arch.output_nc, what="population")
-        sets.append(s)
+def read_population(folders: Sequence[str | Path], recipe: Recipe, streaming: Streaming | None = None) -> Population:
+    """Every pair in ``folders`` at the recipe's size and direction, without duplicates (by content),
+    sorted by content hash; streamed from disk when ``streaming`` says so (judged on all folders together)."""
+    root = recipe.root
+    sets = open_sets([(folder, "population") for folder in folders], direction=root.direction, size=root.image_size, input_nc=root.arch.input_nc,
+                     output_nc=root.arch.output_nc, streaming=streaming)
+    hashes, info = [], []
+    for folder, s in zip(folders, sets):
         hashes.extend(hex_hashes(s))
         info.append({"path": str(folder), "count": len(s)})
-    inputs = torch.cat([s.inputs for s in sets])
-    targets = torch.cat([s.targets for s in sets])  # type: ignore[misc]
     names = [str(Path(s.path) / name) for s in sets for name in s.names]
     first: dict[str, int] = {}
     for i, h in enumerate(hashes):
         first.setdefault(h, i)
     order = sorted(first.values(), key=lambda i: hashes[i])
-    pairs = ImageSet(inputs=inputs[order], targets=targets[order], names=[names[i] for i in order], path="population", layout="population")
+    pairs: ImageSet | StreamedSet
+    if all(isinstance(s, StreamedSet) for s in sets):
+        pairs = concat(sets, order, path="population", layout="population", names=names)  # type: ignore[arg-type]
+    else:
+        inputs = torch.cat([s.inputs for s in sets])  # type: ignore[union-attr]
+        targets = torch.cat([s.targets for s in sets])  # type: ignore[union-attr, misc]
+        pairs = ImageSet(inputs=inputs[order], targets=targets[order], names=[names[i] for i in order], path="population", layout="population")
     return Population(pairs=pairs, hashes=[hashes[i] for i in order], folders=info, duplicates=len(hashes) - len(first))
 
 
-def _member_hashes(recipe: Recipe, exclude: Sequence[str | Path], who: str, *, required: bool = True) -> tuple[set[str] | None, list[dict[str, Any]]]:
+def _member_hashes(recipe: Recipe, exclude: Sequence[str | Path], who: str, *, required: bool = True,
+                   streaming: Streaming | None = None) -> tuple[set[str] | None, list[dict[str, Any]]]:
     """The content hashes of the target's training pairs: the set at the path the target (or, for a
     pipeline, its teacher) records, when it is still there and its content hash matches, plus the
     ``exclude`` folders. Raises ``InputError`` naming ``--exclude`` when neither is available."""
@@ -294,7 +307,7 @@ def _member_hashes(recipe: Recipe, exclude: Sequence[str | Path], who: str, *, r
             why = f"{who}'s training pairs are not at the path it records ({ts.path}: no such folder)"
         else:
             try:
-                pairs = _read_like_root(p, root, "training data")
+                pairs = _read_like_root(p, root, "training data", streaming)
             except PrivauditError as exc:
                 pairs, why = None, f"{who}'s training pairs at {ts.path} cannot be read ({exc})"
             if pairs is not None:
@@ -304,7 +317,7 @@ def _member_hashes(recipe: Recipe, exclude: Sequence[str | Path], who: str, *, r
                 else:
                     why = f"{ts.path} no longer holds the pairs {who} was trained on (their content hash differs from the recorded one)"
     for e in exclude:
-        pairs = _read_like_root(Path(e), root, "--exclude")
+        pairs = _read_like_root(Path(e), root, "--exclude", streaming)
         hashes.update(hex_hashes(pairs))
         sources.append({"path": str(e), "count": len(pairs), "verified": bool(ts and ts.sha256 and data_fingerprint(pairs) == ts.sha256),
                         "from": "--exclude"})
@@ -316,8 +329,9 @@ def _member_hashes(recipe: Recipe, exclude: Sequence[str | Path], who: str, *, r
     return hashes, sources
 
 
-def _read_like_root(path: Path, root: Recipe, what: str) -> ImageSet:
-    return load_pairs(path, direction=root.direction, size=root.image_size, input_nc=root.arch.input_nc, output_nc=root.arch.output_nc, what=what)
+def _read_like_root(path: Path, root: Recipe, what: str, streaming: Streaming | None) -> ImageSet | StreamedSet:
+    return open_pairs(path, direction=root.direction, size=root.image_size, input_nc=root.arch.input_nc, output_nc=root.arch.output_nc, what=what,
+                      streaming=streaming)
 
 
 def _check_no_members(pop: Population, members: set[str] | None, sources: list[dict[str, Any]], who: str) -> None:
@@ -361,7 +375,7 @@ def sample_key(hashes: Sequence[str], seed: int) -> str:
 # proxy, manifest
 
 
-def _check_proxy(recipe: Recipe, proxy: str | Path | None) -> dict[str, Any] | None:
+def _check_proxy(recipe: Recipe, proxy: str | Path | None, streaming: Streaming | None = None) -> dict[str, Any] | None:
     if not recipe.needs_proxy:
         if proxy is not None:
             raise InputError(f"--proxy is for akd and dmp pipelines; this model is a {recipe.kind} model: drop --proxy")
@@ -373,8 +387,8 @@ def _check_proxy(recipe: Recipe, proxy: str | Path | None) -> dict[str, Any] | N
     if proxy is None:
         raise InputError(f"this model is an {student.kind} student distilled on {student.params['proxy_count']} proxy inputs; pass --proxy DIR with "
                          "the same proxy set, so each reference pipeline distils on it too")
-    inputs = load_inputs(proxy, direction=student.direction, size=student.image_size, input_nc=student.arch.input_nc,
-                         layout=student.params["proxy_layout"], what="--proxy")
+    inputs = open_inputs(proxy, direction=student.direction, size=student.image_size, input_nc=student.arch.input_nc,
+                         layout=student.params["proxy_layout"], what="--proxy", streaming=streaming)
     if len(inputs) != student.params["proxy_count"]:
         raise DataError(f"--proxy {proxy} holds {len(inputs)} inputs, but the model was distilled on {student.params['proxy_count']}; "
                         "give the same proxy set")
@@ -475,12 +489,13 @@ class _Replayer:
     """Trains one reference of a recipe on a sample, through ``training.train`` and ``defenses.defend``."""
 
     def __init__(self, *, proxy: Path | None, device: str, cache: Path, result: BuildResult, share: bool = False, precision: str = defaults.PRECISION,
-                 deterministic: bool = defaults.DETERMINISTIC) -> None:
+                 deterministic: bool = defaults.DETERMINISTIC, streaming: Streaming | None = None) -> None:
         self.proxy, self.device, self.cache, self.result, self.share = proxy, device, cache, result, share
         self.run_settings: dict[str, Any] = {"device": device, "precision": precision, "deterministic": deterministic}
+        self.streaming = streaming
         self.last_teacher: dict[str, Any] = {}
 
-    def run(self, recipe: Recipe, sample: ImageSet, out: Path, seed: int, *, progress: Callable[[int], None], offset: int = 0) -> None:
+    def run(self, recipe: Recipe, sample: ImageSet | StreamedSet, out: Path, seed: int, *, progress: Callable[[int], None], offset: int = 0) -> None:
         """Write ``out``: ``recipe`` replayed on ``sample`` with ``seed``; ``progress(epoch)`` counts the pipeline's epochs from ``offset``.
 
         With ``share`` (an explicit teacher cache), a plain pix2pix reference is the same model as
@@ -502,7 +517,7 @@ class _Replayer:
                 self.result.teachers_reused += 1
             else:
                 check_dir_writable(t_path.parent, what="--teacher-cache folder")
-                inner = _Replayer(proxy=self.proxy, cache=self.cache, result=self.result, **self.run_settings)
+                inner = _Replayer(proxy=self.proxy, cache=self.cache, result=self.result, streaming=self.streaming, **self.run_settings)
                 inner.run(recipe.teacher, sample, t_path, seed, progress=progress, offset=offset)
                 self.result.teachers_trained += 1
             teacher_sha = sha256_file(t_path)
@@ -525,10 +540,10 @@ class _Replayer:
             check_dir_writable(cached.parent, what="--teacher-cache folder")
             atomic_copy(out, cached)
 
-    def teacher_path(self, teacher: Recipe, sample: ImageSet, seed: int) -> Path:
+    def teacher_path(self, teacher: Recipe, sample: ImageSet | StreamedSet, seed: int) -> Path:
         return self.cache / f"{teacher.recipe_key()}-{sample_key(hex_hashes(sample), seed)}.pt"
 
-    def _step(self, recipe: Recipe, sample: ImageSet, out: Path, seed: int, teacher: Path | None, *, progress: Callable[[int], None], offset: int) -> None:
+    def _step(self, recipe: Recipe, sample: ImageSet | StreamedSet, out: Path, seed: int, teacher: Path | None, *, progress: Callable[[int], None], offset: int) -> None:
         from privaudit import training
         from privaudit.defenses import defend
         from privaudit.defenses.distill import DistillOptions
@@ -573,7 +588,7 @@ class _Replayer:
                                          augment_ops=tuple(dd["augment_ops"]) if dd.get("augment_ops") else None, recombine=dd.get("recombine", "none"),
                                          recombine_copies=dd.get("recombine_copies") or 1, **{**PLAIN_OBJECTIVE, **obj})
                 defend(recipe.kind, out=out, teacher=teacher, proxy=self.proxy, options=options, size=recipe.image_size, seed=seed,
-                       resume=resume, on_step=on_step, on_warning=lambda line: None, **self.run_settings)
+                       resume=resume, on_step=on_step, on_warning=lambda line: None, streaming=self.streaming, **self.run_settings)
             elif recipe.kind == "gauss":
                 assert recipe.params is not None
                 defend("gauss", out=out, teacher=teacher, options=GaussOptions(sigma=recipe.params["sigma"]), size=recipe.image_size, seed=seed,
@@ -598,7 +613,7 @@ def _replayable(cfg: Any, kind: str) -> None:
                          "its references cannot be replayed")
 
 
-def _finished(path: Path, recipe: Recipe, sample: ImageSet, seed: int) -> bool:
+def _finished(path: Path, recipe: Recipe, sample: ImageSet | StreamedSet, seed: int) -> bool:
     """Whether ``path`` already holds a finished replay of ``recipe`` on ``sample`` with ``seed``
     (a run killed after its last epoch was saved, or a cached reference teacher)."""
     if not path.is_file():

@@ -21,7 +21,8 @@ from torch import nn
 
 from privaudit import defaults, distributed
 from privaudit.accel import Accel, resolve_accel
-from privaudit.data.images import ImageSet, check_direction, data_fingerprint, load_pairs, to_float
+from privaudit.data.images import ImageSet, check_direction, data_fingerprint, to_float
+from privaudit.data.stream import StreamedSet, Streaming, open_pairs
 from privaudit.errors import InputError
 from privaudit.io import check_writable
 from privaudit.device import resolve_device
@@ -29,6 +30,7 @@ from privaudit.models.arch import ModelSpec, UnetArch
 from privaudit.models.checkpoint import save_checkpoint
 from privaudit.models.networks import MultiscaleDiscriminator, NLayerDiscriminator, UnetGenerator, init_weights
 from privaudit.training.config import TrainConfig
+from privaudit.training.data import StreamedPairs, TrainingData, training_data
 from privaudit.training.loop import EpochStats, OnStep, train_loop, training_record
 from privaudit.training.resume import TRAIN_STATE_FORMAT
 
@@ -203,8 +205,8 @@ def frozen(D: nn.Module | None) -> Iterator[None]:
 
 class PlainStep:
     """The pix2pix step: one permuted batch (jittered when ``cfg.augment``) feeds D's update, then
-    G's. inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1]. Builds the
-    discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers.
+    G's. ``data``: the pairs (``training.data``: in memory or streamed, the same batches either way).
+    Builds the discriminator (``cfg.adversarial``; seeded with ``cfg.seed``) and both Adam optimizers.
 
     ``accel`` (``privaudit.accel``) places the networks and batches on the device: bf16 autocast
     for the forward passes (losses in float32), channels_last, pinned non-blocking copies, on CUDA;
@@ -220,9 +222,10 @@ class PlainStep:
     what = "training"
     state_format = TRAIN_STATE_FORMAT
 
-    def __init__(self, generator: UnetGenerator, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, accel: Accel,
+    def __init__(self, generator: UnetGenerator, data: TrainingData, cfg: TrainConfig, accel: Accel,
                  discriminator: nn.Module | None = None, objective: Objective | None = None) -> None:
-        self.n = int(inputs.shape[0])
+        self.data = data
+        self.n = data.n
         if self.n == 0:
             raise InputError("no training images")
         self.objective = objective = objective or Objective(**PLAIN_OBJECTIVE)  # None: plain pix2pix (regular training), whatever the defaults
@@ -230,11 +233,11 @@ class PlainStep:
         torch.manual_seed(cfg.seed)
         D = None
         if cfg.adversarial:
-            channels = inputs.shape[1] + targets.shape[1]
+            channels = data.input_nc + data.output_nc
             if discriminator is not None:
                 D = discriminator
             elif objective.num_D > 1:
-                D = MultiscaleDiscriminator(channels, int(inputs.shape[-1]), objective.num_D, ndf=cfg.ndf, norm=generator.arch.norm)
+                D = MultiscaleDiscriminator(channels, data.size, objective.num_D, ndf=cfg.ndf, norm=generator.arch.norm)
             else:
                 D = NLayerDiscriminator(channels, ndf=cfg.ndf, norm=generator.arch.norm)
             init_weights(D)
@@ -250,7 +253,6 @@ class PlainStep:
         opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if D is not None else None
         self.optimizers = (opt_g, opt_d)
-        self.inputs, self.targets = inputs, targets.float()
         device = accel.device
         self.cfg, self.device, self.accel = cfg, device, accel
         self.gan_loss = GANLoss()
@@ -275,18 +277,22 @@ class PlainStep:
             # Dropout draws from the global RNG: one stream per process and epoch, so the shards get
             # independent masks (not the same masks in every process), and a resumed run draws alike.
             torch.manual_seed(((self.cfg.seed * 1_000_003 + epoch) * 8191 + distributed.rank() + 1) % (2**63))
+        parts = []
         for b in range(0, self.n, self.cfg.batch_size):
             idx = perm[b : b + self.cfg.batch_size]
             part, count = distributed.shard(idx) if self.world > 1 else (idx, len(idx))
-            # uint8 inputs go to the device (a quarter of the bytes), become floats and are jittered there
-            x, y = to_float(self.accel.batch(self.inputs[part])), self.accel.batch(self.targets[part])
+            parts.append((part, count, len(idx)))
+        # In memory the batches are indexed; streamed, the workers decode them ahead (seeded per epoch).
+        fetched = self.data.take([part for part, _, _ in parts], seed=self.cfg.seed * 1_000_003 + epoch)
+        for (part, count, total), (x, y) in zip(parts, fetched):
+            x, y = self.accel.batch(x), self.accel.batch(y)  # pinned, non-blocking copies on CUDA
             if self.cfg.augment:
                 # The crop and flip are drawn once per batch from the same generator in every
                 # process, so the shards are jittered as the whole batch would be.
                 x, y = jitter(x, y, gen)
                 if self.accel.channels_last:
                     x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
-            yield x, y, count, len(idx)
+            yield x, y, count, total
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, int, int]) -> tuple[dict[str, float], float]:
         x, y, count, total = batch
@@ -340,8 +346,8 @@ class PlainStep:
 
 def fit(
     generator: UnetGenerator,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    inputs: torch.Tensor | TrainingData,
+    targets: torch.Tensor | None,
     cfg: TrainConfig,
     *,
     out: Path,
@@ -356,8 +362,9 @@ def fit(
 ) -> list[EpochStats]:
     """Train ``generator`` on (inputs, targets) with the pix2pix objective (and ``objective``'s additions).
 
-    inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (real targets for
-    regular training, teacher outputs for distillation). ``cfg.adversarial`` False gives DMP
+    inputs: uint8 (N, C_in, H, W); targets: float (N, C_out, H, W) in [-1, 1] (teacher outputs for
+    distillation) or uint8 images (real targets for regular training, mapped to [-1, 1] batch by
+    batch); or ``inputs`` a ``training.data.TrainingData`` (pairs streamed from disk) and ``targets`` None. ``cfg.adversarial`` False gives DMP
     (L1 only). ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress.
     ``save_model(path, G, epoch)`` writes the model checkpoint after every epoch.
     ``fingerprint`` (the data and settings) must match on ``resume``. The resume state is deleted
@@ -375,7 +382,7 @@ def fit(
     if objective is not None and objective.record():
         fp["objective"] = objective.record()  # only when set, so the states of plain runs resume as before
     with distributed.session(device), accel.active():
-        step = PlainStep(generator, inputs, targets, cfg, accel, discriminator, objective)
+        step = PlainStep(generator, training_data(inputs, targets), cfg, accel, discriminator, objective)
         return train_loop(step, cfg, out=Path(out), save_model=save_model, fingerprint=fp, resume=resume, keep_state=keep_state,
                           on_step=on_step if distributed.is_main() else None)
 
@@ -410,7 +417,7 @@ class TrainResult:
 
 
 def train(
-    data: str | Path | ImageSet,
+    data: str | Path | ImageSet | StreamedSet,
     out: str | Path,
     *,
     direction: str = defaults.DIRECTION,
@@ -420,7 +427,8 @@ def train(
     resume: bool = False,
     keep_state: bool = False,
     on_step: OnStep | None = None,
-    on_data: Callable[[ImageSet], None] | None = None,
+    on_data: Callable[[ImageSet | StreamedSet], None] | None = None,
+    streaming: Streaming | None = None,
 ) -> TrainResult:
     """Train a pix2pix generator (U-Net + conditional PatchGAN, GAN + λ·L1) on the pairs in ``data``
     (a folder, or pairs already read: an ``ImageSet``, e.g. a reference model's sample of a
@@ -430,7 +438,9 @@ def train(
     training settings (default: pix2pix's). ``resume`` continues an interrupted run; the state is
     deleted when the run finishes, unless ``keep_state``. ``on_step(epoch, step, steps_per_epoch,
     mean_losses)`` reports progress; ``on_data(pairs)`` sees the pairs once read, before training
-    (the CLI warns about resizing there). Raises ``InputError``/``DataError`` before any training for bad
+    (the CLI warns about resizing there). ``streaming``: when a folder is streamed from disk instead of
+    read whole into memory (default ``Streaming()``: above the memory budget); the same seed gives the
+    same model either way. Raises ``InputError``/``DataError`` before any training for bad
     settings or data, ``TrainingError`` when the run diverges.
     """
     t0 = time.perf_counter()
@@ -442,25 +452,27 @@ def train(
     accel = train_accel(config)  # a device or precision it cannot have fails before any image is read
     if size is not None:
         model.build(size)  # a --size the U-Net cannot take fails before any image is read
-    pairs = given_pairs(data, size) if isinstance(data, ImageSet) else load_pairs(data, direction=direction, size=size, what="training data")
+    given = isinstance(data, (ImageSet, StreamedSet))
+    pairs = given_pairs(data, size) if given else open_pairs(data, direction=direction, size=size, what="training data", streaming=streaming)
     if on_data is not None:
         on_data(pairs)
     img_size = pairs.size
-    arch = model.build(img_size, pairs.inputs.shape[1], pairs.targets.shape[1])
+    arch = model.build(img_size, pairs.input_nc, pairs.output_nc)
     torch.manual_seed(config.seed)
     G = UnetGenerator(arch)
     init_weights(G)
-    provenance = {"trained_on": {"path": pairs.path if isinstance(data, ImageSet) else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict(),
+    provenance = {"trained_on": {"path": pairs.path if given else str(data), "count": len(pairs), "sha256": data_fingerprint(pairs)}, "training": config.to_dict(),
                   "distributed": distributed.record(config.batch_size), "runtime": accel.record()}
 
     def save(path: Path, net: UnetGenerator, epoch: int) -> None:
         save_checkpoint(path, generator=net, image_size=img_size, direction=direction, defense={"method": "none"}, provenance={**provenance, "epoch": epoch},
                         training=training_record(epoch, config.epochs))
 
+    streamed = isinstance(pairs, StreamedSet)
     history = fit(
         G,
-        pairs.inputs,
-        to_float(pairs.targets),
+        StreamedPairs(pairs) if streamed else pairs.inputs,
+        None if streamed else pairs.targets,  # uint8: mapped to [-1, 1] batch by batch, not held as float32
         config,
         out=Path(out),
         save_model=save,
@@ -473,9 +485,9 @@ def train(
     return TrainResult(out=Path(out), arch=arch, pairs=len(pairs), image_size=img_size, history=history, seconds=time.perf_counter() - t0)
 
 
-def given_pairs(pairs: ImageSet, size: int | None) -> ImageSet:
+def given_pairs(pairs: ImageSet | StreamedSet, size: int | None) -> ImageSet | StreamedSet:
     """Pairs handed over already read: they must be pairs, non-empty, and of ``size`` when one is asked for."""
-    if pairs.targets is None:
+    if not pairs.has_targets:
         raise InputError(f"{pairs.path}: training needs (input, target) pairs, but only inputs were given")
     if len(pairs) == 0:
         raise InputError(f"{pairs.path}: no training pairs")
