@@ -190,8 +190,7 @@ def main() -> None:
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        args.mode = args.child
-        child(args)
+        child(argparse.Namespace(**vars(args), mode=args.child))
         return
     with tempfile.TemporaryDirectory(prefix="privaudit-streaming-") as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "data"
