@@ -171,7 +171,8 @@ def test_references_split_across_processes(tmp_path: Path) -> None:
     members = write_pairs(tmp_path / "m", 8, seed=1, prefix="m")
     pop = write_pairs(tmp_path / "p", 8, seed=2, prefix="p")
     teacher = tmp_path / "teacher.pt"
-    one_process(["train", str(members), "--direction", "AtoB", "--size", "32", "--epochs", "1", *TINY, "--out", str(teacher)])
+    # --batch-size 1 (pix2pix's): each reference trains alone, so it need not divide by the 2 processes
+    one_process(["train", str(members), "--direction", "AtoB", "--size", "32", "--epochs", "1", *TINY, "--batch-size", "1", "--out", str(teacher)])
     args = ["references", str(teacher), "--population", str(pop), "--count", "4", "--seed", "7", "--device", "cpu", "--quiet"]
     torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
     one_process([*args, "--out", str(tmp_path / "one")])

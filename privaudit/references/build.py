@@ -176,7 +176,8 @@ def build_references(
     if teacher is not None and not Path(teacher).is_file():
         raise InputError(f"--teacher {teacher} {'is a folder' if Path(teacher).is_dir() else 'does not exist'}; give the teacher model file")
     teacher_model = load_model(teacher, device="cpu", overrides=ArchOverrides()) if teacher is not None else None
-    recipe = read_recipe(target, flags=flags, teacher=teacher_model)
+    with distributed.local():  # each reference trains in one process: its recorded batch need not divide by torchrun's count
+        recipe = read_recipe(target, flags=flags, teacher=teacher_model)
     if target.training is not None and target.training.get("complete") is False:
         warn(f"{target.path} is an unfinished model (epoch {target.training.get('epochs_done')} of {target.training.get('epochs_total')}); "
              "references replay its full recipe")
