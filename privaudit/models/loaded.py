@@ -23,7 +23,8 @@ class RuntimeDefense(nn.Module):
 class LoadedModel:
     """A generator ready for inference, and what is known about it.
 
-    ``module`` maps (N, C_in, H, W) in [-1, 1] to (N, C_out, H, W) in [-1, 1].
+    ``module`` maps (N, C_in, H, W) in [-1, 1] to (N, C_out, H, W) in [-1, 1] (a segmentation
+    model: see ``task``).
     """
 
     module: nn.Module
@@ -39,6 +40,10 @@ class LoadedModel:
     training: dict[str, Any] | None = None
     fixed_batch: int | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # "translation" (a generator) or "segmentation" (``module`` maps normalised photos to
+    # log-posteriors (N, C, H, W); ``segmentation`` holds its ``models.segnets.SegInfo``)
+    task: str = "translation"
+    segmentation: Any = None
 
     @property
     def has_dropout(self) -> bool:
