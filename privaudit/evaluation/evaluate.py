@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_references
+from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_references, segmentation_task
 from privaudit.attacks.reconstruction import AttackConfig, run_attack
 from privaudit.data.checks import check_count, check_disjoint
 from privaudit.data.images import ImageSet, load_pairs
@@ -99,8 +99,14 @@ def evaluate(
     allow_small: bool = False,
     references: str | Path | None = None,
     on_reference: Callable[[int, int], None] | None = None,
+    task: str | None = None,
+    segmentation: Any = None,
+    seg_options: Any = None,
 ) -> dict[str, Any]:
     """Audit one model; returns the report (``privaudit.report/1``) with attack, utility and gap.
+
+    A segmentation model (``task``, ``segmentation`` and ``seg_options`` as for ``attack``) is
+    audited by ``evaluation.segmentation.evaluate_segmentation`` (mean IoU, no KID).
 
     ``direction`` is required for a model that does not record it; ``allow_small`` accepts fewer
     than MIN_PAIRS members, non-members or proxy pairs (the report records it). ``references``: a
@@ -108,6 +114,11 @@ def evaluate(
     seed's losses and the report is ``privaudit.report/2`` (see ``attacks.api.add_reference_attacks``).
     """
     cfg.validate()
+    if segmentation_task(model_path, task, segmentation, direction=direction, overrides=overrides):
+        from privaudit.evaluation.segmentation import evaluate_segmentation
+
+        return evaluate_segmentation(model_path, members, nonmembers, cfg, spec=segmentation, options=seg_options, size=size, device=device,
+                                     on_batch=on_batch, allow_small=allow_small, references=references, on_reference=on_reference)
     weights: Path | None = None
     if cfg.kid:
         weights = resolve_inception_weights(cfg.inception_weights)  # fail before any heavy work

@@ -227,3 +227,24 @@ def peek_task(path: str | Path) -> str:
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("task") == TASK:
         return TASK
     return "translation"
+
+
+TASKS = ("translation", TASK)
+
+
+def resolve_task(path: str | Path | None, task: str | None, spec: SegSpec | None = None) -> str:
+    """The task of an audit: ``task`` (--task) when given, else ``segmentation`` when segmentation
+    flags are given (``spec``) or the file records it, else ``translation``. A flag that
+    contradicts the file, or segmentation flags with --task translation, are refused."""
+    if task is not None and task not in TASKS:
+        raise InputError(f"unknown --task {task!r}; use translation (pix2pix generators) or segmentation")
+    recorded = peek_task(path) if path is not None else "translation"
+    if task == "translation":
+        if spec is not None and spec.given:
+            raise InputError("--arch, --num-classes, --normalize and --ignore-index are for --task segmentation; drop them or the --task translation")
+        if recorded == TASK:
+            raise InputError(f"--task translation contradicts {path}, a segmentation checkpoint; drop --task")
+        return "translation"
+    if task == TASK or (spec is not None and spec.given) or recorded == TASK:
+        return TASK
+    return "translation"
