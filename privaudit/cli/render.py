@@ -311,13 +311,14 @@ _COMPARE_DROP = ("SSIM", "gap (NKID)", "ε lb", "TPR@10%FPR", "AUC 95% CI", "ε"
 
 def compare_table(rows, *, hint: str = "see every column with privaudit report ... --markdown - (or a wider terminal)") -> FitTable:
     """The utility-privacy comparison, fitted to the terminal (see FitTable)."""
-    from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, cells
+    from privaudit.report.tables import FLIPPED_NOTE, SHIFT_NOTE, headers, row_cells
 
-    cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in HEADERS]
-    drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]
+    columns = headers(rows)
+    cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in columns]
+    drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP if h in columns] + [h for h in ("gap (mIoU)", "pixel acc.") if h in columns]
     notes = [FLIPPED_NOTE] if any(r.flipped for r in rows) else []
     notes += [SHIFT_NOTE] if any(r.shift for r in rows) else []
-    shown = [[escape(c) for c in cells(r)] for r in rows]
+    shown = [[escape(c) for c in row_cells(r, columns)] for r in rows]
     for line in shown:  # a measured ε lower bound above the claimed ε: the DP claim is wrong
         if line[-1].endswith("> ε!"):
             line[-1] = f"[bold red]{line[-1]}[/]"
@@ -334,7 +335,7 @@ def gate_table(verdict: Any, report: Any, policy_source: str) -> FitTable:
         if c.note and c.note not in notes:
             notes.append(c.note)
         mark = f" [{notes.index(c.note) + 1}]" if c.note else ""
-        rows.append([escape(f"{c.name} ({c.metric})") + mark, format_number(c.value), f"≤ {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]"])
+        rows.append([escape(f"{c.name} ({c.metric})") + mark, format_number(c.value), f"{'≥' if c.op == '>=' else '≤'} {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]"])
     cols = [Col("check", justify="left", text=True), Col("value"), Col("limit"), Col("result", justify="left")]
     return FitTable(cols, rows, title=escape(title), notes=[escape(f"[{i}] {n}") for i, n in enumerate(notes, 1)], min_text=24,
                     min_width=max(len(line) for line in title.splitlines()))  # a path in the title is not wrapped while there is room
