@@ -91,7 +91,10 @@ def load_seg_teacher(job: DefenseJob, method: str) -> LoadedModel:
 
 def seg_teacher_record(teacher: LoadedModel) -> dict[str, Any]:
     """``teacher_record`` with the task and classes (what references need to replay a segmentation pipeline)."""
-    return {**teacher_record(teacher), "task": "segmentation", "segmentation": teacher.segmentation.to_dict()}
+    record = {**teacher_record(teacher), "task": "segmentation", "segmentation": teacher.segmentation.to_dict()}
+    if (teacher.provenance or {}).get("backbone_weights"):
+        record["backbone_weights"] = teacher.provenance["backbone_weights"]
+    return record
 
 
 def _net_and_arch(teacher: LoadedModel, method: str) -> tuple[nn.Module, SegArch]:

@@ -242,8 +242,7 @@ def read_population(folders: Sequence[str | Path], recipe: Recipe) -> Population
     """Every pair in ``folders`` at the recipe's size and direction, without duplicates (by content), sorted by content hash."""
     sets, hashes, info = [], [], []
     for folder in folders:
-        s = load_pairs(folder, direction=recipe.root.direction, size=recipe.root.image_size, input_nc=recipe.root.arch.input_nc,
-                       output_nc=recipe.root.arch.output_nc, what="population")
+        s = _read_like_root(Path(folder), recipe.root, "population")
         sets.append(s)
         hashes.extend(hex_hashes(s))
         info.append({"path": str(folder), "count": len(s)})
@@ -296,6 +295,10 @@ def _member_hashes(recipe: Recipe, exclude: Sequence[str | Path], who: str, *, r
 
 
 def _read_like_root(path: Path, root: Recipe, what: str) -> ImageSet:
+    if root.task == "segmentation":  # A/ photos and B/ label maps
+        from privaudit.references.segmentation import read_pairs
+
+        return read_pairs(path, root, what)
     return load_pairs(path, direction=root.direction, size=root.image_size, input_nc=root.arch.input_nc, output_nc=root.arch.output_nc, what=what)
 
 
@@ -352,8 +355,13 @@ def _check_proxy(recipe: Recipe, proxy: str | Path | None) -> dict[str, Any] | N
     if proxy is None:
         raise InputError(f"this model is an {student.kind} student distilled on {student.params['proxy_count']} proxy inputs; pass --proxy DIR with "
                          "the same proxy set, so each reference pipeline distils on it too")
-    inputs = load_inputs(proxy, direction=student.direction, size=student.image_size, input_nc=student.arch.input_nc,
-                         layout=student.params["proxy_layout"], what="--proxy")
+    if student.task == "segmentation":
+        from privaudit.references.segmentation import read_proxy
+
+        inputs = read_proxy(proxy, student)
+    else:
+        inputs = load_inputs(proxy, direction=student.direction, size=student.image_size, input_nc=student.arch.input_nc,
+                             layout=student.params["proxy_layout"], what="--proxy")
     if len(inputs) != student.params["proxy_count"]:
         raise DataError(f"--proxy {proxy} holds {len(inputs)} inputs, but the model was distilled on {student.params['proxy_count']}; "
                         "give the same proxy set")
@@ -474,7 +482,11 @@ class _Replayer:
             progress(offset + epoch + (step == steps - 1))  # epochs finished, counting this one at its last step
 
         def attempt(resume: bool) -> None:
-            if recipe.kind == "pix2pix":
+            if recipe.task == "segmentation":
+                from privaudit.references.segmentation import replay
+
+                replay(recipe, sample, out, seed, teacher, proxy=self.proxy, device=self.device, resume=resume, on_step=on_step)
+            elif recipe.kind == "pix2pix":
                 a = recipe.arch
                 cfg = replace(recipe.training, seed=seed, device=self.device)  # type: ignore[type-var]
                 training.train(sample, out, direction=recipe.direction, size=recipe.image_size,
@@ -538,8 +550,10 @@ def _finished(path: Path, recipe: Recipe, sample: ImageSet, seed: int) -> bool:
         return False
     defense = ckpt.get("defense") or {}
     prov = ckpt.get("provenance") or {}
-    if defense.get("method", "none") != ("none" if recipe.kind == "pix2pix" else recipe.kind) or ckpt.get("arch") != recipe.arch.to_dict():
+    if defense.get("method", "none") != ("none" if recipe.kind in ("pix2pix", "segmentation") else recipe.kind) or ckpt.get("arch") != recipe.arch.to_dict():
         return False
+    if recipe.task == "segmentation" and recipe.kind in ("segmentation", "dpsgd"):
+        return (prov.get("trained_on") or {}).get("sha256") == data_fingerprint(sample) and (prov.get("training") or {}).get("seed") == seed
     if recipe.kind in ("pix2pix", "dpsgd"):
         trained = prov.get("training") or {}
         cfg_seed = trained.get("seed") if recipe.kind == "pix2pix" else (trained.get("train") or {}).get("seed")
