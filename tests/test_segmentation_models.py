@@ -159,3 +159,20 @@ def test_generator_checkpoint_is_not_a_segmentation_model(tiny_checkpoint: Path)
         load_segmentation_model(tiny_checkpoint, SegSpec(num_classes=3), device="cpu")
     with pytest.raises(InputError, match="--task translation"):
         resolve_task(tiny_checkpoint, "translation", SegSpec(num_classes=3))
+
+
+def test_private_compatible_residual_blocks_compute_the_same_function():
+    from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
+    from torchvision.models.resnet import Bottleneck
+
+    from privaudit.defenses.segmentation import make_private_compatible
+
+    torch.manual_seed(0)
+    blocks = [Bottleneck(16, 4), InvertedResidual(InvertedResidualConfig(16, 3, 32, 16, True, "HS", 1, 1, 1.0), nn.BatchNorm2d)]
+    x = torch.randn(2, 16, 8, 8)
+    for block in blocks:
+        block.eval()
+        before = block(x.clone())
+        make_private_compatible(block)
+        assert type(block).__name__.startswith("OutOfPlace")
+        assert torch.allclose(block(x.clone()), before, atol=1e-6)

@@ -292,15 +292,40 @@ class SegDPSGDOptions(SegTrainingOptions):
 
 
 def make_private_compatible(net: nn.Module) -> nn.Module:
-    """Activations out of place (Opacus's backward hooks forbid in-place edits of a hooked layer's
-    output); the U-Net's blocks computed out of place with the same function (``defenses.dpsgd``)."""
+    """Opacus's backward hooks forbid in-place edits of a hooked layer's output: activations out of
+    place, the U-Net's blocks (``defenses.dpsgd``) and torchvision's residual blocks (MobileNetV3's
+    ``InvertedResidual``, ResNet's ``Bottleneck``: ``x += identity``) computed out of place with the
+    same function. Works in place on ``net`` and returns it."""
     from privaudit.defenses.dpsgd import make_opacus_compatible
 
     make_opacus_compatible(net)
+    swaps = _residual_swaps()
     for m in net.modules():
+        if type(m) in swaps:
+            m.__class__ = swaps[type(m)]
         if hasattr(m, "inplace") and isinstance(getattr(m, "inplace"), bool):
             m.inplace = False
     return net
+
+
+def _residual_swaps() -> dict[type, type]:
+    from torchvision.models.mobilenetv3 import InvertedResidual
+    from torchvision.models.resnet import Bottleneck
+
+    class OutOfPlaceInvertedResidual(InvertedResidual):
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            result = self.block(input)
+            return result + input if self.use_res_connect else result
+
+    class OutOfPlaceBottleneck(Bottleneck):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            identity = self.downsample(x) if self.downsample is not None else x
+            return self.relu(out + identity)
+
+    return {InvertedResidual: OutOfPlaceInvertedResidual, Bottleneck: OutOfPlaceBottleneck}
 
 
 class DPSegStep:
