@@ -12,7 +12,7 @@ import typer
 import privaudit
 from privaudit import defaults
 from privaudit.cli import options as o
-from privaudit.cli.common import guarded, progress
+from privaudit.cli.common import given_on_command_line, guarded, progress
 from privaudit.cli.render import attack_table, data_warnings, reference_notes, segmentation_notes, show_attack, warn, warn_unfinished
 from privaudit.errors import InputError
 
@@ -27,7 +27,7 @@ def attack(
     nonmembers: Annotated[Path, typer.Option("--nonmembers", help="Pairs it never saw, e.g. the test set (label 0).")],
     direction: o.Direction = None,
     size: o.Size = None,
-    loss: o.Loss = None,
+    loss: o.Loss = o.LossChoice(defaults.LOSS),
     stochastic: o.Stochastic = False,
     samples: o.Samples = defaults.SAMPLES,
     batch_size: o.BatchSize = defaults.ATTACK_BATCH_SIZE,
@@ -80,7 +80,7 @@ def attack(
     task, spec, seg_options = segmentation_setup(model, loss=loss, task=task, arch=arch, num_classes=num_classes, normalize=normalize,
                                                  ignore_index=ignore_index, label_score=label_score, shadow=shadow, shadow_members=shadow_members,
                                                  shadow_nonmembers=shadow_nonmembers, lossmap_epochs=lossmap_epochs, lossmap_size=lossmap_size)
-    config = privaudit.AttackConfig(loss=loss or defaults.LOSS, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap)
+    config = privaudit.AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap)
     overrides = privaudit.ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout)
     with progress(disable=quiet) as bar:
         bar_task = bar.add_task("attack", total=None, info="")
@@ -136,7 +136,7 @@ def scores_csv(result) -> str:
     return buf.getvalue()
 
 
-def segmentation_setup(model: Path, *, loss: str | None, task: str | None, arch: str | None, num_classes: int | None, normalize: str | None,
+def segmentation_setup(model: Path, *, loss: str, task: str | None, arch: str | None, num_classes: int | None, normalize: str | None,
                        ignore_index: int | None, label_score: str, shadow: Path | None, shadow_members: Path | None, shadow_nonmembers: Path | None,
                        lossmap_epochs: int, lossmap_size: int) -> tuple[str, object, object]:
     """(task, SegSpec or None, SegAttackOptions or None) of an attack or evaluation: the task from the
@@ -151,7 +151,7 @@ def segmentation_setup(model: Path, *, loss: str | None, task: str | None, arch:
         if shadow_given:
             raise InputError("--shadow, --shadow-members and --shadow-nonmembers are for the loss-map attack on segmentation models; drop them")
         return resolved, None, None
-    if loss is not None:
+    if given_on_command_line("loss"):
         raise InputError("--loss is for image translation (l1/l2 reconstruction losses); segmentation models are attacked with the cross-entropy: drop --loss")
     options = SegAttackOptions(label_score=label_score, shadow=str(shadow) if shadow else None, shadow_members=str(shadow_members) if shadow_members else None,
                                shadow_nonmembers=str(shadow_nonmembers) if shadow_nonmembers else None, lossmap_epochs=lossmap_epochs, lossmap_size=lossmap_size)

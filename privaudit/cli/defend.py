@@ -14,7 +14,7 @@ from rich.table import Table
 
 from privaudit import defaults
 from privaudit.cli import options as o
-from privaudit.cli.common import epoch_callback, guarded, progress, stderr
+from privaudit.cli.common import epoch_callback, given_on_command_line, guarded, progress, stderr
 from privaudit.cli.render import warning
 
 
@@ -29,10 +29,10 @@ def defend(
     direction: o.Direction = None,
     size: o.Size = None,
     sigma: Annotated[Optional[float], typer.Option("--sigma", help="gauss: standard deviation of the output noise (images in [-1, 1]).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help=f"Training epochs (the AKD paper: {defaults.EPOCHS}; segmentation: {defaults.SEG_EPOCHS}).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help=f"Training epochs (the AKD paper: {defaults.EPOCHS}; segmentation, when not given: {defaults.SEG_EPOCHS}).")] = defaults.EPOCHS,
     decay_epochs: Annotated[Optional[int], typer.Option("--decay-epochs", help="Linear learning-rate decay over the last N epochs (default: half).")] = defaults.DECAY_EPOCHS,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Batch size (akd/dmp: {defaults.BATCH_SIZE} as in the paper; dpsgd: {defaults.DP_BATCH_SIZE}, the expected Poisson batch; segmentation: {defaults.SEG_BATCH_SIZE}, dpsgd {defaults.SEG_DP_BATCH_SIZE}).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help=f"Adam learning rate (pix2pix: {defaults.LR:g}; segmentation: {defaults.SEG_LR:g}).")] = None,
+    lr: Annotated[float, typer.Option("--lr", help=f"Adam learning rate (segmentation, when not given: {defaults.SEG_LR:g}).")] = defaults.LR,
     lambda_l1: Annotated[float, typer.Option("--lambda-l1", help=f"λ, the weight of the L1 term (paper: {defaults.LAMBDA_L1:g}).")] = defaults.LAMBDA_L1,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="pix2pix jitter and flips during training.")] = defaults.AUGMENT,
     ngf: Annotated[Optional[int], typer.Option("--ngf", help=f"Student/DP U-Net width (default: the teacher's; dpsgd: {defaults.NGF}, segmentation {defaults.SEG_NGF}).")] = None,
@@ -72,7 +72,8 @@ def defend(
         if norm is not None:
             raise InputError("--norm is for pix2pix generators; segmentation networks use BatchNorm (GroupNorm under DP-SGD): drop --norm")
         # dpsgd trains from scratch and takes --num-classes/--arch/... as its network; the others read them as the teacher's description (spec)
-        options = defenses.options_for(method, "segmentation", sigma=sigma, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size, lr=lr,
+        given = {name: value if given_on_command_line(name) else None for name, value in (("epochs", epochs), ("lr", lr))}  # else segmentation's defaults
+        options = defenses.options_for(method, "segmentation", sigma=sigma, decay_epochs=decay_epochs, batch_size=batch_size, **given,
                                        augment=augment, ngf=ngf, num_downs=num_downs, proxy_layout=proxy_layout, noise_multiplier=noise_multiplier,
                                        max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta, num_classes=num_classes, arch=arch,
                                        normalize=normalize, ignore_index=ignore_index)

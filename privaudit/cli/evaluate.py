@@ -29,7 +29,7 @@ def evaluate(
     no_feature_cache: Annotated[bool, typer.Option("--no-feature-cache", help="Keep features in memory only.")] = False,
     proxy_pairs: Annotated[Optional[Path], typer.Option("--proxy-pairs", help="Proxy leakage check: attack AUC with these pairs as members (≈ 0.5 expected for a distilled student).")] = None,
     repeat: Annotated[int, typer.Option("--repeat", help="Re-run with N seeds (dropout draws, output noise, KID subsets) and report mean ± std.")] = defaults.REPEAT,
-    loss: o.Loss = None,
+    loss: o.Loss = o.LossChoice(defaults.LOSS),
     stochastic: o.Stochastic = False,
     samples: o.Samples = defaults.SAMPLES,
     batch_size: o.BatchSize = defaults.ATTACK_BATCH_SIZE,
@@ -68,7 +68,7 @@ def evaluate(
                                                  ignore_index=ignore_index, label_score=label_score, shadow=shadow, shadow_members=shadow_members,
                                                  shadow_nonmembers=shadow_nonmembers, lossmap_epochs=lossmap_epochs, lossmap_size=lossmap_size)
     config = privaudit.EvaluateConfig(
-        attack=privaudit.AttackConfig(loss=loss or defaults.LOSS, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap),
+        attack=privaudit.AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap),
         kid=not no_kid,
         inception_weights=str(inception_weights) if inception_weights else None,
         kid_subset_size=kid_subset_size,

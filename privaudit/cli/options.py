@@ -89,7 +89,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or t
 KeepState = Annotated[bool, typer.Option("--keep-state", help="Keep the resume state OUT.state (several times the model's size) after the run finishes, so that --resume with a larger --epochs can extend it later.")]
 
 # The attack's options (privaudit attack, and the attack inside privaudit evaluate)
-Loss = Annotated[Optional[LossChoice], typer.Option("--loss", help="Reconstruction loss (l1, the paper's, by default); segmentation models use the cross-entropy.")]
+Loss = Annotated[LossChoice, typer.Option("--loss", help="Reconstruction loss (l1 is the paper's); segmentation models use the cross-entropy.")]
 Stochastic = Annotated[bool, typer.Option("--stochastic", help="Keep dropout on (pix2pix's test-time noise z) and average --samples draws.")]
 Samples = Annotated[int, typer.Option("--samples", help="Dropout draws averaged per image with --stochastic.")]
 Bootstrap = Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC's 95% interval (0: none).")]

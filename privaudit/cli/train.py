@@ -13,7 +13,7 @@ import typer
 
 from privaudit import defaults
 from privaudit.cli import options as o
-from privaudit.cli.common import epoch_callback, guarded, progress, stderr
+from privaudit.cli.common import epoch_callback, given_on_command_line, guarded, progress, stderr
 from privaudit.cli.render import warn
 from privaudit.errors import InputError
 
@@ -23,16 +23,16 @@ def train(
     data: Annotated[Path, typer.Argument(help="Training pairs: a folder of aligned A|B images, or a folder with A/ and B/ (segmentation: A/ photos, B/ label maps).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the privaudit checkpoint (also written after every epoch; resume state goes to OUT.state).")],
     direction: Annotated[Optional[o.DirectionChoice], typer.Option("--direction", help=f"AtoB (left half or A/ is the input) or BtoA (right half or B/); recorded in the checkpoint. Default: {defaults.DIRECTION}.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help=f"Total epochs (pix2pix: {defaults.EPOCHS}; segmentation: {defaults.SEG_EPOCHS}).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help=f"Total epochs (pix2pix: {defaults.EPOCHS}; segmentation, when not given: {defaults.SEG_EPOCHS}).")] = defaults.EPOCHS,
     decay_epochs: Annotated[Optional[int], typer.Option("--decay-epochs", help="Linear learning-rate decay over the last N epochs (default: half).")] = defaults.DECAY_EPOCHS,
     size: Annotated[Optional[int], typer.Option("--size", help="Resize images to SIZE×SIZE (default: their own size).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Images per step (pix2pix: {defaults.BATCH_SIZE}; segmentation: {defaults.SEG_BATCH_SIZE}).")] = None,
-    ngf: Annotated[Optional[int], typer.Option("--ngf", help=f"U-Net width (pix2pix: {defaults.NGF}; segmentation: {defaults.SEG_NGF}).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help=f"Images per step (pix2pix: {defaults.BATCH_SIZE}; segmentation, when not given: {defaults.SEG_BATCH_SIZE}).")] = defaults.BATCH_SIZE,
+    ngf: Annotated[int, typer.Option("--ngf", help=f"Generator width (segmentation U-Net, when not given: {defaults.SEG_NGF}).")] = defaults.NGF,
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = defaults.NDF,
     num_downs: o.NumDowns = None,
     norm: Annotated[o.NormChoice, typer.Option("--norm", help="The U-Net's norm layer.")] = defaults.NORM,
-    dropout: Annotated[Optional[bool], typer.Option("--dropout/--no-dropout", help="Dropout in the U-Net (pix2pix's noise z; on for pix2pix, off for segmentation).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help=f"Adam learning rate (pix2pix: {defaults.LR:g}; segmentation: {defaults.SEG_LR:g}).")] = None,
+    dropout: Annotated[bool, typer.Option("--dropout/--no-dropout", help="Dropout in the U-Net (pix2pix's noise z; segmentation, when not given: off).")] = defaults.DROPOUT,
+    lr: Annotated[float, typer.Option("--lr", help=f"Adam learning rate (segmentation, when not given: {defaults.SEG_LR:g}).")] = defaults.LR,
     lambda_l1: Annotated[float, typer.Option("--lambda-l1", help="Weight of the L1 term.")] = defaults.LAMBDA_L1,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="pix2pix jitter (resize 286/256, random crop) and flips.")] = defaults.AUGMENT,
     seed: o.Seed = defaults.SEED,
@@ -59,16 +59,12 @@ def train(
             raise InputError("--arch, --num-classes, --normalize, --ignore-index, --classes and --backbone-weights are for --task segmentation; drop them")
         if direction is not None:
             raise InputError("--direction is for image translation; segmentation data is A/ photos and B/ label maps: drop --direction")
-        _train_segmentation(data, out, epochs=epochs, decay_epochs=decay_epochs, size=size, batch_size=batch_size, ngf=ngf, num_downs=num_downs, norm=norm,
-                            dropout=dropout, lr=lr, augment=augment, seed=seed, device=device, resume=resume, keep_state=keep_state, arch=arch,
+        given = {name: value if given_on_command_line(name) else None for name, value in
+                 (("epochs", epochs), ("batch_size", batch_size), ("ngf", ngf), ("dropout", dropout), ("lr", lr))}
+        _train_segmentation(data, out, decay_epochs=decay_epochs, size=size, num_downs=num_downs, norm=norm, augment=augment, **given, seed=seed, device=device, resume=resume, keep_state=keep_state, arch=arch,
                             num_classes=num_classes, normalize=normalize, ignore_index=ignore_index, classes=classes, backbone_weights=backbone_weights,
                             quiet=quiet)
         return
-    epochs = defaults.EPOCHS if epochs is None else epochs
-    batch_size = defaults.BATCH_SIZE if batch_size is None else batch_size
-    ngf = defaults.NGF if ngf is None else ngf
-    dropout = defaults.DROPOUT if dropout is None else dropout
-    lr = defaults.LR if lr is None else lr
 
     # Training defines the direction (and records it in the checkpoint), so a default is safe here;
     # the summary says which one was used.
