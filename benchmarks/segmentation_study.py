@@ -190,6 +190,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if a.members is not None:
         s["members"] = a.members
     a.out.mkdir(parents=True, exist_ok=True)
+    settings = {**s, "sigmas": list(s["sigmas"]), "data": str(a.data), "seed": a.seed, "bootstrap": a.bootstrap, "lr": LR, "noise_multiplier": NOISE_MULTIPLIER}
+    spath = a.out / "settings.json"
+    if spath.exists() and json.loads(spath.read_text()) != settings:
+        raise SystemExit(f"segmentation_study: {a.out} holds a study with other settings ({spath}); choose another --out")
+    write_json(spath, settings)
     data = a.data if a.data is not None else (toy_data(a.out / "toy", s["members"], s["classes"]) if a.quick else None)
     if data is None:
         raise SystemExit("segmentation_study: give --data DIR (train/, val/, test/) or --quick")

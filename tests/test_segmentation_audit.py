@@ -225,3 +225,15 @@ def test_references_give_calibrated_and_loss_map_attacks(world, tmp_path: Path):
     # the calibrated score is the references' mean OUT CE minus the target's CE
     sm, _ = result.scores["calibrated"]
     assert np.all(np.isfinite(sm))
+
+
+def test_resumed_training_reaches_the_same_weights(tmp_path: Path):
+    data = write_seg(tmp_path / "d", 6, seed=11)
+    cfg = SegTrainConfig(epochs=3, batch_size=4, lr=2e-3, decay_epochs=0, augment=True, seed=0, device="cpu")  # constant lr: 2 + 1 epochs = 3
+    straight, resumed = tmp_path / "straight.pt", tmp_path / "resumed.pt"
+    train_segmentation(data, straight, num_classes=4, size=32, ngf=4, config=cfg)
+    train_segmentation(data, resumed, num_classes=4, size=32, ngf=4, config=SegTrainConfig(**{**cfg.__dict__, "epochs": 2}), keep_state=True)
+    assert torch.load(resumed, weights_only=True)["training"] == {"complete": True, "epochs_done": 2, "epochs_total": 2}
+    train_segmentation(data, resumed, num_classes=4, size=32, ngf=4, config=cfg, resume=True)
+    a, b = torch.load(straight, weights_only=True)["state_dict"], torch.load(resumed, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
