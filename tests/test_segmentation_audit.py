@@ -117,6 +117,10 @@ def test_gauss_noise_is_seeded_applied_at_load_and_lowers_the_loss_attack(world,
     with torch.inference_mode():
         (_, logp), = list(iter_log_posteriors(model, x))
     assert torch.allclose(logp.exp().sum(1), torch.ones(1, 32, 32), atol=1e-4)  # still posteriors
+    # evaluate --repeat draws the noise with seeds seed, seed+1: the loss AUC differs between draws
+    cfg = privaudit.EvaluateConfig(attack=privaudit.AttackConfig(n_bootstrap=0), kid=False, repeat=2)
+    rep = privaudit.evaluate(out, world["members"], world["nonmembers"], cfg, device="cpu")["repeats"]
+    assert rep["n"] == 2 and rep["seeds"] == [0, 1] and rep["runs"][0]["auc"] != rep["runs"][1]["auc"]
 
 
 def test_dmp_student_on_proxy_photos_lowers_the_attack(world, target_report):

@@ -31,7 +31,6 @@ from privaudit.attacks.reconstruction import AttackConfig, AttackResult, dp_delt
 from privaudit.attacks.epsilon import epsilon_lower_bound
 from privaudit.attacks.suite import SEG_ATTACK_NAMES, measure, report_sections, run_suite
 from privaudit.data.checks import AuditSets, check_count, check_disjoint, pair_hashes
-from privaudit.data.images import ImageSet
 from privaudit.errors import CheckpointError, InputError
 from privaudit.models.loaded import LoadedModel
 from privaudit.models.seginference import SegPass, segment

@@ -29,7 +29,7 @@ from privaudit.errors import InputError
 from privaudit.models.arch import ArchOverrides
 from privaudit.models.loaded import LoadedModel, RuntimeDefense
 from privaudit.models.segnets import PROB_FLOOR, SegArch, SegInfo, build, default_normalization, inner_network, logits_of, normalise, unet_seg_arch
-from privaudit.training.loop import EpochStats, OnStep, training_record
+from privaudit.training.loop import EpochStats, training_record
 from privaudit.training.segmentation import SegTrainConfig, augment_batch, fit_segmentation, segmentation_loss
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from privaudit import defaults
 from privaudit.errors import CheckpointError, InputError
 from privaudit.models.segnets import SegArch, SegInfo
-from privaudit.references.recipe import Recipe, RecipeFlags, TrainingSet, _no_flags, _number, _opt_int, _training_set
+from privaudit.references.recipe import Recipe, RecipeFlags, _no_flags, _number, _opt_int, _training_set
 from privaudit.training.segmentation import SegTrainConfig
 
 SEG_KINDS = ("segmentation", "dpsgd", "argmax", "gauss", "dmp")
