@@ -45,9 +45,10 @@ from privaudit.training.segmentation import SegTrainConfig, train_segmentation
 
 CLASSES = ["various", "building", "car", "door", "pavement", "road", "sky", "vegetation", "window"]
 SCALES = {
-    "quick": dict(size=32, ngf=8, epochs=30, dmp_epochs=20, dp_epochs=2, batch=8, dp_batch=8, sigmas=(0.1, 0.5), members=16, classes=4, lossmap_epochs=10),
-    "cpu": dict(size=64, ngf=16, epochs=100, dmp_epochs=100, dp_epochs=40, batch=8, dp_batch=16, sigmas=(0.1, 0.5), members=150, classes=9,
-                lossmap_epochs=40),
+    "quick": dict(size=32, ngf=8, epochs=30, dmp_epochs=20, dp_epochs=2, batch=8, dp_batch=8, sigmas=(0.1, 0.5), members=16, classes=4, lossmap_epochs=10,
+                  augment=False),
+    "cpu": dict(size=64, ngf=16, epochs=60, dmp_epochs=60, dp_epochs=40, batch=8, dp_batch=16, sigmas=(0.1, 0.5), members=150, classes=9,
+                lossmap_epochs=40, augment=True),
 }
 LR = 1e-3
 NOISE_MULTIPLIER = 1.0
@@ -60,6 +61,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--doc", type=Path, metavar="FILE", help="write the Markdown results here (default OUT/segmentation.md)")
     p.add_argument("--quick", action="store_true", help="toy run: 32 px, few epochs, 16 members")
     p.add_argument("--members", type=int, metavar="N", help="target (and shadow) training-set size (default 150; --quick 16)")
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs of the target and shadow (default 60; --quick 30)")
+    p.add_argument("--dmp-epochs", type=int, metavar="N", help="epochs of the DMP students (default 60; --quick 20)")
+    p.add_argument("--no-augment", action="store_true", help="train without flips and jitter (the default trains with them; --quick without)")
+    p.add_argument("--appendix", type=Path, metavar="SUMMARY", help="the summary.json of another run of this study, shown as a second table")
     p.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -148,18 +153,18 @@ def make_model(name: str, prefix: str, members: Path, proxy: Path, models: Path,
     base = models / f"{prefix}_regular.pt"
     common = dict(seed=seed, device=a.device, task="segmentation")
     if name == "regular":
-        cfg = SegTrainConfig(epochs=s["epochs"], batch_size=s["batch"], lr=LR, augment=False, seed=seed, device=a.device)
+        cfg = SegTrainConfig(epochs=s["epochs"], batch_size=s["batch"], lr=LR, augment=s["augment"], seed=seed, device=a.device)
         train_segmentation(members, part, num_classes=s["classes"], size=s["size"], ngf=s["ngf"], config=cfg, classes=CLASSES[: s["classes"]])
     elif name == "argmax":
         defend("argmax", out=part, teacher=base, options=ArgmaxOptions(), **common)
     elif name.startswith("gauss"):
         defend("gauss", out=part, teacher=base, options=GaussOptions(sigma=float(name[5:])), **common)
     elif name == "dmp":
-        defend("dmp", out=part, teacher=base, proxy=proxy, options=SegDistillOptions(epochs=s["dmp_epochs"], batch_size=s["batch"], lr=LR, augment=False),
+        defend("dmp", out=part, teacher=base, proxy=proxy, options=SegDistillOptions(epochs=s["dmp_epochs"], batch_size=s["batch"], lr=LR, augment=s["augment"]),
                **common)
     elif name == "dpsgd":
         defend("dpsgd", out=part, train_data=members, size=s["size"],
-               options=SegDPSGDOptions(num_classes=s["classes"], ngf=s["ngf"], epochs=s["dp_epochs"], batch_size=s["dp_batch"], lr=LR, augment=False,
+               options=SegDPSGDOptions(num_classes=s["classes"], ngf=s["ngf"], epochs=s["dp_epochs"], batch_size=s["dp_batch"], lr=LR, augment=s["augment"],
                                        noise_multiplier=NOISE_MULTIPLIER), **common)
     part.replace(out)
     return "trained"
@@ -187,8 +192,11 @@ def audit(name: str, models: Path, folders: dict[str, Path], test: Path, reports
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse(argv)
     s = dict(SCALES["quick" if a.quick else "cpu"])
-    if a.members is not None:
-        s["members"] = a.members
+    for key in ("members", "epochs", "dmp_epochs"):
+        if getattr(a, key) is not None:
+            s[key] = getattr(a, key)
+    if a.no_augment:
+        s["augment"] = False
     a.out.mkdir(parents=True, exist_ok=True)
     settings = {**s, "sigmas": list(s["sigmas"]), "data": str(a.data), "seed": a.seed, "bootstrap": a.bootstrap, "lr": LR, "noise_multiplier": NOISE_MULTIPLIER}
     spath = a.out / "settings.json"
@@ -215,7 +223,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     loaded = {n: json.loads((reports / f"{n}.json").read_text()) for n in names}
     summary = summarise(loaded, timings, s, a)
     write_json(a.out / "summary.json", summary)
-    atomic_write_text(a.doc or (a.out / "segmentation.md"), to_markdown(summary))
+    appendix = json.loads(a.appendix.read_text()) if a.appendix is not None else None
+    atomic_write_text(a.doc or (a.out / "segmentation.md"), to_markdown(summary, appendix))
     return summary
 
 
@@ -247,7 +256,7 @@ def summarise(reports: dict[str, dict[str, Any]], timings: dict[str, Any], s: di
             "miou_gap": r["generalization_gap"]["miou_gap"], "train_s": train_s, "extra_s": own if name not in ("regular", "dmp", "dpsgd") else None,
         })
     setting = {"size": s["size"], "ngf": s["ngf"], "classes": s["classes"], "members": s["members"], "epochs": s["epochs"], "dmp_epochs": s["dmp_epochs"],
-               "dp_epochs": s["dp_epochs"], "batch": s["batch"], "dp_batch": s["dp_batch"], "lr": LR, "noise_multiplier": NOISE_MULTIPLIER,
+               "dp_epochs": s["dp_epochs"], "batch": s["batch"], "dp_batch": s["dp_batch"], "lr": LR, "noise_multiplier": NOISE_MULTIPLIER, "augment": s["augment"],
                "lossmap_epochs": s["lossmap_epochs"], "bootstrap": a.bootstrap, "seed": a.seed, "data": str(a.data) if a.data else "toy",
                "nonmembers": reports["regular"]["data"]["nonmembers"]["count"],
                "shadow_nonmembers": reports["regular"]["segmentation"]["loss_map"]["shadow"]["nonmembers"]["count"],
@@ -296,10 +305,22 @@ def _label(r: dict[str, Any]) -> str:
     return {"none": "regular (overfit)"}.get(r["defense"], r["defense"])
 
 
-def to_markdown(summary: dict[str, Any]) -> str:
+def results_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| model | loss AUC | label-only AUC | loss-map AUC | loss-map AUC (regular shadow) | strongest: TPR @ 10% FPR | test mIoU | pixel acc. | "
+             "mIoU gap | training (CPU s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        train = "–" if r["train_s"] is None else f"{r['train_s']:.0f}"
+        lines.append(f"| {_label(r)} | {_auc(r['loss'])} | {_auc(r['label_only'])} | {_auc(r['loss_map'])} | {_auc(r['loss_map_regular_shadow'])} | "
+                     f"{_p(r['strongest']['tpr_10'])} ({r['strongest']['name']}) | {_p(r['miou'])} | {_p(r['pixel_accuracy'])} | {_p(r['miou_gap'])} | "
+                     f"{train} |")
+    return lines
+
+
+def to_markdown(summary: dict[str, Any], appendix: dict[str, Any] | None = None) -> str:
     st, rows, v = summary["setting"], summary["rows"], summary["verdict"]
     by = {r["model"]: r for r in rows}
     reg = by["regular"]
+    augment = ("with flips and resize-and-crop jitter (labels nearest)" if st.get("augment") else "without augmentation")
     lines = [
         "# Segmentation models: membership leakage and defenses",
         "",
@@ -312,14 +333,15 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"data: the next {st['members']} pairs of train/ (shadow members) and the rest of train/ ({st['shadow_nonmembers']} pairs, shadow "
         f"non-members), disjoint from the target's. DMP proxy: the {st['proxy']} photos of val/ (labels never read).",
         f"- Target: the segmentation U-Net (`--arch unet`, ngf {st['ngf']}, BatchNorm, no dropout), Adam lr {st['lr']:g}, batch {st['batch']}, "
-        f"{st['epochs']} epochs, no augmentation (so it overfits: train mIoU {_p(reg['miou_train'])}% vs test {_p(reg['miou'])}%).",
+        f"{st['epochs']} epochs (learning rate decayed over the second half), {augment}. It overfits: train mIoU {_p(reg['miou_train'])}% "
+        f"against {_p(reg['miou'])}% on the test set.",
         f"- Defenses: argmax (labels only); Gauss noise of σ on the softmax posteriors (clipped, renormalised, seeded); DMP, a student of the same "
         f"U-Net trained {st['dmp_epochs']} epochs on the teacher's soft posteriors of the proxy photos; DP-SGD from scratch (Opacus, GroupNorm, "
         f"noise multiplier {st['noise_multiplier']:g}, clipping 1, expected batch {st['dp_batch']}, {st['dp_epochs']} epochs, δ = 1/{st['members']}).",
         "- Attacks (`privaudit evaluate`): the per-image cross-entropy (loss), the label-only attack (per-image pixel accuracy of the released "
         "labels), and the structured loss-map attack: a small CNN trained on a shadow model's per-pixel loss maps "
         f"({st['lossmap_epochs']} epochs). The shadow replays the target's recipe, defense included, on the shadow data (an attacker who "
-        "knows the recipe); the last AUC column uses the undefended shadow instead (an attacker unaware of the defense).",
+        "knows the recipe); the loss-map column marked *regular shadow* uses the undefended shadow instead (an attacker unaware of the defense).",
         f"- AUC in % with its 95% bootstrap interval ({st['bootstrap']} resamples); TPR at 10% FPR of the strongest attack; mIoU and pixel "
         "accuracy on the test set. Training: CPU seconds of the model's own training (one thread; argmax and Gauss re-use the regular "
         f"model's). The whole study took {summary['total_cpu_s'] / 60:.1f} min of CPU ({summary['total_s'] / 60:.1f} min of wall time on 2 "
@@ -327,13 +349,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Results",
         "",
-        "| model | loss AUC | label-only AUC | loss-map AUC | loss-map AUC (regular shadow) | strongest: TPR @ 10% FPR | test mIoU | pixel acc. | mIoU gap | training (CPU s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *results_table(rows),
     ]
-    for r in rows:
-        lines.append(f"| {_label(r)} | {_auc(r['loss'])} | {_auc(r['label_only'])} | {_auc(r['loss_map'])} | {_auc(r['loss_map_regular_shadow'])} | "
-                     f"{_p(r['strongest']['tpr_10'])} ({r['strongest']['name']}) | {_p(r['miou'])} | {_p(r['pixel_accuracy'])} | {_p(r['miou_gap'])} | "
-                     f"{r['train_s']:.0f} |")
     best = by[v["best"]]
     lines += ["", "## Reading", ""]
     lines.append(f"- **Best trade-off: {_label(best)}**: the strongest attack falls from AUC {_p(reg['strongest']['auc_effective'])}% (regular) to "
@@ -355,9 +372,9 @@ def to_markdown(summary: dict[str, Any]) -> str:
                  f"{_p(dp['miou'])}%.")
     gl = v["gauss_lowers_loss"]
     lines += ["", "## Compared with Segmentations-Leak", "",
-              "He et al. (ECCV 2020) report, on Cityscapes, BDD100K and Mapillary, that releasing only the argmax labels and adding Gaussian noise "
-              "to the posteriors weaken the attacks that read the posteriors (loss and structured attacks), while an attacker who only compares "
-              "the released labels with the ground truth still succeeds; DP-SGD reduces leakage at a large utility cost.",
+              "He et al. (ECCV 2020; Cityscapes, BDD100K, Mapillary Vistas) find that releasing only the argmax labels and adding Gaussian "
+              "noise to the released posteriors weaken the attacks that read the posteriors (the loss and structured attacks), while an attacker "
+              "who compares the released labels with the ground truth is left untouched by either. The directions here:",
               "",
               f"- Same direction for argmax: {'yes' if v['argmax_lowers_loss'] else 'no'} (loss AUC lower than the regular model's), and the "
               f"label-only attack remains at {_p(argmax['label_only']['auc'])}%.",
@@ -369,6 +386,15 @@ def to_markdown(summary: dict[str, Any]) -> str:
               "defense of the generator study (docs/attacks.md).",
               "",
               "Raw reports: `OUT/reports/<model>.json` (privaudit.report/2 with utility); `OUT/summary.json`.", ""]
+    if appendix is not None:
+        ast_, arows = appendix["setting"], appendix["rows"]
+        areg = {r["model"]: r for r in arows}["regular"]
+        lines += ["## A model that memorises its members", "",
+                  f"The same study with {ast_['epochs']} epochs {'with' if ast_.get('augment') else 'without'} augmentation (DMP {ast_['dmp_epochs']} "
+                  f"epochs, DP-SGD {ast_['dp_epochs']}): the target reaches train mIoU {_p(areg['miou_train'])}% against {_p(areg['miou'])}% on the "
+                  "test set, and every attack separates members from non-members perfectly, the label-only one included. A defense that only "
+                  "changes what is released (argmax, Gauss) cannot help a model whose labels themselves give its members away; only the defenses "
+                  "that change the training (DMP, DP-SGD) lower the attacks.", "", *results_table(arows), ""]
     return "\n".join(lines)
 
 
