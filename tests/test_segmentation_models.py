@@ -176,3 +176,24 @@ def test_private_compatible_residual_blocks_compute_the_same_function():
         make_private_compatible(block)
         assert type(block).__name__.startswith("OutOfPlace")
         assert torch.allclose(block(x.clone()), before, atol=1e-6)
+
+
+def test_backbone_weights_a_user_supplies_fill_the_backbone(tmp_path: Path):
+    from torchvision.models import mobilenet_v3_large
+
+    from privaudit.models.segnets import load_backbone
+
+    classifier = mobilenet_v3_large(weights=None)  # stands in for a file of ImageNet weights the user downloaded
+    _randomise_bn(classifier, seed=3)
+    path = tmp_path / "mobilenet.pth"
+    torch.save(classifier.state_dict(), path)
+    arch = SegArch(name=ARCH, num_classes=3)
+    net = build(arch, seed=0)
+    record = load_backbone(net, path, arch)
+    assert record["path"] == str(path) and len(record["sha256"]) == 64
+    want = {k.removeprefix("features."): v for k, v in classifier.state_dict().items() if k.startswith("features.")}
+    got = net.backbone.state_dict()
+    assert set(got) <= set(want) and all(torch.equal(got[k], want[k]) for k in got)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="does not fit the lraspp_mobilenet_v3_large backbone"):
+        load_backbone(build(arch, seed=0), tmp_path / "other.pth", arch)
