@@ -7,7 +7,8 @@ The library behind the ``privaudit`` command, one function per command::
     report, result = privaudit.attack("teacher.pt", "data/train", "data/test", config=privaudit.AttackConfig())
     print(report["attack"]["auc"])
 
-``attack``, ``train``, ``defend`` and ``evaluate`` are what the commands of the same name call;
+``attack``, ``train``, ``defend`` and ``evaluate`` are what the commands of the same name call
+(segmentation models: ``train_segmentation``, and ``task="segmentation"`` with a ``SegSpec``);
 ``load_model``, ``load_pairs`` and ``load_report`` read a model, image pairs and a JSON report
 (``open_pairs``: the pairs streamed from disk when they exceed the memory budget, see ``Streaming``); the
 config classes hold each call's settings (their defaults are ``privaudit.defaults``). The release
@@ -54,6 +55,12 @@ _LAZY: dict[str, str] = {
     "ModelSpec": "privaudit.models.arch:ModelSpec",
     "ArchOverrides": "privaudit.models.arch:ArchOverrides",
     "Streaming": "privaudit.data.stream:Streaming",
+    # segmentation models (attack/evaluate/defend take task="segmentation" and these)
+    "SegSpec": "privaudit.models.segnets:SegSpec",
+    "SegAttackOptions": "privaudit.attacks.segmentation:SegAttackOptions",
+    "SegTrainConfig": "privaudit.training.segmentation:SegTrainConfig",
+    "train_segmentation": "privaudit.training.segmentation:train_segmentation",
+    "load_segmentation_pairs": "privaudit.data.labels:load_segmentation_pairs",
 }
 
 __all__ = [

@@ -67,3 +67,18 @@ INCEPTION_WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILENAME
 INCEPTION_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"  # pinned; see evaluation/fetch.py
 WEIGHTS_ENV = "PRIVAUDIT_INCEPTION_WEIGHTS"
+
+# --- semantic segmentation (--task segmentation: train, attack, defend, evaluate)
+TASK = "translation"  # what a model does when nothing records it: image translation (pix2pix)
+IGNORE_INDEX = 255  # label value that marks unlabelled pixels (excluded from losses and metrics)
+SEG_ARCH = "unet"  # the U-Net with C output channels, or a torchvision segmentation architecture
+SEG_NGF = 32  # the segmentation U-Net's width
+SEG_EPOCHS = 50
+SEG_BATCH_SIZE = 8
+SEG_LR = 1e-3  # Adam
+SEG_BETA1 = 0.9
+SEG_AUGMENT = True  # flips, and resize-and-crop jitter (labels resized with nearest neighbour)
+SEG_DP_BATCH_SIZE = 16  # DP-SGD: the expected Poisson batch
+LABEL_SCORE = "accuracy"  # the label-only attack's per-image score: pixel accuracy or iou
+LOSSMAP_SIZE = 32  # side of the loss maps the structured (loss-map) attack's CNN reads
+LOSSMAP_EPOCHS = 40  # training epochs of that CNN on the shadow model's maps

@@ -66,8 +66,15 @@ def attack(
     references: str | Path | None = None,
     on_reference: Callable[[int, int], None] | None = None,
     streaming: Streaming | None = None,
+    task: str | None = None,
+    segmentation: Any = None,
+    seg_options: Any = None,
 ) -> tuple[dict[str, Any], AttackResult]:
     """Load a model and its member/non-member pairs, run the attack, return (report, result).
+
+    ``task``: ``translation`` or ``segmentation`` (None: read from the model, or implied by
+    ``segmentation``, a ``models.segnets.SegSpec`` of --arch/--num-classes/...); a segmentation
+    model runs the attacks of ``attacks.segmentation`` (``seg_options``: a ``SegAttackOptions``).
 
     ``direction`` is required for a model that does not record it; ``allow_small`` accepts fewer
     than MIN_PAIRS members or non-members (the report records it). ``references``: a folder written
@@ -80,6 +87,11 @@ def attack(
     same either way.
     """
     config.validate()
+    if segmentation_task(model_path, task, segmentation, direction=direction, overrides=overrides):
+        from privaudit.attacks.segmentation import attack_segmentation
+
+        return attack_segmentation(model_path, members, nonmembers, config, spec=segmentation, options=seg_options, size=size, device=device,
+                                   on_batch=on_batch, allow_small=allow_small, references=references, on_reference=on_reference)
     model = load_model(model_path, overrides=overrides, device=device, seed=config.seed, precision=precision, deterministic=deterministic)
     sets = load_audit_sets(model, members, nonmembers, direction=direction, size=size, allow_small=allow_small, streaming=streaming)
     refs = open_references(references, model, sets) if references is not None else None  # before any heavy work
@@ -90,6 +102,20 @@ def attack(
                               deterministic=deterministic)
     dp_audit(report)
     return report, result
+
+
+def segmentation_task(model_path: str | Path, task: str | None, spec: Any, *, direction: str | None = None, overrides: ArchOverrides | None = None) -> bool:
+    """Whether this audit is of a segmentation model (``models.segcheckpoint.resolve_task``); the
+    generator-only flags (--direction, the U-Net overrides) are refused for one."""
+    from privaudit.models.segcheckpoint import TASK, resolve_task
+
+    if resolve_task(model_path, task, spec) != TASK:
+        return False
+    if direction is not None:
+        raise InputError("--direction is for image translation; a segmentation model maps A/ photos to B/ label maps: drop --direction")
+    if overrides is not None and overrides.any:
+        raise InputError("--num-downs, --ngf, --norm and --dropout describe a pix2pix generator; for a segmentation state_dict pass --arch (and --num-classes)")
+    return True
 
 
 def open_references(folder: str | Path, model: LoadedModel, sets: AuditSets) -> "References":

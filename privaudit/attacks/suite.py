@@ -32,7 +32,12 @@ SCORES = {
     "lira-offline": "−log P[OUT log-loss ≤ target log-loss], Gaussian per sample",
     "lira-online": "log-likelihood ratio of the target log-loss under IN and OUT Gaussians",
     "reference-only": "−mean OUT reference loss (no target model): a distribution check",
+    # segmentation (attacks.segmentation)
+    "label-only": "per-image pixel accuracy (or IoU) of the released labels against the ground truth",
+    "loss-map": "logit of a CNN trained on a shadow model's per-pixel loss maps (Segmentations-Leak)",
 }
+# A segmentation audit's attacks, in the order its reports list them.
+SEG_ATTACK_NAMES = ("loss", "label-only", "loss-map", "calibrated", "lira-offline", "lira-online", "reference-only")
 
 
 @dataclass
@@ -169,11 +174,12 @@ def shift_detected(reference_only: AttackMetrics | None, n_bootstrap: int) -> bo
     return bool(lo > 0.5 or hi < 0.5)
 
 
-def strongest(outcomes: Mapping[str, Outcome], fprs: Sequence[float], n_nonmembers: int, *, shift: bool | None) -> tuple[str, str]:
+def strongest(outcomes: Mapping[str, Outcome], fprs: Sequence[float], n_nonmembers: int, *, shift: bool | None,
+              order: Sequence[str] = ATTACK_NAMES) -> tuple[str, str]:
     """(name, why) of the strongest attack: the highest TPR at the lowest FPR the non-member count
-    resolves, ties broken by AUC (both in the attacker's better direction); over shifted sets
-    (``shift``) chosen among the calibrated attacks only. Never the reference-only check."""
-    candidates = [n for n in ATTACK_NAMES if n in outcomes and n != DISTRIBUTION_CHECK]
+    resolves, ties broken by AUC (both in the attacker's better direction), then by ``order``; over
+    shifted sets (``shift``) chosen among the calibrated attacks only. Never the reference-only check."""
+    candidates = [n for n in order if n in outcomes and n != DISTRIBUTION_CHECK]
     if shift:
         calibrated_only = [n for n in candidates if n in CALIBRATED]
         candidates = calibrated_only or candidates
@@ -215,7 +221,7 @@ class SuiteReport:
 
 
 def report_sections(outcomes: Mapping[str, Outcome], loss_section: dict[str, Any], *, fprs: Sequence[float], member_names: Sequence[str],
-                    n_bootstrap: int, k: int = MOST_EXPOSED) -> dict[str, Any]:
+                    n_bootstrap: int, k: int = MOST_EXPOSED, order: Sequence[str] = ATTACK_NAMES) -> dict[str, Any]:
     """The sections report/2 adds: ``attacks`` (every attack by name; ``loss`` is ``loss_section``,
     the plain attack's full section), ``attack`` (a copy of the strongest, ``name`` saying which,
     ``selected_by`` why), ``distribution_shift`` (for ``data``) and ``most_exposed``."""
@@ -225,7 +231,7 @@ def report_sections(outcomes: Mapping[str, Outcome], loss_section: dict[str, Any
     attacks: dict[str, dict[str, Any]] = {}
     for name, o in outcomes.items():
         attacks[name] = dict(loss_section) if name == "loss" else o.to_dict()
-    best, why = strongest(outcomes, fprs, n_nonmembers, shift=shift)
+    best, why = strongest(outcomes, fprs, n_nonmembers, shift=shift, order=order)
     attack = dict(attacks[best])
     if best != "loss":  # what the table shows beside the metrics: how the target was queried
         for key in ("loss", "generator_mode", "samples", "member_loss", "nonmember_loss"):

@@ -139,6 +139,18 @@ class OneLineUsageGroup(TyperGroup):
             raise OneLineUsageError(exc) from None
 
 
+def given_on_command_line(name: str) -> bool:
+    """Whether the running command's option ``name`` (its parameter name) was given on the command
+    line rather than left at its default; False outside a command (a direct call)."""
+    try:  # typer >= 0.20 vendors Click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context  # type: ignore[no-redef]
+    ctx = get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def progress(disable: bool = False) -> Progress:
     """A Rich progress bar on stderr; off with ``disable``, PRIVAUDIT_NO_PROGRESS=1, or no terminal."""
     quiet = disable or os.environ.get("PRIVAUDIT_NO_PROGRESS") == "1"

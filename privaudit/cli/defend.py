@@ -14,7 +14,7 @@ from rich.table import Table
 
 from privaudit import defaults
 from privaudit.cli import options as o
-from privaudit.cli.common import epoch_callback, guarded, progress, stderr
+from privaudit.cli.common import epoch_callback, given_on_command_line, guarded, progress, stderr
 from privaudit.cli.render import warning
 
 
@@ -29,13 +29,13 @@ def defend(
     direction: o.Direction = None,
     size: o.Size = None,
     sigma: Annotated[Optional[float], typer.Option("--sigma", help="gauss: standard deviation of the output noise (images in [-1, 1]).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help=f"Training epochs (the AKD paper: {defaults.EPOCHS}).")] = defaults.EPOCHS,
+    epochs: Annotated[int, typer.Option("--epochs", help=f"Training epochs (the AKD paper: {defaults.EPOCHS}; segmentation, when not given: {defaults.SEG_EPOCHS}).")] = defaults.EPOCHS,
     decay_epochs: Annotated[Optional[int], typer.Option("--decay-epochs", help="Linear learning-rate decay over the last N epochs (default: half).")] = defaults.DECAY_EPOCHS,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Batch size (akd/dmp: {defaults.BATCH_SIZE} as in the paper; dpsgd: {defaults.DP_BATCH_SIZE}, the expected Poisson batch).")] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = defaults.LR,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Batch size (akd/dmp: {defaults.BATCH_SIZE} as in the paper; dpsgd: {defaults.DP_BATCH_SIZE}, the expected Poisson batch; segmentation: {defaults.SEG_BATCH_SIZE}, dpsgd {defaults.SEG_DP_BATCH_SIZE}).")] = None,
+    lr: Annotated[float, typer.Option("--lr", help=f"Adam learning rate (segmentation, when not given: {defaults.SEG_LR:g}).")] = defaults.LR,
     lambda_l1: Annotated[float, typer.Option("--lambda-l1", help=f"λ, the weight of the L1 term (paper: {defaults.LAMBDA_L1:g}).")] = defaults.LAMBDA_L1,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="pix2pix jitter and flips during training.")] = defaults.AUGMENT,
-    ngf: Annotated[Optional[int], typer.Option("--ngf", help=f"Student/DP generator width (default: the teacher's; dpsgd: {defaults.NGF}).")] = None,
+    ngf: Annotated[Optional[int], typer.Option("--ngf", help=f"Student/DP U-Net width (default: the teacher's; dpsgd: {defaults.NGF}, segmentation {defaults.SEG_NGF}).")] = None,
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = defaults.NDF,
     num_downs: o.NumDowns = None,
     norm: Annotated[Optional[o.NormChoice], typer.Option("--norm", help="Student norm layer (dpsgd always uses group).")] = None,
@@ -60,25 +60,56 @@ def defend(
     stream: o.Stream = False,
     memory_budget: o.MemoryBudget = None,
     workers: o.Workers = None,
+    task: o.Task = None,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    normalize: o.Normalize = None,
+    ignore_index: o.IgnoreIndex = None,
     quiet: o.Quiet = False,
 ) -> None:
-    """Harden a generator against membership inference and record exactly what was done."""
+    """Harden a generator against membership inference and record exactly what was done.
+
+    Segmentation models (recorded in the checkpoint, or --task segmentation): argmax, gauss (noise on the posteriors), dmp (distillation
+    from soft posteriors on unlabelled proxy photos) or dpsgd (from scratch, --num-classes C)."""
     from privaudit import defenses  # here, not above: --help needs no torch
     from privaudit import distributed
+    from privaudit.cli.options import segmentation_flags
     from privaudit.data.stream import Streaming
+    from privaudit.defenses.registry import resolve_defense_task
+    from privaudit.errors import InputError
 
     quiet = quiet or not distributed.is_main()  # under torchrun rank 0 alone shows progress and the summary
 
-    options = defenses.options_for(method, sigma=sigma, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1,
-                                   augment=augment, ngf=ngf, ndf=ndf, num_downs=num_downs, norm=norm, proxy_layout=proxy_layout,
-                                   input_kind=input_kind, augment_copies=augment_copies, recombine=recombine, recombine_copies=recombine_copies,
-                                   augment_ops=_ops(augment_ops), feature_matching=feature_matching, num_D=num_d, ema=ema,
-                                   noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
+    task, spec = segmentation_flags(task=task, arch=arch, num_classes=num_classes, normalize=normalize, ignore_index=ignore_index)
+    task = resolve_defense_task(task, model, None, spec)
+    if task == "segmentation":
+        if norm is not None:
+            raise InputError("--norm is for pix2pix generators; segmentation networks use BatchNorm (GroupNorm under DP-SGD): drop --norm")
+        generator_only = [flag for flag, value in (("--input-kind", input_kind), ("--augment-copies", augment_copies), ("--recombine", recombine),
+                                                   ("--recombine-copies", recombine_copies), ("--augment-ops", augment_ops),
+                                                   ("--feature-matching", feature_matching), ("--num-D", num_d), ("--ema", ema))
+                          if value is not None and given_on_command_line(flag.lstrip("-").replace("-", "_").lower())]
+        if generator_only:
+            raise InputError(f"{', '.join(generator_only)} are options of the generator students (akd/dmp of a pix2pix model); drop them for a segmentation model")
+        # dpsgd trains from scratch and takes --num-classes/--arch/... as its network; the others read them as the teacher's description (spec)
+        given = {name: value if given_on_command_line(name) else None for name, value in (("epochs", epochs), ("lr", lr))}  # else segmentation's defaults
+        options = defenses.options_for(method, "segmentation", sigma=sigma, decay_epochs=decay_epochs, batch_size=batch_size, **given,
+                                       augment=augment, ngf=ngf, num_downs=num_downs, proxy_layout=proxy_layout, noise_multiplier=noise_multiplier,
+                                       max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta, num_classes=num_classes, arch=arch,
+                                       normalize=normalize, ignore_index=ignore_index)
+    else:
+        options = defenses.options_for(method, sigma=sigma, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1,
+                                       augment=augment, ngf=ngf, ndf=ndf, num_downs=num_downs, norm=norm, proxy_layout=proxy_layout,
+                                       input_kind=input_kind, augment_copies=augment_copies, recombine=recombine, recombine_copies=recombine_copies,
+                                       augment_ops=_ops(augment_ops), feature_matching=feature_matching, num_D=num_d, ema=ema,
+                                       noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
+    shown_epochs = getattr(options, "epochs", None) or defaults.EPOCHS
     with progress(disable=quiet) as bar:
         result = defenses.defend(method, out=out, teacher=model, proxy=proxy, train_data=train_data, options=options, direction=direction, size=size,
                                  seed=seed, device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state,
-                                 on_step=_bar_on_first_step(bar, method, epochs), on_warning=warning,
-                                 streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
+                                 on_step=_bar_on_first_step(bar, method, shown_epochs), on_warning=warning,
+                                 streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers),
+                                 task=task, segmentation=spec if task == "segmentation" and method != "dpsgd" else None)
     if not quiet:
         t = Table(title=f"defense: {method}", title_justify="left", show_header=False)
         for k, v in result.summary.items():

@@ -11,7 +11,7 @@ import privaudit
 from privaudit import defaults
 from privaudit.cli import options as o
 from privaudit.cli.common import guarded, progress
-from privaudit.cli.render import data_warnings, evaluate_table, reference_notes, show_attack, warn, warn_unfinished
+from privaudit.cli.render import data_warnings, evaluate_table, reference_notes, segmentation_notes, show_attack, warn, warn_unfinished
 
 
 @guarded
@@ -50,14 +50,31 @@ def evaluate(
     stream: o.Stream = False,
     memory_budget: o.MemoryBudget = None,
     workers: o.Workers = None,
+    task: o.Task = None,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    normalize: o.Normalize = None,
+    ignore_index: o.IgnoreIndex = None,
+    label_score: o.LabelScore = o.LabelScoreChoice(defaults.LABEL_SCORE),
+    shadow: o.Shadow = None,
+    shadow_members: o.ShadowMembers = None,
+    shadow_nonmembers: o.ShadowNonmembers = None,
+    lossmap_epochs: o.LossmapEpochs = defaults.LOSSMAP_EPOCHS,
+    lossmap_size: o.LossmapSize = defaults.LOSSMAP_SIZE,
     quiet: o.Quiet = False,
 ) -> None:
-    """Audit MODEL: attack AUC, KID/NKID and pixel metrics on the test set, and the generalization gap."""
+    """Audit MODEL: attack AUC, KID/NKID and pixel metrics on the test set, and the generalization gap.
+
+    A segmentation model: its attacks, mean IoU, pixel accuracy and IoU per class on the test set, and the gap in mean IoU."""
     from privaudit.data.stream import Streaming
+    from privaudit.cli.attack import segmentation_setup
     from privaudit.io import check_writable, write_json
 
     if json_out is not None:
         check_writable(json_out, what="report")
+    task, spec, seg_options = segmentation_setup(model, loss=loss, task=task, arch=arch, num_classes=num_classes, normalize=normalize,
+                                                 ignore_index=ignore_index, label_score=label_score, shadow=shadow, shadow_members=shadow_members,
+                                                 shadow_nonmembers=shadow_nonmembers, lossmap_epochs=lossmap_epochs, lossmap_size=lossmap_size)
     config = privaudit.EvaluateConfig(
         attack=privaudit.AttackConfig(loss=loss, stochastic=stochastic, samples=samples, batch_size=batch_size, seed=seed, n_bootstrap=bootstrap),
         kid=not no_kid,
@@ -72,16 +89,18 @@ def evaluate(
         proxy=str(proxy) if proxy else None,
     )
     with progress(disable=quiet) as bar:
-        task = bar.add_task("evaluate", total=None, info="")
+        bar_task = bar.add_task("evaluate", total=None, info="")
         report = privaudit.evaluate(model, members, nonmembers, cfg=config, direction=direction, size=size, device=device, precision=precision, deterministic=deterministic,
                                     overrides=privaudit.ArchOverrides(num_downs=num_downs, ngf=ngf, norm=norm, use_dropout=dropout),
-                                    on_batch=lambda k: bar.update(task, advance=k), allow_small=allow_small, references=references,
-                                    on_reference=lambda k, n: bar.update(task, info=f"reference {k}/{n}"),
-                                    streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers))
+                                    on_batch=lambda k: bar.update(bar_task, advance=k), allow_small=allow_small, references=references,
+                                    on_reference=lambda k, n: bar.update(bar_task, info=f"reference {k}/{n}"),
+                                    streaming=Streaming(force=stream, memory_budget_gb=memory_budget, workers=workers), task=task, segmentation=spec,
+                                    seg_options=seg_options)
     if json_out is not None:
         write_json(json_out, report)
     warn(data_warnings(report))
     warn(reference_notes(report))
+    warn(segmentation_notes(report))
     if not quiet:
         show_attack(report, evaluate_table(report))
     warn_unfinished(report["model"])

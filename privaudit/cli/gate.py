@@ -41,9 +41,10 @@ def gate(
     max_advantage: Annotated[Optional[float], typer.Option("--max-advantage", help="Fail when the attack advantage (max TPR−FPR) exceeds X.")] = None,
     max_nkid: Annotated[Optional[float], typer.Option("--max-nkid", help="Fail when the NKID (utility; lower is better) exceeds X. Needs a report from evaluate.")] = None,
     max_epsilon: Annotated[Optional[float], typer.Option("--max-epsilon", help="Fail when the DP-SGD ε exceeds X. Needs a DP-SGD model.")] = None,
-    max_gap: Annotated[Optional[float], typer.Option("--max-gap", help="Fail when the generalization gap (NKID test − train) exceeds X.")] = None,
+    max_gap: Annotated[Optional[float], typer.Option("--max-gap", help="Fail when the generalization gap (NKID test − train; segmentation: mean IoU train − test) exceeds X.")] = None,
     max_epsilon_lb: Annotated[Optional[float], typer.Option("--max-epsilon-lb", help="Fail when the attack's empirical ε lower bound (95%) exceeds X.")] = None,
-    attack: Annotated[Optional[str], typer.Option("--attack", help="Apply the attack thresholds to this attack of the report (loss, calibrated, lira-offline, lira-online). Default: the report's attack, the strongest.")] = None,
+    attack: Annotated[Optional[str], typer.Option("--attack", help="Apply the attack thresholds to this attack of the report (loss, calibrated, lira-offline, lira-online; segmentation: label-only, loss-map). Default: the report's attack, the strongest.")] = None,
+    min_miou: Annotated[Optional[float], typer.Option("--min-miou", help="Segmentation: fail when the mean IoU on the test set is below X (a report from evaluate).")] = None,
     max_auc_ci_upper: Annotated[Optional[float], typer.Option("--max-auc-ci-upper", help="Fail when the upper end of the AUC's 95% interval exceeds X (stricter than --max-auc).")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy file: privaudit.toml (table 'gate') or pyproject.toml (table 'tool.privaudit.gate'). Default: the one in the current folder, if any; flags override it.")] = None,
     no_policy: Annotated[bool, typer.Option("--no-policy", help="Do not read privaudit.toml / pyproject.toml from the current folder; use the flags only.")] = False,
@@ -69,7 +70,7 @@ def gate(
     flags = make_policy({
         "max_auc": max_auc, "max_auc_ci_upper": max_auc_ci_upper, "max_tpr_at_fpr": parse_tpr_flag(max_tpr_at_fpr) or None,
         "max_advantage": max_advantage, "max_nkid": max_nkid, "max_epsilon": max_epsilon, "max_gap": max_gap,
-        "max_epsilon_lb": max_epsilon_lb, "attack": attack,
+        "max_epsilon_lb": max_epsilon_lb, "attack": attack, "min_miou": min_miou,
     })
     policy_file = policy if policy is not None else (None if no_policy else discover_policy(Path()))
     base = load_policy(policy_file) if policy_file is not None else GatePolicy()

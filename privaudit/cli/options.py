@@ -36,6 +36,35 @@ class MethodChoice(StrEnum):
     dmp = "dmp"
     gauss = "gauss"
     dpsgd = "dpsgd"
+    argmax = "argmax"
+
+
+class TaskChoice(StrEnum):
+    translation = "translation"
+    segmentation = "segmentation"
+
+
+class ArchChoice(StrEnum):
+    """``models.segnets.SEG_ARCHS`` (written out here: the CLI imports no torch at start-up)."""
+
+    unet = "unet"
+    fcn_resnet50 = "fcn_resnet50"
+    fcn_resnet101 = "fcn_resnet101"
+    deeplabv3_resnet50 = "deeplabv3_resnet50"
+    deeplabv3_resnet101 = "deeplabv3_resnet101"
+    deeplabv3_mobilenet_v3_large = "deeplabv3_mobilenet_v3_large"
+    lraspp_mobilenet_v3_large = "lraspp_mobilenet_v3_large"
+
+
+class NormalizeChoice(StrEnum):
+    imagenet = "imagenet"
+    symmetric = "symmetric"
+    unit = "unit"
+
+
+class LabelScoreChoice(StrEnum):
+    accuracy = "accuracy"
+    iou = "iou"
 
 
 class PrecisionChoice(StrEnum):
@@ -86,8 +115,29 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or t
 KeepState = Annotated[bool, typer.Option("--keep-state", help="Keep the resume state OUT.state (several times the model's size) after the run finishes, so that --resume with a larger --epochs can extend it later.")]
 
 # The attack's options (privaudit attack, and the attack inside privaudit evaluate)
-Loss = Annotated[LossChoice, typer.Option("--loss", help="Reconstruction loss (l1 is the paper's).")]
+Loss = Annotated[LossChoice, typer.Option("--loss", help="Reconstruction loss (l1 is the paper's); segmentation models use the cross-entropy.")]
 Stochastic = Annotated[bool, typer.Option("--stochastic", help="Keep dropout on (pix2pix's test-time noise z) and average --samples draws.")]
 Samples = Annotated[int, typer.Option("--samples", help="Dropout draws averaged per image with --stochastic.")]
 Bootstrap = Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUC's 95% interval (0: none).")]
 References = Annotated[Optional[Path], typer.Option("--references", help="Folder of reference models for MODEL (privaudit references --out): also run every calibrated attack they support (calibrated, LiRA offline/online) and the distribution check; the report becomes privaudit.report/2.")]
+
+# Segmentation (--task segmentation; implied by --arch, --num-classes, --normalize, --ignore-index or a segmentation checkpoint)
+Task = Annotated[Optional[TaskChoice], typer.Option("--task", help="translation (pix2pix generators) or segmentation. Default: what the model records; segmentation when --arch or --num-classes is given.")]
+Arch = Annotated[Optional[ArchChoice], typer.Option("--arch", help="Segmentation network: unet, or a torchvision architecture (randomly initialised; a state_dict needs it).")]
+NumClasses = Annotated[Optional[int], typer.Option("--num-classes", help="Segmentation: the number of classes C (label values 0..C-1).")]
+Normalize = Annotated[Optional[NormalizeChoice], typer.Option("--normalize", help="Segmentation input normalisation: imagenet (torchvision's), symmetric ([-1, 1], the U-Net's) or unit ([0, 1]). Default: recorded in the checkpoint, else the architecture's.")]
+IgnoreIndex = Annotated[Optional[int], typer.Option("--ignore-index", help="Segmentation: the label value of unlabelled pixels, left out of losses and metrics (default: the model's, else 255).")]
+LabelScore = Annotated[LabelScoreChoice, typer.Option("--label-score", help="Segmentation, the label-only attack's per-image score: pixel accuracy or iou.")]
+Shadow = Annotated[Optional[Path], typer.Option("--shadow", help="Segmentation, the loss-map attack: a shadow model trained like the target on the attacker's own data (with --shadow-members and --shadow-nonmembers).")]
+ShadowMembers = Annotated[Optional[Path], typer.Option("--shadow-members", help="The shadow model's training pairs (A/ photos, B/ label maps).")]
+ShadowNonmembers = Annotated[Optional[Path], typer.Option("--shadow-nonmembers", help="Pairs the shadow model never saw.")]
+LossmapEpochs = Annotated[int, typer.Option("--lossmap-epochs", help="Training epochs of the loss-map attack's CNN.")]
+LossmapSize = Annotated[int, typer.Option("--lossmap-size", help="Side of the loss maps the loss-map attack's CNN reads (average-pooled).")]
+
+
+def segmentation_flags(*, task=None, arch=None, num_classes=None, normalize=None, ignore_index=None):
+    """(task, SegSpec or None) from the shared segmentation flags (the library imports torch: call inside a command)."""
+    from privaudit.models.segnets import SegSpec
+
+    spec = SegSpec(arch=arch, num_classes=num_classes, normalize=normalize, ignore_index=ignore_index)
+    return task, (spec if spec.given else None)

@@ -104,7 +104,11 @@ def attack_table(report: dict[str, Any]) -> Table:
     t.add_row("non-member loss", f"{a['nonmember_loss']['mean']:.5f} ± {a['nonmember_loss']['std']:.5f}")
     for k, v in data_rows(report):
         t.add_row(k, v)
-    t.add_row("generator mode", f"{a['generator_mode']} (samples={a['samples']}, loss={a['loss']})")
+    if report.get("task") == "segmentation":
+        info = report["model"].get("segmentation") or {}
+        t.add_row("task", f"segmentation, {info.get('num_classes')} classes, loss = per-image cross-entropy, ignore index {info.get('ignore_index')}")
+    else:
+        t.add_row("generator mode", f"{a['generator_mode']} (samples={a['samples']}, loss={a['loss']})")
     defense = report["model"].get("defense", {}).get("method", "none")
     if defense != "none":
         t.add_row("defense", defense)
@@ -112,6 +116,13 @@ def attack_table(report: dict[str, Any]) -> Table:
     if isinstance(training, dict) and training.get("complete") is False:
         t.add_row("training", f"[bold red]UNFINISHED[/]: epoch {training.get('epochs_done')} of {training.get('epochs_total')}")
     return t
+
+
+def segmentation_notes(report: dict[str, Any]) -> list[str]:
+    """One line per segmentation attack that could not run (the loss-map attack without a shadow), and why."""
+    seg = report.get("segmentation") or {}
+    refs = (report.get("references") or {}).get("skipped") or {}
+    return [f"attack {name} skipped: {why}" for name, why in (seg.get("skipped") or {}).items() if name not in refs]
 
 
 def reference_notes(report: dict[str, Any]) -> list[str]:
@@ -258,6 +269,21 @@ def evaluate_table(report: dict[str, Any]) -> Table:
     t = attack_table(report)
     u = report.get("utility") or {}
     g = report.get("generalization_gap") or {}
+    if report.get("task") == "segmentation":
+        t.add_row("mean IoU (test)", pct(u.get("miou")))
+        t.add_row("pixel accuracy (test)", pct(u.get("pixel_accuracy")))
+        t.add_row("mean class accuracy (test)", pct(u.get("mean_class_accuracy")))
+        per_class = u.get("iou_per_class") or {}
+        t.add_row("IoU per class (test)", escape(", ".join(f"{k} {pct(v) if v is not None else '–'}" for k, v in per_class.items())))
+        t.add_row("mean IoU train / test / gap", f"{pct(g.get('miou_train'))} / {pct(g.get('miou_test'))} / {pct(g.get('miou_gap'))}")
+        if report.get("proxy_leakage"):
+            p = report["proxy_leakage"]
+            t.add_row("proxy leakage AUC", f"{p['auc']:.4f} ({p['count']} proxy pairs as members)")
+        rep = report.get("repeats")
+        if rep:
+            t.add_row(f"over {rep['n']} seeds", f"loss AUC {rep['auc']['mean']:.4f} ± {rep['auc']['std']:.4f}"
+                      + (f", mean IoU {pct(rep['miou']['mean'])} ± {pct(rep['miou']['std'])}" if rep.get("miou") else ""))
+        return t
     if u.get("kid") is not None:
         t.add_row("KID (test)", f"{u['kid']:.5f} ± {u['kid_std']:.5f}  (subset {u.get('kid_subset_size')})")
         t.add_row("NKID (test)", pct(u["nkid"]))
@@ -292,13 +318,14 @@ _COMPARE_DROP = ("SSIM", "gap (NKID)", "ε lb", "TPR@10%FPR", "AUC 95% CI", "ε"
 
 def compare_table(rows, *, hint: str = "see every column with privaudit report ... --markdown - (or a wider terminal)") -> FitTable:
     """The utility-privacy comparison, fitted to the terminal (see FitTable)."""
-    from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, cells
+    from privaudit.report.tables import FLIPPED_NOTE, SHIFT_NOTE, headers, row_cells
 
-    cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in HEADERS]
-    drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP]
+    columns = headers(rows)
+    cols = [Col(_CONSOLE_HEADERS.get(h, h), justify="left" if h in ("model", "defense") else "right", text=h in ("model", "defense")) for h in columns]
+    drop = [_CONSOLE_HEADERS.get(h, h) for h in _COMPARE_DROP if h in columns] + [h for h in ("gap (mIoU)", "pixel acc.") if h in columns]
     notes = [FLIPPED_NOTE] if any(r.flipped for r in rows) else []
     notes += [SHIFT_NOTE] if any(r.shift for r in rows) else []
-    shown = [[escape(c) for c in cells(r)] for r in rows]
+    shown = [[escape(c) for c in row_cells(r, columns)] for r in rows]
     for line in shown:  # a measured ε lower bound above the claimed ε: the DP claim is wrong
         if line[-1].endswith("> ε!"):
             line[-1] = f"[bold red]{line[-1]}[/]"
@@ -315,7 +342,7 @@ def gate_table(verdict: Any, report: Any, policy_source: str) -> FitTable:
         if c.note and c.note not in notes:
             notes.append(c.note)
         mark = f" [{notes.index(c.note) + 1}]" if c.note else ""
-        rows.append([escape(f"{c.name} ({c.metric})") + mark, format_number(c.value), f"≤ {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]"])
+        rows.append([escape(f"{c.name} ({c.metric})") + mark, format_number(c.value), f"{'≥' if c.op == '>=' else '≤'} {format_number(c.limit)}", "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]"])
     cols = [Col("check", justify="left", text=True), Col("value"), Col("limit"), Col("result", justify="left")]
     return FitTable(cols, rows, title=escape(title), notes=[escape(f"[{i}] {n}") for i, n in enumerate(notes, 1)], min_text=24,
                     min_width=max(len(line) for line in title.splitlines()))  # a path in the title is not wrapped while there is room

@@ -50,6 +50,8 @@ class DefenseJob:
     on_step: OnStep | None = None
     on_warning: Callable[[str], None] | None = None
     streaming: Streaming | None = None
+    # segmentation: a ``models.segnets.SegSpec`` for a teacher that does not record its network (a state_dict, an exported model)
+    segmentation: Any = None
 
     def warn(self, line: str) -> None:
         if self.on_warning is not None:

@@ -26,19 +26,37 @@ from privaudit.io import check_writable
 from privaudit.training.loop import OnStep
 
 DEFENSES: dict[str, type[Defense]] = {"akd": AKD, "dmp": DMP, "gauss": Gauss, "dpsgd": DPSGD}
+TASKS = ("translation", "segmentation")
 
 
-def get_defense(method: str) -> Defense:
-    """The defense called ``method``; ``InputError`` listing the valid names for an unknown one."""
-    if method not in DEFENSES:
-        raise InputError(f"unknown --method {method!r}; choose one of {', '.join(DEFENSES)}")
-    return DEFENSES[method]()
+def _registry(task: str) -> dict[str, Any]:
+    if task not in TASKS:
+        raise InputError(f"unknown --task {task!r}; use translation or segmentation")
+    if task == "segmentation":
+        from privaudit.defenses.segmentation import SEG_DEFENSES
+
+        return SEG_DEFENSES
+    return DEFENSES
 
 
-def options_for(method: str, **values: Any) -> Any:
+def get_defense(method: str, task: str = "translation") -> Defense:
+    """The defense called ``method`` for ``task`` (``defenses.segmentation.SEG_DEFENSES`` for
+    segmentation models); ``InputError`` listing the valid names for an unknown one."""
+    registry = _registry(task)
+    if method not in registry:
+        if task == "translation" and method == "argmax":
+            raise InputError("--method argmax (release labels only) is for segmentation models; for a generator choose one of " + ", ".join(DEFENSES))
+        if task == "segmentation" and method == "akd":
+            raise InputError("--method akd (adversarial distillation of a generator) is for image translation; for a segmentation model use dmp "
+                             "(distillation from soft posteriors), or one of " + ", ".join(registry))
+        raise InputError(f"unknown --method {method!r}; choose one of {', '.join(registry)}")
+    return registry[method]()
+
+
+def options_for(method: str, task: str = "translation", **values: Any) -> Any:
     """``method``'s options from flat values (the command line's flags): the values its options
     know, None meaning its default; the others are ignored (e.g. ``sigma`` for akd)."""
-    options_type = get_defense(method).Options
+    options_type = get_defense(method, task).Options
     known = {f.name for f in fields(options_type)}
     return options_type(**{k: v for k, v in values.items() if k in known and v is not None})
 
@@ -62,8 +80,15 @@ def defend(
     on_step: OnStep | None = None,
     on_warning: Callable[[str], None] | None = None,
     streaming: Streaming | None = None,
+    task: str | None = None,
+    segmentation: Any = None,
 ) -> DefenseResult:
     """Harden a generator with ``method`` (akd, dmp, gauss or dpsgd) and write the checkpoint ``out``.
+
+    ``task``: ``segmentation`` runs the segmentation defenses (argmax, gauss, dmp, dpsgd of
+    ``defenses.segmentation``); None: the teacher's recorded task, or segmentation when ``options``
+    are a segmentation defense's. ``segmentation``: a ``models.segnets.SegSpec`` describing a
+    segmentation teacher that does not record its network (a state_dict).
 
     akd/dmp distil a student from ``teacher`` on the unlabelled ``proxy`` inputs; gauss re-saves
     ``teacher`` with output noise; dpsgd trains from scratch on the private pairs ``train_data`` (a
@@ -77,7 +102,10 @@ def defend(
     ``deterministic``: how the run uses a CUDA device (``privaudit.accel``; dpsgd stays fp32). Raises ``InputError`` (and the other
     ``PrivauditError``s) before anything is written for bad settings, inputs or an unwritable ``out``.
     """
-    defense = get_defense(method)
+    task = resolve_defense_task(task, teacher, options, segmentation)
+    defense = get_defense(method, task)
+    if task == "segmentation" and distributed.launched():
+        raise InputError("segmentation defenses run as one process; run privaudit defend without torchrun")
     if method == "gauss" and distributed.launched():
         raise InputError("--method gauss trains nothing, so torchrun's processes would only write the same file; run it as one process")
     if out is None:
@@ -93,7 +121,7 @@ def defend(
     check_precision(precision)
     job = DefenseJob(out=Path(out), teacher=_path(teacher), proxy=_path(proxy), train_data=train_data if isinstance(train_data, (ImageSet, StreamedSet)) else _path(train_data), direction=direction, size=size, seed=seed,
                      device=device, precision=precision, deterministic=deterministic, resume=resume, keep_state=keep_state, on_step=on_step, on_warning=on_warning,
-                     streaming=streaming)
+                     streaming=streaming, segmentation=segmentation if task == "segmentation" else None)
     t0 = time.perf_counter()
     result = defense.run(options, job)
     result.seconds = time.perf_counter() - t0
@@ -103,3 +131,17 @@ def defend(
 
 def _path(p: str | Path | None) -> Path | None:
     return None if p is None else Path(p)
+
+
+def resolve_defense_task(task: str | None, teacher: str | Path | None, options: Any = None, spec: Any = None) -> str:
+    """The task a defense runs for: ``task`` when given (checked against the teacher's record),
+    else the teacher's recorded task, else segmentation for a segmentation defense's options or
+    segmentation flags (``spec``), else translation."""
+    from privaudit.models.segcheckpoint import resolve_task
+
+    if task is None and teacher is None:
+        from privaudit.defenses.segmentation import SegDPSGDOptions, SegDistillOptions
+
+        if isinstance(options, (SegDPSGDOptions, SegDistillOptions)):
+            return "segmentation"
+    return resolve_task(teacher, task, spec)

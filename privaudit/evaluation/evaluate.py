@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_references
+from privaudit.attacks.api import add_reference_attacks, load_audit_sets, open_references, segmentation_task
 from privaudit.attacks.reconstruction import AttackConfig, run_attack
 from privaudit.data.checks import check_count, check_disjoint
 from privaudit.data.images import ImageSet, load_inputs, to_uint8
@@ -175,8 +175,14 @@ def evaluate(
     references: str | Path | None = None,
     on_reference: Callable[[int, int], None] | None = None,
     streaming: Streaming | None = None,
+    task: str | None = None,
+    segmentation: Any = None,
+    seg_options: Any = None,
 ) -> dict[str, Any]:
     """Audit one model; returns the report (``privaudit.report/1``) with attack, utility and gap.
+
+    A segmentation model (``task``, ``segmentation`` and ``seg_options`` as for ``attack``) is
+    audited by ``evaluation.segmentation.evaluate_segmentation`` (mean IoU, no KID).
 
     ``direction`` is required for a model that does not record it; ``allow_small`` accepts fewer
     than MIN_PAIRS members, non-members or proxy pairs (the report records it). ``references``: a
@@ -191,6 +197,11 @@ def evaluate(
     """
     cfg.validate()
     check_precision(precision)  # before the Inception weights are looked for
+    if segmentation_task(model_path, task, segmentation, direction=direction, overrides=overrides):
+        from privaudit.evaluation.segmentation import evaluate_segmentation
+
+        return evaluate_segmentation(model_path, members, nonmembers, cfg, spec=segmentation, options=seg_options, size=size, device=device,
+                                     on_batch=on_batch, allow_small=allow_small, references=references, on_reference=on_reference)
     weights: Path | None = None
     if cfg.kid:
         weights = resolve_inception_weights(cfg.inception_weights)  # fail before any heavy work

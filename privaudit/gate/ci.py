@@ -27,7 +27,8 @@ def to_junit_xml(verdict: GateVerdict, report_path: str | Path) -> str:
             ET.SubElement(case, "system-out").text = detail
         else:
             flip = " (score flipped)" if c.note.startswith("score flipped") else " (a bound for the flipped score)" if c.note.startswith("flipped score") else ""
-            fail = ET.SubElement(case, "failure", message=f"{c.name}{flip} {format_number(c.value)} exceeds the limit {format_number(c.limit)}", type="threshold")
+            crossed = "is below the lower limit" if c.op == ">=" else "exceeds the limit"
+            fail = ET.SubElement(case, "failure", message=f"{c.name}{flip} {format_number(c.value)} {crossed} {format_number(c.limit)}", type="threshold")
             fail.text = detail
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
@@ -42,7 +43,8 @@ def to_markdown(verdict: GateVerdict, report_path: str | Path, *, policy_source:
     notes = list(dict.fromkeys(c.note for c in verdict.checks if c.note))
     for c in verdict.checks:
         mark = f" [{notes.index(c.note) + 1}]" if c.note and c.note in notes else ""
-        lines.append(f"| {md_cell(c.name)}{mark} | {format_number(c.value)} | {format_number(c.limit)} | {'PASS' if c.passed else '**FAIL**'} |")
+        limit = ("≥ " if c.op == ">=" else "") + format_number(c.limit)
+        lines.append(f"| {md_cell(c.name)}{mark} | {format_number(c.value)} | {limit} | {'PASS' if c.passed else '**FAIL**'} |")
     if notes:
         lines += [""] + [f"- [{i}] {md_cell(n)}" for i, n in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"

@@ -44,12 +44,17 @@ SPECS: tuple[Spec, ...] = (
     Spec("max_gap", "generalization gap", "generalization_gap.gap", "real", EVALUATE_HINT),
     Spec("max_epsilon_lb", "ε lower bound (95%)", "attack.epsilon_lb", "nonneg", ATTACK_HINT + " (privaudit 0.3 or later writes it)"),
 )
+SEGMENTATION_HINT = "run `privaudit evaluate` on a segmentation model with --json"
+# Lower limits: the check passes when value >= limit (utility that must not drop below a floor).
+MIN_SPECS: tuple[Spec, ...] = (
+    Spec("min_miou", "mean IoU", "utility.miou", "rate", SEGMENTATION_HINT),
+)
 TPR_KEY = "max_tpr_at_fpr"
 ATTACK_KEY = "attack"
-VALID_KEYS: tuple[str, ...] = tuple(s.key for s in SPECS) + (TPR_KEY, ATTACK_KEY)
+VALID_KEYS: tuple[str, ...] = tuple(s.key for s in SPECS) + tuple(s.key for s in MIN_SPECS) + (TPR_KEY, ATTACK_KEY)
 # The attacks a threshold may be pinned to (--attack; ``attack`` in the policy). ``reference-only`` is
-# a distribution check, not a membership attack.
-GATE_ATTACKS = ("loss", "calibrated", "lira-offline", "lira-online")
+# a distribution check, not a membership attack. label-only and loss-map: segmentation reports.
+GATE_ATTACKS = ("loss", "calibrated", "lira-offline", "lira-online", "label-only", "loss-map")
 
 
 @dataclass(frozen=True)
@@ -69,11 +74,12 @@ class GatePolicy:
     max_gap: float | None = None
     max_epsilon_lb: float | None = None
     attack: str | None = None  # the attack the attack thresholds apply to; None: the report's ``attack`` (the strongest)
+    min_miou: float | None = None  # segmentation: the lowest mean IoU allowed on the test set
 
     @property
     def empty(self) -> bool:
         """True when the policy sets no threshold at all (pinning an attack is not a threshold)."""
-        return not self.max_tpr_at_fpr and all(getattr(self, s.key) is None for s in SPECS)
+        return not self.max_tpr_at_fpr and all(getattr(self, s.key) is None for s in SPECS + MIN_SPECS)
 
 
 def _canonical(key: str) -> str:
@@ -139,7 +145,7 @@ def make_policy(values: Mapping[str, Any], *, source: str | None = None) -> Gate
             extra = " (reference-only is a distribution check, not an attack)" if pinned == "reference-only" else ""
             raise error(f"{name(ATTACK_KEY)} {pinned!r} is not an attack{extra}; choose one of {', '.join(GATE_ATTACKS)}")
         kwargs[ATTACK_KEY] = pinned
-    for spec in SPECS:
+    for spec in SPECS + MIN_SPECS:
         if values.get(spec.key) is not None:
             kwargs[spec.key] = _limit(values[spec.key], spec.kind, name(spec.key), error)
     tpr = values.get(TPR_KEY)
@@ -163,7 +169,7 @@ def make_policy(values: Mapping[str, Any], *, source: str | None = None) -> Gate
 
 def merge_policies(base: GatePolicy, override: GatePolicy) -> GatePolicy:
     """``base`` with every threshold that ``override`` sets replaced (TPR limits merged per FPR)."""
-    changes: dict[str, Any] = {s.key: getattr(override, s.key) for s in SPECS if getattr(override, s.key) is not None}
+    changes: dict[str, Any] = {s.key: getattr(override, s.key) for s in SPECS + MIN_SPECS if getattr(override, s.key) is not None}
     if override.attack is not None:
         changes[ATTACK_KEY] = override.attack
     tpr = {_canonical(k): v for k, v in base.max_tpr_at_fpr.items()}

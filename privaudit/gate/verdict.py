@@ -15,14 +15,15 @@ from typing import Any, Mapping, Sequence
 from privaudit.errors import InputError, ReportError
 from dataclasses import replace
 
-from privaudit.gate.policy import ATTACK_HINT, GATE_ATTACKS, SPECS, TPR_KEY, GatePolicy, Spec
+from privaudit.gate.policy import ATTACK_HINT, GATE_ATTACKS, MIN_SPECS, SPECS, TPR_KEY, GatePolicy, Spec
 from privaudit.report.schema import ROC_POINTS_LIMIT, find_fpr, fpr_key, parse_fpr, usable_roc, validate_report
 
 
 @dataclass(frozen=True)
 class GateCheck:
-    """One threshold applied to one metric: passed is ``value <= limit``; ``metric`` says where the
-    value came from (``1 − attack.auc`` when the flipped score is the stronger direction)."""
+    """One threshold applied to one metric: passed is ``value <= limit`` (``value >= limit`` for a
+    lower limit, ``op`` ">="); ``metric`` says where the value came from (``1 − attack.auc`` when the
+    flipped score is the stronger direction)."""
 
     name: str
     value: float
@@ -30,6 +31,7 @@ class GateCheck:
     passed: bool
     metric: str = ""
     note: str = ""  # e.g. that the value is the flipped score's, or an upper bound
+    op: str = "<="  # "<=": an upper limit (passed is value <= limit); ">=": a lower limit (utility floors, e.g. mean IoU)
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,11 @@ def evaluate_gate(report: Mapping[str, Any], policy: GatePolicy, *, report_name:
         elif not as_measured and spec.key == "max_advantage":
             flipped = _flipped_value(report, "advantage")
         checks.append(_judge(spec.label, (value, metric), flipped, limit))
+    for spec in MIN_SPECS:
+        limit = getattr(policy, spec.key)
+        if limit is not None:
+            value = _spec_value(report, spec, report_name)
+            checks.append(GateCheck(spec.label, value, float(limit), value >= limit, spec.metric, op=">="))
     dp = dp_claim_check(report)
     if dp is not None:
         checks.append(dp)

@@ -169,6 +169,13 @@ def load_model(
 
 def _load_privaudit(obj: dict[str, Any], p: Path, digest: str, overrides: ArchOverrides, seed: int) -> LoadedModel:
     """The U-Net its record describes, wrapped in the run-time part of its defense (Gauss noise)."""
+    task = obj.get("task", "translation")
+    if task == "segmentation":  # a segmentation network (models.segcheckpoint)
+        from privaudit.models.segcheckpoint import load_privaudit_segmentation
+
+        return load_privaudit_segmentation(obj, p, digest, seed)
+    if task != "translation":
+        raise CheckpointError(f"{p} records the task {_short(task)}, which this privaudit ({__version__}) does not know; upgrade privaudit")
     arch_d = obj.get("arch")
     if not isinstance(arch_d, dict) or arch_d.get("type") != "unet":
         raise CheckpointError(f"{p} records an unknown architecture {arch_d!r}; re-save it with this privaudit version")

@@ -24,7 +24,8 @@ class RuntimeDefense(nn.Module):
 class LoadedModel:
     """A generator ready for inference, and what is known about it.
 
-    ``module`` maps (N, C_in, H, W) in [-1, 1] to (N, C_out, H, W) in [-1, 1].
+    ``module`` maps (N, C_in, H, W) in [-1, 1] to (N, C_out, H, W) in [-1, 1] (a segmentation
+    model: see ``task``).
     """
 
     module: nn.Module
@@ -47,6 +48,10 @@ class LoadedModel:
     def runtime(self) -> Accel:
         """The ``Accel`` the model's forward passes run with (plain fp32 on ``device`` when none was set)."""
         return self.accel if self.accel is not None and self.accel.device == self.device else Accel(device=self.device)
+    # "translation" (a generator) or "segmentation" (``module`` maps normalised photos to
+    # log-posteriors (N, C, H, W); ``segmentation`` holds its ``models.segnets.SegInfo``)
+    task: str = "translation"
+    segmentation: Any = None
 
     @property
     def has_dropout(self) -> bool:

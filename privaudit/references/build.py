@@ -269,10 +269,14 @@ def build_references(
 
 def read_population(folders: Sequence[str | Path], recipe: Recipe, streaming: Streaming | None = None) -> Population:
     """Every pair in ``folders`` at the recipe's size and direction, without duplicates (by content),
-    sorted by content hash; streamed from disk when ``streaming`` says so (judged on all folders together)."""
+    sorted by content hash; streamed from disk when ``streaming`` says so (judged on all folders together;
+    segmentation pairs are read into memory)."""
     root = recipe.root
-    sets = open_sets([(folder, "population") for folder in folders], direction=root.direction, size=root.image_size, input_nc=root.arch.input_nc,
-                     output_nc=root.arch.output_nc, streaming=streaming)
+    if root.task == "segmentation":
+        sets = [_read_like_root(Path(folder), root, "population", None) for folder in folders]
+    else:
+        sets = open_sets([(folder, "population") for folder in folders], direction=root.direction, size=root.image_size, input_nc=root.arch.input_nc,
+                         output_nc=root.arch.output_nc, streaming=streaming)
     hashes, info = [], []
     for folder, s in zip(folders, sets):
         hashes.extend(hex_hashes(s))
@@ -331,6 +335,10 @@ def _member_hashes(recipe: Recipe, exclude: Sequence[str | Path], who: str, *, r
 
 
 def _read_like_root(path: Path, root: Recipe, what: str, streaming: Streaming | None) -> ImageSet | StreamedSet:
+    if root.task == "segmentation":  # A/ photos and B/ label maps
+        from privaudit.references.segmentation import read_pairs
+
+        return read_pairs(path, root, what)
     return open_pairs(path, direction=root.direction, size=root.image_size, input_nc=root.arch.input_nc, output_nc=root.arch.output_nc, what=what,
                       streaming=streaming)
 
@@ -388,8 +396,13 @@ def _check_proxy(recipe: Recipe, proxy: str | Path | None, streaming: Streaming 
     if proxy is None:
         raise InputError(f"this model is an {student.kind} student distilled on {student.params['proxy_count']} proxy inputs; pass --proxy DIR with "
                          "the same proxy set, so each reference pipeline distils on it too")
-    inputs = open_inputs(proxy, direction=student.direction, size=student.image_size, input_nc=student.arch.input_nc,
-                         layout=student.params["proxy_layout"], what="--proxy", streaming=streaming)
+    if student.task == "segmentation":
+        from privaudit.references.segmentation import read_proxy
+
+        inputs = read_proxy(proxy, student)
+    else:
+        inputs = open_inputs(proxy, direction=student.direction, size=student.image_size, input_nc=student.arch.input_nc,
+                             layout=student.params["proxy_layout"], what="--proxy", streaming=streaming)
     if len(inputs) != student.params["proxy_count"]:
         raise DataError(f"--proxy {proxy} holds {len(inputs)} inputs, but the model was distilled on {student.params['proxy_count']}; "
                         "give the same proxy set")
@@ -558,7 +571,11 @@ class _Replayer:
             progress(offset + epoch + (step == steps - 1))  # epochs finished, counting this one at its last step
 
         def attempt(resume: bool) -> None:
-            if recipe.kind == "pix2pix":
+            if recipe.task == "segmentation":
+                from privaudit.references.segmentation import replay
+
+                replay(recipe, sample, out, seed, teacher, proxy=self.proxy, device=self.device, resume=resume, on_step=on_step)
+            elif recipe.kind == "pix2pix":
                 a = recipe.arch
                 cfg = replace(recipe.training, seed=seed, **self.run_settings)  # type: ignore[type-var]
                 training.train(sample, out, direction=recipe.direction, size=recipe.image_size,
@@ -627,8 +644,10 @@ def _finished(path: Path, recipe: Recipe, sample: ImageSet | StreamedSet, seed: 
         return False
     defense = ckpt.get("defense") or {}
     prov = ckpt.get("provenance") or {}
-    if defense.get("method", "none") != ("none" if recipe.kind == "pix2pix" else recipe.kind) or ckpt.get("arch") != recipe.arch.to_dict():
+    if defense.get("method", "none") != ("none" if recipe.kind in ("pix2pix", "segmentation") else recipe.kind) or ckpt.get("arch") != recipe.arch.to_dict():
         return False
+    if recipe.task == "segmentation" and recipe.kind in ("segmentation", "dpsgd"):
+        return (prov.get("trained_on") or {}).get("sha256") == data_fingerprint(sample) and (prov.get("training") or {}).get("seed") == seed
     if recipe.kind in ("pix2pix", "dpsgd"):
         trained = prov.get("training") or {}
         cfg_seed = trained.get("seed") if recipe.kind == "pix2pix" else (trained.get("train") or {}).get("seed")

@@ -105,7 +105,12 @@ class References:
                 raise CheckpointError(f"{ref.path} changed since its references were checked (sha256 differs from {self.folder / MANIFEST}); rebuild it")
             self._check_model(model)
             for i, images in enumerate(sets):
-                out[i][:, k] = reconstruction_losses(model, images, config)
+                if model.task == "segmentation":  # the per-image cross-entropy (attacks.segmentation)
+                    from privaudit.models.seginference import segment
+
+                    out[i][:, k] = segment(model, images, batch_size=config.batch_size, seed=config.seed).ce
+                else:
+                    out[i][:, k] = reconstruction_losses(model, images, config)
             del model
             if on_reference is not None:
                 on_reference(k + 1, len(self.refs))
@@ -248,7 +253,10 @@ def load_references(folder: str | Path, target: "LoadedModel", *, direction: str
         model = load_model(ref.path, device="cpu")
         if model.sha256 != ref.sha256:
             raise CheckpointError(f"{ref.path} changed while it was read (sha256 differs from {mpath}); {_rebuild(folder)}")
-        if target.arch.get("type") == "unet" and model.arch != target.arch:
+        if model.task != target.task:
+            raise CheckpointError(f"{ref.path} is a {model.task} model but {target.path} is a {target.task} model; build references for {target.path} "
+                                  "with privaudit references")
+        if target.arch.get("type") in ("unet", "torchvision") and model.arch != target.arch:
             raise CheckpointError(f"{ref.path} is a {_arch(model.arch)} but {target.path} is a {_arch(target.arch)}: these references replay another "
                                   f"model; build references for {target.path} with privaudit references")
         if want_size is not None and model.image_size != want_size:
@@ -274,4 +282,5 @@ def load_references(folder: str | Path, target: "LoadedModel", *, direction: str
                                   f"whose recipe {target.path} does not share; build references for {target.path} with privaudit references")
         notes.append(f"the references in {folder} were built for {manifest['target'].get('path')}, another file with the same recipe as {target.path}")
     return References(folder=folder, manifest=manifest, refs=refs, mode=manifest["mode"], image_size=int(first.image_size or 0),
-                      direction=str(first.direction), arch=first.arch, recipe=recipe, target_matches=matches, notes=notes)
+                      direction=first.direction if first.direction is None else str(first.direction), arch=first.arch, recipe=recipe,  # type: ignore[arg-type]
+                      target_matches=matches, notes=notes)

@@ -114,12 +114,15 @@ class Recipe:
     teacher: "Recipe | None" = None
     trained_on: TrainingSet | None = None
     source: str = "model"
+    task: str = "translation"  # "segmentation": arch is a SegArch, training a SegTrainConfig (references.segmentation)
 
     def key_dict(self) -> dict[str, Any]:
         """What determines a reference's training: the recipe without seed, device, source and the
         target's data location."""
         d: dict[str, Any] = {"kind": self.kind, "arch": self.arch.to_dict(), "image_size": self.image_size, "direction": self.direction,
                              "train_count": self.train_count}
+        if self.task != "translation":  # generator recipes keep their keys (and recipe_key) unchanged
+            d["task"] = self.task
         if self.training is not None:
             d["training"] = {**{k: v for k, v in self.training.to_dict().items() if k not in NOT_IN_KEY}, **LEGACY_KEY}
         if self.params:
@@ -169,6 +172,10 @@ class Recipe:
 
     def describe(self) -> str:
         """One line for a summary table (this step only; a pipeline's teacher describes itself)."""
+        if self.task == "segmentation":
+            from privaudit.references.segmentation import describe
+
+            return describe(self)
         a = self.arch
         net = f"U-Net(num_downs={a.num_downs}, ngf={a.ngf}, {a.norm})"
         if self.kind == "gauss":
@@ -208,6 +215,10 @@ def read_recipe(model: "LoadedModel", *, flags: RecipeFlags | None = None, teach
     model whose checkpoint predates ``defense.teacher.recipe``. Raises ``InputError`` naming the
     missing flag or ``--teacher``, ``CheckpointError`` for a malformed record."""
     flags = flags or RecipeFlags()
+    if getattr(model, "task", "translation") == "segmentation":
+        from privaudit.references.segmentation import read_seg_recipe
+
+        return read_seg_recipe(model, flags=flags, teacher=teacher)
     meta = model_meta(model)
     teacher_meta = model_meta(teacher) if teacher is not None else None
     recipe = _from_meta(meta, flags, who=model.path, teacher_meta=teacher_meta)

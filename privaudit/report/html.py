@@ -7,7 +7,7 @@ import html
 from typing import Any
 
 from privaudit.report.plots import figure_png, report_curves, roc_figure, tradeoff_figure
-from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, Row, cells
+from privaudit.report.tables import FLIPPED_NOTE, SHIFT_NOTE, Row, headers, row_cells
 
 
 def to_html(rows: list[Row], reports: list[tuple[str, dict[str, Any]]]) -> str:
@@ -16,8 +16,9 @@ def to_html(rows: list[Row], reports: list[tuple[str, dict[str, Any]]]) -> str:
     def inline(fig) -> str:
         return "data:image/png;base64," + base64.b64encode(figure_png(fig, dpi=110)).decode()
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>" for r in rows)
+    columns = headers(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row_cells(r, columns)) + "</tr>" for r in rows)
     note = f"<p>{html.escape(FLIPPED_NOTE)}</p>" if any(r.flipped for r in rows) else ""
     note += f"<p>{html.escape(SHIFT_NOTE)}</p>" if any(r.shift for r in rows) else ""
     return (

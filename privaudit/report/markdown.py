@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from privaudit.report.tables import FLIPPED_NOTE, HEADERS, SHIFT_NOTE, Row, cells
+from privaudit.report.tables import FLIPPED_NOTE, SHIFT_NOTE, Row, headers, row_cells
 
 
 def md_cell(text: str) -> str:
@@ -12,11 +12,16 @@ def md_cell(text: str) -> str:
 
 def to_markdown(rows: list[Row], *, title: str = "privaudit: utility-privacy comparison") -> str:
     """The comparison as a Markdown table with a legend (and the flipped-score note when a row needs it)."""
-    lines = [f"### {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(md_cell(c) for c in cells(r)) + " |" for r in rows]
-    lines += ["", "AUC: attack AUC (50% = chance, lower is more private). NKID = KID / KID(all-black) on the test set (lower is better). "
-              "gap = NKID(test) − NKID(train), positive = better on training data. L1 on [-1, 1] images, test set. "
-              "– = not in the report.", ""]
+    columns = headers(rows)
+    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(md_cell(c) for c in row_cells(r, columns)) + " |" for r in rows]
+    legend = "AUC: attack AUC (50% = chance, lower is more private). "
+    if any(r.task == "translation" for r in rows):
+        legend += ("NKID = KID / KID(all-black) on the test set (lower is better). gap = NKID(test) − NKID(train), positive = better on training data. "
+                   "L1 on [-1, 1] images, test set. ")
+    if any(r.task == "segmentation" for r in rows):
+        legend += "mIoU and pixel accuracy on the test set (higher is better); gap (mIoU) = mIoU(train) − mIoU(test), positive = better on training data. "
+    lines += ["", legend + "– = not in the report.", ""]
     if any(r.flipped for r in rows):
         lines += [FLIPPED_NOTE.replace("*", "\\*", 1), ""]
     if any(r.shift for r in rows):

@@ -104,6 +104,9 @@ def tradeoff_figure(rows: list[Row]):
     plt = _plt()
     rows = [r for r in rows if r.primary]
     n_nkid, n_l1 = sum(r.nkid is not None for r in rows), sum(r.l1 is not None for r in rows)
+    n_miou = sum(r.miou is not None for r in rows)
+    if n_miou > max(n_nkid, n_l1):
+        return _miou_tradeoff(plt, rows)
     use_nkid = n_nkid >= n_l1 and n_nkid > 0
     metric = "NKID" if use_nkid else "L1"
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
@@ -123,6 +126,30 @@ def tradeoff_figure(rows: list[Row]):
     title = "utility-privacy trade-off"
     if left_out:
         title += f"\nnot plotted: {', '.join(left_out)} (no {metric})"
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _miou_tradeoff(plt, rows: list[Row]):
+    """Segmentation reports: AUC against the test mean IoU; the ideal is (100%, 50%)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    markers = "osD^vP<>Xh"
+    left_out = []
+    for i, r in enumerate(rows):
+        if r.miou is None:
+            left_out.append(r.name)
+            continue
+        label = (r.name if r.name == r.method else f"{r.name} ({r.method})") + (", score flipped" if r.flipped else "")
+        ax.scatter([100 * r.miou], [100 * r.auc], s=55, marker=markers[i % len(markers)], label=label, zorder=4)
+    ax.scatter([100], [50], marker="*", s=160, color="gold", edgecolor="k", zorder=5, label="ideal (100%, 50%)")
+    ax.axhline(50, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("test mean IoU % (higher is better)")
+    ax.set_ylabel("attack AUC % (lower is more private)")
+    title = "utility-privacy trade-off"
+    if left_out:
+        title += f"\nnot plotted: {', '.join(left_out)} (no mean IoU)"
     ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     ax.grid(alpha=0.3)

@@ -198,7 +198,8 @@ _METRIC_SECTIONS = ("attack", "attacks", "most_exposed", "dp_audit", "utility", 
 def validate_report(report: Mapping[str, Any], name: str = "(in memory)") -> None:
     """Raise ReportError (one line naming the key and its value) unless the report's metrics can be
     trusted: no NaN or infinity anywhere in the metric sections; AUCs, their 95% intervals (lo <= hi),
-    TPRs, advantage and balanced accuracy in [0, 1]; L1 >= 0 and SSIM in [-1, 1]; a DP-SGD ε >= 0
+    TPRs, advantage and balanced accuracy in [0, 1]; L1 >= 0 and SSIM in [-1, 1]; mean IoU, pixel
+    accuracy and each class's IoU (segmentation) in [0, 1]; a DP-SGD ε >= 0
     (infinite allowed: no guarantee). Keys that are absent are not checked here: whoever needs them
     says so. ``attack.flipped_score``, when present, must be the measured attack with its score negated.
     """
@@ -247,12 +248,23 @@ def validate_report(report: Mapping[str, Any], name: str = "(in memory)") -> Non
         if isinstance(fid, Mapping):
             for k in ("nonmembers_l1", "proxy_l1"):
                 _finite(name, f"utility.fidelity_to_teacher.{k}", fid.get(k), lo=0.0)
+        for k in ("miou", "pixel_accuracy", "mean_class_accuracy"):  # segmentation
+            _rate(name, f"utility.{k}", u.get(k), nullable=True)
+        per_class = u.get("iou_per_class")
+        if per_class is not None:
+            if not isinstance(per_class, Mapping):
+                raise _bad(name, "utility.iou_per_class", per_class, "not a table of class: IoU")
+            for cls, v in per_class.items():
+                _rate(name, f'utility.iou_per_class["{cls}"]', v, nullable=True)
     g = report.get("generalization_gap")
     if isinstance(g, Mapping):
         for k in ("nkid_train", "nkid_test", "gap", "l1_gap"):
             _finite(name, f"generalization_gap.{k}", g.get(k))
         for k in ("l1_train", "l1_test"):
             _finite(name, f"generalization_gap.{k}", g.get(k), lo=0.0)
+        for k in ("miou_train", "miou_test", "pixel_accuracy_train", "pixel_accuracy_test"):  # segmentation
+            _rate(name, f"generalization_gap.{k}", g.get(k), nullable=True)
+        _finite(name, "generalization_gap.miou_gap", g.get("miou_gap"), lo=-1.0, hi=1.0)
     d = (report.get("model") or {}).get("defense") if isinstance(report.get("model"), Mapping) else None
     if isinstance(d, Mapping) and d.get("epsilon") is not None:
         eps = d["epsilon"]

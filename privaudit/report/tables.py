@@ -38,6 +38,10 @@ class Row:
     attack: str | None = None  # which attack the row shows (report/2); None: the plain attack of a report/1
     primary: bool = True  # False for the extra attack rows of a report/2 (left out of the trade-off plot)
     shift: bool = False  # the report's data.distribution_shift.detected (SHIFT_NOTE)
+    task: str = "translation"  # "segmentation": the utility columns are mean IoU, pixel accuracy and the mIoU gap
+    miou: float | None = None
+    pixel_accuracy: float | None = None
+    miou_gap: float | None = None
 
 
 def row(name: str, r: dict[str, Any]) -> Row:
@@ -46,7 +50,8 @@ def row(name: str, r: dict[str, Any]) -> Row:
         out = _row(name, r)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
         raise ReportError(f"report {name} has a malformed field ({type(exc).__name__}: {str(exc)[:80]}); write it again with privaudit attack/evaluate --json") from None
-    numbers = [out.auc, *(out.auc_ci95 or ())] + [v for v in (out.tpr_1, out.tpr_10, out.nkid, out.gap, out.l1, out.ssim) if v is not None]
+    numbers = [out.auc, *(out.auc_ci95 or ())] + [v for v in (out.tpr_1, out.tpr_10, out.nkid, out.gap, out.l1, out.ssim, out.miou, out.pixel_accuracy,
+                                                              out.miou_gap) if v is not None]
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
         raise ReportError(f"report {name} holds a metric that is not a finite number; write it again with privaudit attack/evaluate --json")
     return out
@@ -65,7 +70,9 @@ def _row(name: str, r: dict[str, Any]) -> Row:
         auc, ci = 1.0 - auc, (None if ci is None else (1.0 - ci[1], 1.0 - ci[0]))
         tpr = (a.get("flipped_score") or {}).get("tpr_at_fpr") or {}
     method = d.get("method", "none")
-    if method == "gauss":
+    if method == "gauss" and r.get("task") == "segmentation":
+        method = f"gauss σ={d.get('sigma')} (posteriors)"
+    elif method == "gauss":
         method = f"gauss σ={d.get('sigma')}"
     elif method == "dpsgd" and d.get("noise_multiplier") is not None:
         method = f"dpsgd σ={d.get('noise_multiplier'):.3g}"
@@ -92,6 +99,10 @@ def _row(name: str, r: dict[str, Any]) -> Row:
         epsilon_lb=a.get("epsilon_lb"),
         attack=a.get("name") if r.get("attacks") else None,
         shift=(((r.get("data") or {}).get("distribution_shift") or {}).get("detected") is True),
+        task="segmentation" if r.get("task") == "segmentation" else "translation",
+        miou=u.get("miou"),
+        pixel_accuracy=u.get("pixel_accuracy"),
+        miou_gap=g.get("miou_gap"),
     )
 
 
@@ -107,7 +118,7 @@ def rows_of(name: str, r: dict[str, Any]) -> list[Row]:
     for key, entry in attacks.items():
         if key == main.attack or key == "reference-only" or not isinstance(entry, dict):
             continue
-        extra = row(f"{name} · {key}", {**r, "attack": entry, "utility": None, "generalization_gap": None, "repeats": None})
+        extra = row(f"{name} · {key}", {**r, "attack": entry, "utility": None, "generalization_gap": None, "repeats": None})  # utility shown once
         out.append(replace(extra, primary=False))
     return out
 
@@ -119,6 +130,30 @@ def _f(x: float | None, pct: bool = False, digits: int = 3) -> str:
 
 
 HEADERS = ["model", "defense", "AUC", "AUC 95% CI", "TPR@1%FPR", "TPR@10%FPR", "NKID", "gap (NKID)", "L1", "SSIM", "ε", "ε lb"]
+
+
+# Segmentation reports: mean IoU, pixel accuracy and the mIoU gap in place of NKID, its gap, L1 and SSIM.
+SEG_UTILITY = ["mIoU", "pixel acc.", "gap (mIoU)"]
+TRANSLATION_UTILITY = ["NKID", "gap (NKID)", "L1", "SSIM"]
+
+
+def headers(rows: list[Row]) -> list[str]:
+    """The comparison's columns: ``HEADERS`` for generator reports; with segmentation reports their
+    utility columns in place of (all segmentation) or beside (a mix) the generators'."""
+    tasks = {r.task for r in rows}
+    if "segmentation" not in tasks:
+        return list(HEADERS)
+    utility = (TRANSLATION_UTILITY if "translation" in tasks else []) + SEG_UTILITY
+    return HEADERS[:6] + utility + HEADERS[-2:]
+
+
+def row_cells(r: Row, columns: list[str]) -> list[str]:
+    """The row's cells for ``columns`` (``headers``): ``cells`` with the segmentation columns."""
+    base = dict(zip(HEADERS, cells(r)))
+    base.update({"mIoU": _f(r.miou, pct=True, digits=4), "pixel acc.": _f(r.pixel_accuracy, pct=True, digits=4), "gap (mIoU)": _f(r.miou_gap, pct=True, digits=4)})
+    if r.task == "segmentation":  # no KID or L1: never show the gap's value under the NKID header
+        base["gap (NKID)"] = "–"
+    return [base[h] for h in columns]
 
 
 def cells(r: Row) -> list[str]:
