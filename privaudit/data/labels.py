@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from privaudit.data.images import ImageSet, ResizeLog, _check_size, _list_images, _open, _require_square, _stack, _to_tensor
+from privaudit.data.images import ImageSet, ResizeLog, _check_size, _list_images, _open, _to_tensor
 from privaudit.defaults import IGNORE_INDEX
 from privaudit.errors import DataError, InputError
 
@@ -210,3 +210,19 @@ def is_segmentation_folder(path: str | Path) -> bool:
     """Whether ``path`` holds A/ and B/ (the layout segmentation data takes)."""
     p = Path(path)
     return (p / "A").is_dir() and (p / "B").is_dir()
+
+
+def _stack(tensors: list[torch.Tensor], names: list[str], folder: Path) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        by_shape: dict[tuple, str] = {}
+        for t, n in zip(tensors, names):
+            by_shape.setdefault(tuple(t.shape), n)
+        examples = ", ".join(f"{n} {s[2]}x{s[1]}" for s, n in list(by_shape.items())[:2])
+        raise DataError(f"images in {folder} differ in size ({examples}); pass --size PX to resize them all")
+    return torch.stack(tensors)
+
+
+def _require_square(x: torch.Tensor, folder: Path) -> None:
+    if x.shape[-1] != x.shape[-2]:
+        raise DataError(f"images in {folder} are {x.shape[-1]}x{x.shape[-2]}, not square; pass --size PX to resize them")

@@ -47,7 +47,7 @@ class SegTrainConfig:
     augment: bool = defaults.SEG_AUGMENT
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
-    amp: bool = defaults.AMP
+    amp: bool = True  # bfloat16 autocast, on CUDA only (the generators use privaudit.accel)
 
     def validate(self) -> None:
         if self.epochs < 1:
