@@ -1,4 +1,5 @@
-"""Data-parallel training: images per second for one process against N processes under torchrun.
+"""Data-parallel training: images per second for one process against N processes under torchrun,
+and in memory against streamed from disk (``--stream``), in one run.
 
     python benchmarks/scale.py                      # 1 vs 2 processes, gloo on the CPU (about a minute on 2 cores)
     python benchmarks/scale.py --nproc 4 --device cuda --size 256 --pairs 400 --batch-size 16
@@ -215,6 +216,7 @@ def main() -> None:
     ap.add_argument("--ngf", type=int, default=16)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
+    ap.add_argument("--workers", type=int, default=1, help="decoding worker processes of the streamed run")
     gpu = ap.add_argument_group("the GPU path (CUDA only; skipped elsewhere)")
     gpu.add_argument("--gpu-precision", action="store_true", help="fp32 against bf16 + channels_last: training and inference images/s")
     gpu.add_argument("--paper-akd", action="store_true", help="wall time of the paper-scale AKD run (shorten with --akd-epochs, --proxy)")
@@ -241,15 +243,19 @@ def main() -> None:
         common = ["train", str(data), "--direction", "AtoB", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--ngf", str(args.ngf),
                   "--ndf", str(args.ngf), "--norm", "instance", "--no-augment", "--device", args.device]
         rows = []
-        for n in (1, args.nproc):
-            out = Path(tmp) / f"g{n}.pt"
-            launcher = [sys.executable, "-m", "privaudit"] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m", "privaudit"]
-            secs, wall = run([*launcher, *common, "--out", str(out)], args.threads)
-            rows.append((n, secs, args.pairs * args.epochs / secs, wall))
+        one = [sys.executable, "-m", "privaudit"]
+        runs = [(1, "in memory", one, []),
+                (args.nproc, "in memory", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc), "-m", "privaudit"], []),
+                (1, f"streamed, {args.workers} worker(s)", one, ["--stream", "--workers", str(args.workers)])]
+        for k, (n, how, launcher, extra) in enumerate(runs):
+            out = Path(tmp) / f"g{k}.pt"
+            secs, wall = run([*launcher, *common, *extra, "--out", str(out)], args.threads)
+            rows.append((n, how, secs, args.pairs * args.epochs / secs, wall))
     print(f"{args.pairs} pairs at {args.size}px, ngf {args.ngf}, {args.epochs} epochs, global batch {args.batch_size}, device {args.device}, {args.threads} thread(s) per process")
-    print(f"{'processes':>9}  {'train s':>8}  {'images/s':>8}  {'speed-up':>8}  {'wall s':>7}")
-    for n, secs, ips, wall in rows:
-        print(f"{n:>9}  {secs:>8.1f}  {ips:>8.1f}  {ips / rows[0][2]:>8.2f}  {wall:>7.1f}")
+    print(f"{'processes':>9}  {'data':<22}  {'train s':>8}  {'images/s':>8}  {'ratio':>6}  {'wall s':>7}")
+    for n, how, secs, ips, wall in rows:
+        print(f"{n:>9}  {how:<22}  {secs:>8.1f}  {ips:>8.1f}  {ips / rows[0][3]:>6.2f}  {wall:>7.1f}")
+    print("ratio: images/s over the one-process in-memory run; peak memory in and out of memory: benchmarks/streaming.py")
 
 
 if __name__ == "__main__":
