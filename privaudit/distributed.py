@@ -39,9 +39,7 @@ _LOCAL = [0]  # depth of ``local()`` blocks: inside one, this process trains alo
 
 def world_size() -> int:
     """How many processes train together (torchrun's WORLD_SIZE; 1 without torchrun or inside ``local()``)."""
-    if _LOCAL[0]:
-        return 1
-    return max(1, _env_int("WORLD_SIZE", 1))
+    return 1 if _LOCAL[0] else launcher_world_size()
 
 
 def launcher_world_size() -> int:

@@ -29,25 +29,14 @@ class OutputNoise(RuntimeDefense):
     """
 
     def __init__(self, generator: nn.Module, sigma: float, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(sigma, seed)
         self.generator = generator
-        self.sigma = float(sigma)
-        self._seed = seed
-        self._rng: torch.Generator | None = None
-
-    def reseed(self, seed: int) -> None:
-        self._seed = seed
-        self._rng = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.generator(x).float()  # noise drawn and added in float32, as without autocast
         if self.sigma == 0:
             return out
-        if self._rng is None or self._rng.device != out.device:
-            self._rng = torch.Generator(device=out.device)
-            self._rng.manual_seed(self._seed)
-        noise = torch.randn(out.shape, generator=self._rng, device=out.device, dtype=out.dtype)
-        return (out + self.sigma * noise).clamp(-1.0, 1.0)
+        return (out + self.noise(out)).clamp(-1.0, 1.0)
 
 
 def check_sigma(sigma: float) -> float:

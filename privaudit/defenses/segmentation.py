@@ -39,24 +39,14 @@ class PosteriorNoise(RuntimeDefense):
     ``reseed``. ``inner`` returns log-posteriors (N, C, H, W)."""
 
     def __init__(self, inner: nn.Module, sigma: float, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(sigma, seed)
         self.inner = inner
-        self.sigma = float(sigma)
-        self._seed = seed
-        self._rng: torch.Generator | None = None
-
-    def reseed(self, seed: int) -> None:
-        self._seed = seed
-        self._rng = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logp = self.inner(x)
         if self.sigma == 0:
             return logp
-        if self._rng is None or self._rng.device != logp.device:
-            self._rng = torch.Generator(device=logp.device)
-            self._rng.manual_seed(self._seed)
-        p = logp.exp() + self.sigma * torch.randn(logp.shape, generator=self._rng, device=logp.device, dtype=logp.dtype)
+        p = logp.exp() + self.noise(logp)
         p = p.clamp_min(0.0)
         total = p.sum(1, keepdim=True)
         p = torch.where(total > 0, p / total.clamp_min(1e-30), torch.full_like(p, 1.0 / p.shape[1]))

@@ -196,25 +196,36 @@ def _load_privaudit(obj: dict[str, Any], p: Path, digest: str, overrides: ArchOv
         from privaudit.defenses.gauss import OutputNoise  # here: the defense module imports this one
 
         net = OutputNoise(net, float(sigma), seed=seed)
-    size = obj.get("image_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        raise CheckpointError(f"{p} records an invalid image_size {_short(size)}; it must be a positive number of pixels, re-save the model with privaudit")
+    size = recorded_image_size(obj, p)
     direction = obj.get("direction")
     if direction is not None and direction not in ("AtoB", "BtoA"):
         raise CheckpointError(f"{p} records an invalid direction {_short(direction)}; it must be AtoB or BtoA, re-save the model with privaudit")
-    provenance = obj.get("provenance") or {}
     return LoadedModel(
         module=net,
         path=str(p),
         sha256=digest,
         format="privaudit",
         arch=arch.to_dict(),
-        image_size=size or None,
+        image_size=size,
         direction=direction,
         defense=defense,
-        provenance=provenance if isinstance(provenance, dict) else {"recorded": str(provenance)[:200]},
+        provenance=recorded_provenance(obj),
         training=_training_status(obj.get("training")),
     )
+
+
+def recorded_image_size(obj: dict[str, Any], p: Path) -> int | None:
+    """A checkpoint's ``image_size`` (None when absent or 0); ``CheckpointError`` when malformed."""
+    size = obj.get("image_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise CheckpointError(f"{p} records an invalid image_size {_short(size)}; it must be a positive number of pixels, re-save the model with privaudit")
+    return size or None
+
+
+def recorded_provenance(obj: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``provenance`` as a dict (a malformed one kept as a short string)."""
+    provenance = obj.get("provenance") or {}
+    return provenance if isinstance(provenance, dict) else {"recorded": str(provenance)[:200]}
 
 
 def _short(value: Any) -> str:

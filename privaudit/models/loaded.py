@@ -13,11 +13,27 @@ from privaudit.errors import InputError
 
 
 class RuntimeDefense(nn.Module):
-    """A layer a defense wraps around the generator at load time (``defenses.gauss.OutputNoise``);
-    it draws from its own seeded generator, which ``reseed`` resets."""
+    """A layer a defense wraps around the model at load time (``defenses.gauss.OutputNoise``,
+    ``defenses.segmentation.PosteriorNoise``): noise of scale ``sigma`` from its own seeded
+    generator, which ``reseed`` resets."""
+
+    def __init__(self, sigma: float, seed: int = 0) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        self._seed = seed
+        self._rng: torch.Generator | None = None
 
     def reseed(self, seed: int) -> None:
-        raise NotImplementedError
+        self._seed = seed
+        self._rng = None
+
+    def noise(self, like: torch.Tensor) -> torch.Tensor:
+        """``sigma`` · N(0, 1) of ``like``'s shape, device and dtype, the next draw of the seeded stream
+        (started afresh on the device of ``like`` after ``reseed`` or a device change)."""
+        if self._rng is None or self._rng.device != like.device:
+            self._rng = torch.Generator(device=like.device)
+            self._rng.manual_seed(self._seed)
+        return self.sigma * torch.randn(like.shape, generator=self._rng, device=like.device, dtype=like.dtype)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from privaudit.errors import CheckpointError, InputError, describe_os_error
 from privaudit.io import atomic_torch_save, sha256_file, utc_now
 from privaudit.models import foreign, vetting
 from privaudit.models.arch import infer_unet_arch
-from privaudit.models.checkpoint import CHECKPOINT_FORMAT, _check_file, _short, _training_status, safe_torch_load
+from privaudit.models.checkpoint import CHECKPOINT_FORMAT, _check_file, _short, _training_status, recorded_image_size, recorded_provenance, safe_torch_load
 from privaudit.models.loaded import LoadedModel
 from privaudit.models.networks import clean_state_dict
 from privaudit.models.segnets import (TORCHVISION_ARCHS, Posteriors, SegArch, SegInfo, SegSpec, classifier_classes, default_normalization,
@@ -111,20 +111,16 @@ def load_privaudit_segmentation(obj: dict[str, Any], p: Path, digest: str, seed:
         raise CheckpointError(f"{p} records a malformed defense {_short(defense)}; re-save the model with privaudit")
     if defense.get("method", "none") not in ("none", "argmax", "gauss", "dmp", "dpsgd"):
         raise CheckpointError(f"{p} records the defense {defense.get('method')!r}, which this privaudit ({__version__}) does not know for segmentation models; upgrade privaudit")
-    size = obj.get("image_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        raise CheckpointError(f"{p} records an invalid image_size {_short(size)}; re-save the model with privaudit")
-    provenance = obj.get("provenance") or {}
     return LoadedModel(
         module=release(net, defense, p, seed),
         path=str(p),
         sha256=digest,
         format="privaudit",
         arch=arch.to_dict(),
-        image_size=size or None,
+        image_size=recorded_image_size(obj, p),
         direction=None,
         defense=defense,
-        provenance=provenance if isinstance(provenance, dict) else {"recorded": str(provenance)[:200]},
+        provenance=recorded_provenance(obj),
         training=_training_status(obj.get("training")),
         task=TASK,
         segmentation=info,
