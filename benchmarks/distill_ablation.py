@@ -11,11 +11,13 @@ and test/ (non-members). ``--teacher`` reuses a teacher (benchmarks/reproduce_ta
 regular.pt at --scale cpu); otherwise one is trained with that recipe (100 epochs, ngf/ndf 32).
 Every student has reproduce_table2's student recipe (50 epochs, batch 1, ndf 32, pix2pix jitter).
 
-Variants (``VARIANTS``): ``akd`` (the paper's), ``augment`` (4 augmented copies of each proxy
-input), ``recombine`` (2 recombined inputs per proxy input: cut-and-paste for label maps, CutMix for
-photos), ``feature-matching`` (weight 10), ``num-D-2``, ``ema`` (0.999), ``long`` (the paper's with
-5x the epochs: as many steps as ``augment``, to tell more data from more steps), ``candidate``
-(all the options together; ``--candidate KEY=VALUE,...`` changes it), and ``dmp`` (on request).
+Variants (``VARIANTS``), each trained for as many steps as the paper's student (epochs scaled down
+for a larger distillation set) unless it says otherwise: ``akd`` (the paper's), ``augment`` (4
+augmented copies of each proxy input), ``recombine`` (2 recombined inputs per proxy input:
+cut-and-paste for label maps, CutMix for photos), ``feature-matching`` (weight 10), ``num-D-2``,
+``ema`` (0.999), ``candidate`` (all the options together; ``--candidate KEY=VALUE,...`` changes it),
+``long`` (the paper's with 2x the epochs) and ``candidate-long`` (the candidate with 2x the steps),
+which tell what more steps buy with and without the richer data, and ``dmp`` (on request).
 
 Per run (variant x seed): plain attack AUC, TPR at 1% and 10% FPR, with ``--references K`` the
 strongest calibrated attack (K online references per run replaying its recipe; their reference
@@ -55,21 +57,28 @@ from privaudit.training import TrainConfig, train
 from privaudit.training.pix2pix import PLAIN_OBJECTIVE
 from privaudit.training.resume import state_path
 
-# image size, widths, (epochs, batch) of the teacher and the students, pix2pix jitter, seeds, pairs per split (quick data)
+# image size, widths, (epochs, batch) of the teacher and the students, pix2pix jitter, seeds, pairs per split (quick data),
+# (augmented, recombined) copies per proxy input, and the factor of the longer schedules
 SCALES = {
-    "quick": dict(size=32, ngf=4, ndf=4, teacher=(2, 4), student=(1, 4), augment=False, seeds=[0], pairs=12, copies=(2, 1), long=2),
-    "cpu": dict(size=64, ngf=32, ndf=32, teacher=(100, 4), student=(50, 1), augment=True, seeds=[0, 1, 2], pairs=None, copies=(4, 2), long=5),
+    "quick": dict(size=32, ngf=4, ndf=4, teacher=(2, 4), student=(3, 4), augment=False, seeds=[0], pairs=12, copies=(2, 1), long=2),
+    "cpu": dict(size=64, ngf=32, ndf=32, teacher=(100, 4), student=(50, 1), augment=True, seeds=[0, 1, 2], pairs=None, copies=(4, 2), long=2),
 }
-# name -> (method, DistillOptions fields); "recombine" is filled in for the input kind, "copies" from the scale
+# name -> (method, DistillOptions fields); "recombine" is filled in for the input kind, "copies" from the scale. Every variant
+# trains for as many steps as the paper's student ("S": its epochs times proxy inputs over distillation inputs, rounded),
+# so that a row differs from `akd` in what the student sees or how it learns, not in how long: except `long` (the paper's
+# student, `long` times the epochs) and `candidate-long` (the candidate, `long` times the steps), which say what more
+# steps buy with and without the richer data.
+CANDIDATE = {"augment_copies": "A", "recombine": "R", "recombine_copies": "C", "feature_matching": 10.0, "num_D": 2, "ema": 0.999}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "akd": ("akd", {}),
-    "augment": ("akd", {"augment_copies": "A"}),
-    "recombine": ("akd", {"recombine": "R", "recombine_copies": "C"}),
+    "augment": ("akd", {"augment_copies": "A", "epochs": "S"}),
+    "recombine": ("akd", {"recombine": "R", "recombine_copies": "C", "epochs": "S"}),
     "feature-matching": ("akd", {"feature_matching": 10.0}),
     "num-D-2": ("akd", {"num_D": 2}),
     "ema": ("akd", {"ema": 0.999}),
+    "candidate": ("akd", {**CANDIDATE, "epochs": "S"}),
     "long": ("akd", {"epochs": "L"}),
-    "candidate": ("akd", {"augment_copies": "A", "recombine": "R", "recombine_copies": "C", "feature_matching": 10.0, "num_D": 2, "ema": 0.999}),
+    "candidate-long": ("akd", {**CANDIDATE, "epochs": "SL"}),
     "dmp": ("dmp", {}),
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "dmp"]
@@ -111,15 +120,20 @@ def _value(text: str) -> Any:
     return text
 
 
-def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | None) -> tuple[str, DistillOptions]:
-    """The method and ``DistillOptions`` of a variant at scale ``s`` for proxy inputs of ``kind``."""
+def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | None, n_proxy: int) -> tuple[str, DistillOptions]:
+    """The method and ``DistillOptions`` of a variant at scale ``s`` for ``n_proxy`` proxy inputs of ``kind``."""
     method, extra = VARIANTS[name]
     extra = dict(extra)
-    if name == "candidate" and candidate:
+    if name in ("candidate", "candidate-long") and candidate:
         extra = {k.strip(): _value(v.strip()) for k, v in (item.split("=", 1) for item in candidate.split(",") if item.strip())}
-    fill = {"A": s["copies"][0], "C": s["copies"][1], "R": "cutpaste" if kind == "labels" else "cutmix", "L": s["student"][0] * s["long"]}
+        extra["epochs"] = "S" if name == "candidate" else "SL"
+    fill = {"A": s["copies"][0], "C": s["copies"][1], "R": "cutpaste" if kind == "labels" else "cutmix"}
     extra = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in extra.items()}
     E, B = s["student"]
+    if extra.get("epochs") in ("S", "SL", "L"):
+        size = n_proxy * (1 + int(extra.get("augment_copies", 0)) + (int(extra.get("recombine_copies", 1)) if extra.get("recombine", "none") != "none" else 0))
+        factor = 1 if extra["epochs"] == "S" else s["long"]
+        extra["epochs"] = max(1, round(factor * E * n_proxy / size))
     # the paper's student spelled out, so that the baseline stays the paper's whatever the defaults become
     base = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], lambda_l1=defaults.LAMBDA_L1, augment_copies=0, recombine="none",
                 **PLAIN_OBJECTIVE)
@@ -226,7 +240,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if spath.exists() and json.loads(spath.read_text()) != settings:
         raise SystemExit(f"distill_ablation: {a.out} holds runs of other settings ({spath}); choose another --out")
     write_json(spath, settings)
-    kind = detect_input_kind(load_inputs(data / "val", direction=a.direction, size=s["size"]).inputs)
+    proxy_inputs = load_inputs(data / "val", direction=a.direction, size=s["size"]).inputs
+    kind = detect_input_kind(proxy_inputs)
 
     def audit_teacher() -> str:
         path = a.out / "reports" / "teacher.json"
@@ -241,7 +256,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in a.variants:
-        method, options = variant_options(name, s, kind, a.candidate)
+        method, options = variant_options(name, s, kind, a.candidate, len(proxy_inputs))
         for seed in seeds:
             key = f"{name}-s{seed}"
             rpath = a.out / "runs" / f"{key}.json"
@@ -260,6 +275,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 ck = safe_torch_load(ckpt, what="checkpoint")["defense"]
                 write_json(rpath, {"variant": name, "seed": seed, "method": method, "options": {k: v for k, v in vars(options).items()},
                                    "teacher_queries": ck.get("teacher_queries"), "distillation_inputs": ck.get("distillation_inputs"),
+                                   "steps": options.epochs * -(-int(ck.get("distillation_inputs") or 0) // options.batch_size),
                                    "train_s": seconds, "defense": defense.get("method"), **row(report)})
                 return "done"
 
@@ -275,7 +291,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 METRICS = ("auc", "tpr_1", "tpr_10", "calibrated_auc", "calibrated_tpr_1", "calibrated_tpr_10", "l1", "ssim", "sharpness", "nkid",
-           "fid_nonmembers", "fid_proxy", "teacher_queries", "train_s")
+           "fid_nonmembers", "fid_proxy", "teacher_queries", "steps", "train_s")
 
 
 def _stat(values: list[Any]) -> dict[str, float] | None:
@@ -320,9 +336,7 @@ def _opts(r: dict[str, Any]) -> str:
     o = r["options"]
     changed = [f"{k}={v}" for k, v in o.items() if k in ("augment_copies", "recombine", "recombine_copies", "feature_matching", "num_D", "ema", "augment_ops",
                                                          "input_kind") and v != defaults_.get(k) and not (k == "recombine_copies" and o.get("recombine") == "none")]
-    if r["variant"] == "long":
-        changed.append(f"epochs={o['epochs']}")
-    return ", ".join(changed) or "the paper's"
+    return ", ".join(changed or ["the paper's"]) + f", {o['epochs']} epochs"
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
@@ -334,7 +348,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
              f"sharpness {t['sharpness']:.3f}" + (f", NKID {100 * t['nkid']:.2f}%" if t.get("nkid") is not None else "") + ".", ""]
     head = ["variant", "options", "AUC %", "TPR@1%FPR %", "TPR@10%FPR %"]
     head += ["calibrated AUC %", "cal. TPR@1% %", "cal. TPR@10% %"] if calibrated else []
-    head += ["test L1", "SSIM", "sharpness", "NKID %", "L1 to teacher (test / proxy)", "teacher queries", "train s", "meets the bar"]
+    head += ["test L1", "SSIM", "sharpness", "NKID %", "L1 to teacher (test / proxy)", "teacher queries", "steps", "train s", "meets the bar"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary["rows"]:
         cells = [r["variant"], _opts(r), _pm(r["auc"], 100), _pm(r["tpr_1"], 100), _pm(r["tpr_10"], 100)]
@@ -343,7 +357,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         fid = f"{_pm(r['fid_nonmembers'], 1, 4)} / {_pm(r['fid_proxy'], 1, 4)}"
         bar = "yes" if r["meets_bar"] else ("no (" + ", ".join(k for k, v in r["bar"].items() if not v) + ")" if r["bar"] else "–")
         cells += [_pm(r["l1"], 1, 4), _pm(r["ssim"], 1, 3), _pm(r["sharpness"], 1, 3), _pm(r["nkid"], 100, 2), fid, _pm(r["teacher_queries"], 1, 0),
-                  _pm(r["train_s"], 1, 0), bar]
+                  _pm(r["steps"], 1, 0), _pm(r["train_s"], 1, 0), bar]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "The bar (issue 13): AUC within 2 points of this run's `akd` and TPR at 10% FPR no higher, test L1 at most the teacher's, "
               "sharpness at least 0.9x the teacher's (means over the seeds). AUC and TPR: the plain reconstruction-loss attack, members = train/, "

@@ -38,7 +38,7 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
         assert set(r["bar"]) == {"auc_within_2_points", "tpr_10_no_higher", "l1_at_most_teacher", "sharpness_at_least_0.9_teacher"}
     # 12 proxy inputs, plus 2 augmented copies and/or 1 recombined input each (quick's multipliers); the teacher answers the
     # distinct ones (a copy that drew no flip and a crop of scale 1 is its original)
-    sizes = {"akd": 12, "augment": 36, "recombine": 24, "candidate": 48}
+    sizes = {"akd": 12, "augment": 36, "recombine": 24, "candidate": 48, "candidate-long": 48}
     for name, size in sizes.items():
         for seed in (0, 1):
             run = json.loads((out / "runs" / f"{name}-s{seed}.json").read_text())
@@ -51,7 +51,13 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
         report = json.loads((out / "reports" / f"candidate-s{seed}.json").read_text())
         assert run["auc"] == report["attack"]["auc"] and run["l1"] == report["utility"]["l1"] and run["teacher_queries"] == ck["teacher_queries"]
         assert run["fid_proxy"] == report["utility"]["fidelity_to_teacher"]["proxy_l1"]
-    assert torch.load(out / "models" / "long-s0.pt", weights_only=True)["defense"]["epochs"] == 2
+    # as many steps as the paper's student (3 epochs of 12 inputs, batch 4: 9 steps), epochs rounded; `long` twice its epochs,
+    # `candidate-long` twice the candidate's steps
+    epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "candidate": 1, "long": 6, "candidate-long": 2}
+    for name, e in epochs.items():
+        assert torch.load(out / "models" / f"{name}-s0.pt", weights_only=True)["defense"]["epochs"] == e, name
+        run = json.loads((out / "runs" / f"{name}-s0.json").read_text())
+        assert run["steps"] == e * -(-sizes.get(name, 12) // 4)
     aucs = [json.loads((out / "runs" / f"akd-s{s}.json").read_text())["auc"] for s in (0, 1)]
     assert rows["akd"]["auc"]["mean"] == pytest.approx(sum(aucs) / 2)
     doc = (out / "defenses.md").read_text()
