@@ -313,7 +313,7 @@ def evaluate_table(report: dict[str, Any]) -> Table:
 # The console headers of the comparison (the Markdown keeps compare.HEADERS): spaced, so they wrap.
 _CONSOLE_HEADERS = {"TPR@1%FPR": "TPR @ 1% FPR", "TPR@10%FPR": "TPR @ 10% FPR"}
 # Least important first: what a narrow terminal leaves out (all-empty columns go before these).
-_COMPARE_DROP = ("SSIM", "gap (NKID)", "ε lb", "TPR@10%FPR", "AUC 95% CI", "ε", "L1", "TPR@1%FPR", "NKID")
+_COMPARE_DROP = ("L1 to teacher", "sharpness", "SSIM", "gap (NKID)", "ε lb", "TPR@10%FPR", "AUC 95% CI", "ε", "L1", "TPR@1%FPR", "NKID")
 
 
 def compare_table(rows, *, hint: str = "see every column with privaudit report ... --markdown - (or a wider terminal)") -> FitTable:

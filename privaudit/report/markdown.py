@@ -19,6 +19,10 @@ def to_markdown(rows: list[Row], *, title: str = "privaudit: utility-privacy com
     if any(r.task == "translation" for r in rows):
         legend += ("NKID = KID / KID(all-black) on the test set (lower is better). gap = NKID(test) − NKID(train), positive = better on training data. "
                    "L1 on [-1, 1] images, test set. ")
+        if any(r.sharpness is not None for r in rows):
+            legend += "sharpness: Laplacian variance of the test outputs over the real photos' (1 = as detailed; noise raises it, read it with SSIM). "
+        if any(r.teacher_l1 is not None for r in rows):
+            legend += "L1 to teacher: a distilled student's mean L1 to its teacher's outputs on the test inputs. "
     if any(r.task == "segmentation" for r in rows):
         legend += "mIoU and pixel accuracy on the test set (higher is better); gap (mIoU) = mIoU(train) − mIoU(test), positive = better on training data. "
     lines += ["", legend + "– = not in the report.", ""]

@@ -42,6 +42,8 @@ class Row:
     miou: float | None = None
     pixel_accuracy: float | None = None
     miou_gap: float | None = None
+    sharpness: float | None = None  # utility.sharpness (test outputs' Laplacian variance over the photos')
+    teacher_l1: float | None = None  # utility.fidelity_to_teacher.nonmembers_l1 (a distilled student against its teacher)
 
 
 def row(name: str, r: dict[str, Any]) -> Row:
@@ -51,7 +53,7 @@ def row(name: str, r: dict[str, Any]) -> Row:
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
         raise ReportError(f"report {name} has a malformed field ({type(exc).__name__}: {str(exc)[:80]}); write it again with privaudit attack/evaluate --json") from None
     numbers = [out.auc, *(out.auc_ci95 or ())] + [v for v in (out.tpr_1, out.tpr_10, out.nkid, out.gap, out.l1, out.ssim, out.miou, out.pixel_accuracy,
-                                                              out.miou_gap) if v is not None]
+                                                              out.miou_gap, out.sharpness, out.teacher_l1) if v is not None]
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
         raise ReportError(f"report {name} holds a metric that is not a finite number; write it again with privaudit attack/evaluate --json")
     return out
@@ -77,6 +79,8 @@ def _row(name: str, r: dict[str, Any]) -> Row:
     elif method == "dpsgd" and d.get("noise_multiplier") is not None:
         method = f"dpsgd σ={d.get('noise_multiplier'):.3g}"
     method = method if method != "none" else "regular"
+    if method in ("akd", "dmp"):
+        method += distillation_options(d)
     training = (r.get("model") or {}).get("training")
     if isinstance(training, dict) and training.get("complete") is False:
         method += f" (unfinished: epoch {training.get('epochs_done')}/{training.get('epochs_total')})"
@@ -103,7 +107,27 @@ def _row(name: str, r: dict[str, Any]) -> Row:
         miou=u.get("miou"),
         pixel_accuracy=u.get("pixel_accuracy"),
         miou_gap=g.get("miou_gap"),
+        sharpness=u.get("sharpness"),
+        teacher_l1=(u.get("fidelity_to_teacher") or {}).get("nonmembers_l1"),
     )
+
+
+def distillation_options(defense: dict[str, Any]) -> str:
+    """A distilled student's options beyond the paper's, as the defense column shows them
+    (e.g. " (+4 aug, +2 cutpaste, FM 10, 2 D, EMA 0.999)"); "" for the paper's recipe."""
+    dd, obj = defense.get("distill_data") or {}, defense.get("objective") or {}
+    parts = []
+    if dd.get("augment_copies"):
+        parts.append(f"+{dd['augment_copies']} aug")
+    if dd.get("recombine") not in (None, "none"):
+        parts.append(f"+{dd.get('recombine_copies', 1)} {dd['recombine']}")
+    if obj.get("feature_matching"):
+        parts.append(f"FM {obj['feature_matching']:g}")
+    if obj.get("num_D") not in (None, 1):
+        parts.append(f"{obj['num_D']} D")
+    if obj.get("ema") is not None:
+        parts.append(f"EMA {obj['ema']:g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def rows_of(name: str, r: dict[str, Any]) -> list[Row]:
@@ -137,20 +161,28 @@ SEG_UTILITY = ["mIoU", "pixel acc.", "gap (mIoU)"]
 TRANSLATION_UTILITY = ["NKID", "gap (NKID)", "L1", "SSIM"]
 
 
+# Shown after SSIM only when a report holds them (reports of older versions do not).
+EXTRA_UTILITY = ["sharpness", "L1 to teacher"]
+
+
 def headers(rows: list[Row]) -> list[str]:
-    """The comparison's columns: ``HEADERS`` for generator reports; with segmentation reports their
-    utility columns in place of (all segmentation) or beside (a mix) the generators'."""
+    """The comparison's columns: ``HEADERS`` for generator reports, with sharpness and the L1 to the
+    teacher after SSIM when some report holds them; with segmentation reports their utility columns
+    in place of (all segmentation) or beside (a mix) the generators'."""
     tasks = {r.task for r in rows}
+    extra = [h for h, has in zip(EXTRA_UTILITY, (any(r.sharpness is not None for r in rows), any(r.teacher_l1 is not None for r in rows))) if has]
+    translation = TRANSLATION_UTILITY + extra
     if "segmentation" not in tasks:
-        return list(HEADERS)
-    utility = (TRANSLATION_UTILITY if "translation" in tasks else []) + SEG_UTILITY
+        return HEADERS[:6] + translation + HEADERS[-2:]
+    utility = (translation if "translation" in tasks else []) + SEG_UTILITY
     return HEADERS[:6] + utility + HEADERS[-2:]
 
 
 def row_cells(r: Row, columns: list[str]) -> list[str]:
     """The row's cells for ``columns`` (``headers``): ``cells`` with the segmentation columns."""
     base = dict(zip(HEADERS, cells(r)))
-    base.update({"mIoU": _f(r.miou, pct=True, digits=4), "pixel acc.": _f(r.pixel_accuracy, pct=True, digits=4), "gap (mIoU)": _f(r.miou_gap, pct=True, digits=4)})
+    base.update({"mIoU": _f(r.miou, pct=True, digits=4), "pixel acc.": _f(r.pixel_accuracy, pct=True, digits=4), "gap (mIoU)": _f(r.miou_gap, pct=True, digits=4),
+                 "sharpness": _f(r.sharpness, digits=3), "L1 to teacher": _f(r.teacher_l1, digits=4)})
     if r.task == "segmentation":  # no KID or L1: never show the gap's value under the NKID header
         base["gap (NKID)"] = "–"
     return [base[h] for h in columns]
