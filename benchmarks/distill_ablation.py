@@ -15,7 +15,8 @@ Variants (``VARIANTS``), each trained for as many steps as the paper's student (
 for a larger distillation set) unless it says otherwise: ``akd`` (the paper's), ``augment`` (4
 augmented copies of each proxy input), ``recombine`` (2 recombined inputs per proxy input:
 cut-and-paste for label maps, CutMix for photos), ``feature-matching`` (weight 10), ``num-D-2``,
-``ema`` (0.999), ``candidate`` (all the options together; ``--candidate KEY=VALUE,...`` changes it),
+``ema`` (0.999), ``lambda-10`` (the paper's λ = 100 lowered to 10: more weight on the adversarial
+term), ``candidate`` (all the options together; ``--candidate KEY=VALUE,...`` changes it),
 ``long`` (the paper's with 2x the epochs) and ``candidate-long`` (the candidate with 2x the steps),
 which tell what more steps buy with and without the richer data, and ``dmp`` (on request).
 
@@ -76,6 +77,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "feature-matching": ("akd", {"feature_matching": 10.0}),
     "num-D-2": ("akd", {"num_D": 2}),
     "ema": ("akd", {"ema": 0.999}),
+    "lambda-10": ("akd", {"lambda_l1": 10.0}),
     "candidate": ("akd", {**CANDIDATE, "epochs": "S"}),
     "long": ("akd", {"epochs": "L"}),
     "candidate-long": ("akd", {**CANDIDATE, "epochs": "SL"}),
@@ -336,6 +338,8 @@ def _opts(r: dict[str, Any]) -> str:
     o = r["options"]
     changed = [f"{k}={v}" for k, v in o.items() if k in ("augment_copies", "recombine", "recombine_copies", "feature_matching", "num_D", "ema", "augment_ops",
                                                          "input_kind") and v != defaults_.get(k) and not (k == "recombine_copies" and o.get("recombine") == "none")]
+    if o.get("lambda_l1") != defaults.LAMBDA_L1:
+        changed.append(f"λ={o['lambda_l1']:g}")
     return ", ".join(changed or ["the paper's"]) + f", {o['epochs']} epochs"
 
 

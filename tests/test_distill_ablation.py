@@ -53,7 +53,7 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
         assert run["fid_proxy"] == report["utility"]["fidelity_to_teacher"]["proxy_l1"]
     # as many steps as the paper's student (3 epochs of 12 inputs, batch 4: 9 steps), epochs rounded; `long` twice its epochs,
     # `candidate-long` twice the candidate's steps
-    epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "candidate": 1, "long": 6, "candidate-long": 2}
+    epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "lambda-10": 3, "candidate": 1, "long": 6, "candidate-long": 2}
     for name, e in epochs.items():
         assert torch.load(out / "models" / f"{name}-s0.pt", weights_only=True)["defense"]["epochs"] == e, name
         run = json.loads((out / "runs" / f"{name}-s0.json").read_text())
