@@ -142,6 +142,23 @@ def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | No
     return method, DistillOptions(**{**base, **extra})
 
 
+def changed(held: dict[str, Any], now: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {held.get(k)!r} then, {now.get(k)!r} now" for k in sorted(set(held) | set(now)) if held.get(k) != json.loads(json.dumps(now.get(k))))
+
+
+def _recordable(options: DistillOptions) -> dict[str, Any]:
+    return {"epochs": options.epochs, "lambda_l1": options.lambda_l1}
+
+
+def _recorded_options(ckpt: Path) -> dict[str, Any] | None:
+    """The epochs and λ a (possibly unfinished) student records, to refuse resuming another variant's run."""
+    try:
+        d = safe_torch_load(ckpt, what="checkpoint")["defense"]
+    except Exception:  # an unreadable leftover is redone by defend's own checks
+        return None
+    return {"epochs": d.get("epochs"), "lambda_l1": d.get("lambda_l1")}
+
+
 def stage(what: str, fn: Callable[[], str]) -> None:
     print(f"{what} ... ", end="", file=sys.stderr, flush=True)
     t = time.perf_counter()
@@ -237,7 +254,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     stage("teacher", make_teacher)
     settings = {"scale": "quick" if a.quick else "cpu", "data": str(Path(data).resolve()), "direction": a.direction, "teacher_sha256": sha256_file(teacher),
-                "references": a.references, "candidate": a.candidate, "kid": weights is not None}
+                "references": a.references, "kid": weights is not None}
     spath = a.out / "settings.json"
     if spath.exists() and json.loads(spath.read_text()) != settings:
         raise SystemExit(f"distill_ablation: {a.out} holds runs of other settings ({spath}); choose another --out")
@@ -265,8 +282,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
             def one() -> str:
                 if rpath.exists():
+                    held = json.loads(rpath.read_text())["options"]
+                    if held != json.loads(json.dumps(vars(options))):
+                        raise SystemExit(f"distill_ablation: {rpath} was run with other options ({changed(held, vars(options))}); "
+                                         "choose another --out, or delete that run to redo it")
                     return "reused"
                 ckpt = a.out / "models" / f"{key}.pt"
+                if ckpt.exists() and not rpath.exists() and _recorded_options(ckpt) not in (None, _recordable(options)):
+                    raise SystemExit(f"distill_ablation: {ckpt} was distilled with other options; choose another --out, or delete it to redo it")
                 clock = a.out / "models" / f"{key}.clock.json"
                 seconds = json.loads(clock.read_text())["seconds"] if _complete(ckpt) and clock.exists() else \
                     train_student(method, options, ckpt, clock, teacher, data, s, seed, a)

@@ -72,8 +72,10 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
     again = ablation.run(argv)
     assert again["rows"] == summary["rows"] and (out / "summary.md").read_text() == md
     assert (out / "defenses.md").read_text().count(ablation.BEGIN) == 1  # the section is replaced, not appended again
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(SystemExit, match="candidate-s0.json was run with other options"):
         ablation.run([*argv, "--candidate", "ema=0.99"])
+    with pytest.raises(SystemExit, match="other settings"):
+        ablation.run([*argv, "--direction", "AtoB"])
 
 
 def test_quick_ablation_with_references(ablation, tmp_path: Path) -> None:
