@@ -16,7 +16,9 @@ for a larger distillation set) unless it says otherwise: ``akd`` (the paper's), 
 augmented copies of each proxy input), ``recombine`` (2 recombined inputs per proxy input:
 cut-and-paste for label maps, CutMix for photos), ``feature-matching`` (weight 10), ``num-D-2``,
 ``ema`` (0.999), ``lambda-10`` (the paper's λ = 100 lowered to 10: more weight on the adversarial
-term), ``candidate`` (all the options together; ``--candidate KEY=VALUE,...`` changes it),
+term), ``objective`` (λ = 10, feature matching, 2 discriminators and an EMA of 0.99 on the proxy
+inputs alone: the student ``privaudit defend --method akd`` now makes by default), ``candidate``
+(the richer set and that objective together; ``--candidate KEY=VALUE,...`` changes it),
 ``long`` (the paper's with 2x the epochs) and ``candidate-long`` (the candidate with 2x the steps),
 which tell what more steps buy with and without the richer data, and ``dmp`` (on request).
 
@@ -69,7 +71,8 @@ SCALES = {
 # so that a row differs from `akd` in what the student sees or how it learns, not in how long: except `long` (the paper's
 # student, `long` times the epochs) and `candidate-long` (the candidate, `long` times the steps), which say what more
 # steps buy with and without the richer data.
-CANDIDATE = {"augment_copies": "A", "recombine": "R", "recombine_copies": "C", "feature_matching": 10.0, "num_D": 2, "ema": 0.999}
+OBJECTIVE = {"feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.99}  # privaudit's default student (defaults.AKD_RECOMMENDED)
+CANDIDATE = {"augment_copies": "A", "recombine": "R", "recombine_copies": "C", **OBJECTIVE}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "akd": ("akd", {}),
     "augment": ("akd", {"augment_copies": "A", "epochs": "S"}),
@@ -78,6 +81,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "num-D-2": ("akd", {"num_D": 2}),
     "ema": ("akd", {"ema": 0.999}),
     "lambda-10": ("akd", {"lambda_l1": 10.0}),
+    "objective": ("akd", dict(OBJECTIVE)),
     "candidate": ("akd", {**CANDIDATE, "epochs": "S"}),
     "long": ("akd", {"epochs": "L"}),
     "candidate-long": ("akd", {**CANDIDATE, "epochs": "SL"}),
@@ -99,6 +103,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--references", type=int, default=0, metavar="K", help="K online references per run for the calibrated attacks (0: plain attack only)")
     p.add_argument("--inception-weights", type=Path, metavar="FILE", help="for NKID (default: the usual places; none found: NKID is skipped)")
     p.add_argument("--doc", type=Path, metavar="FILE", help="the Markdown file whose 'Ablation' section is rewritten (default: docs/defenses.md; --quick: OUT/defenses.md)")
+    p.add_argument("--no-train", action="store_true", help="summarise the runs OUT holds (of --variants and --seeds) without training the missing ones")
     p.add_argument("--direction", default="BtoA", choices=("AtoB", "BtoA"))
     p.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP)
     p.add_argument("--device", default="auto")
@@ -140,6 +145,11 @@ def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | No
     base = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], lambda_l1=defaults.LAMBDA_L1, augment_copies=0, recombine="none",
                 **PLAIN_OBJECTIVE)
     return method, DistillOptions(**{**base, **extra})
+
+
+def _plain(options: DistillOptions) -> dict[str, Any]:
+    """The options as a run's JSON holds them."""
+    return json.loads(json.dumps(vars(options)))
 
 
 def changed(held: dict[str, Any], now: dict[str, Any]) -> str:
@@ -282,8 +292,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
             def one() -> str:
                 if rpath.exists():
-                    held = json.loads(rpath.read_text())["options"]
-                    if held != json.loads(json.dumps(vars(options))):
+                    held = {**_plain(DistillOptions()), **json.loads(rpath.read_text())["options"]}  # a field added since: its default
+                    if held != _plain(options):
                         raise SystemExit(f"distill_ablation: {rpath} was run with other options ({changed(held, vars(options))}); "
                                          "choose another --out, or delete that run to redo it")
                     return "reused"
@@ -304,6 +314,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                                    "train_s": seconds, "defense": defense.get("method"), **row(report)})
                 return "done"
 
+            if a.no_train and not rpath.exists():
+                continue
             stage(key, one)
             runs.setdefault(name, []).append(json.loads(rpath.read_text()))
     summary = summarise(runs, teacher_row, settings, seeds, kind)
@@ -370,15 +382,15 @@ def to_markdown(summary: dict[str, Any]) -> str:
     t = summary["teacher"]
     calibrated = any(r.get("calibrated_auc") for r in summary["rows"])
     st = summary["settings"]
-    lines = [f"Scale {st['scale']}, proxy inputs: {summary['input_kind']}, seeds {' '.join(map(str, summary['seeds']))} (mean ± sample std); "
+    lines = [f"Scale {st['scale']}, proxy inputs: {summary['input_kind']}, student seeds as listed per row (mean ± sample std; ± 0.0 for one seed); "
              f"teacher sha256 {st['teacher_sha256'][:12]}…: attack AUC {100 * t['auc']:.1f}%, test L1 {t['l1']:.4f}, SSIM {t['ssim']:.3f}, "
              f"sharpness {t['sharpness']:.3f}" + (f", NKID {100 * t['nkid']:.2f}%" if t.get("nkid") is not None else "") + ".", ""]
-    head = ["variant", "options", "AUC %", "TPR@1%FPR %", "TPR@10%FPR %"]
+    head = ["variant", "options", "seeds", "AUC %", "TPR@1%FPR %", "TPR@10%FPR %"]
     head += ["calibrated AUC %", "cal. TPR@1% %", "cal. TPR@10% %"] if calibrated else []
     head += ["test L1", "SSIM", "sharpness", "NKID %", "L1 to teacher (test / proxy)", "teacher queries", "steps", "train s", "meets the bar"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary["rows"]:
-        cells = [r["variant"], _opts(r), _pm(r["auc"], 100), _pm(r["tpr_1"], 100), _pm(r["tpr_10"], 100)]
+        cells = [r["variant"], _opts(r), " ".join(map(str, r["seeds"])), _pm(r["auc"], 100), _pm(r["tpr_1"], 100), _pm(r["tpr_10"], 100)]
         if calibrated:
             cells += [_pm(r["calibrated_auc"], 100), _pm(r["calibrated_tpr_1"], 100), _pm(r["calibrated_tpr_10"], 100)]
         fid = f"{_pm(r['fid_nonmembers'], 1, 4)} / {_pm(r['fid_proxy'], 1, 4)}"

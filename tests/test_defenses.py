@@ -126,7 +126,7 @@ def test_distillation_resume_matches_uninterrupted_run(tiny_checkpoint, tmp_path
         distill(teacher, proxy, cut, method="akd", arch=arch, cfg=cfg, direction="AtoB", on_step=interrupt)
     assert torch.load(cut, weights_only=True)["defense"]["epochs_done"] == 2
     r = runner.invoke(app, ["defend", str(tiny_checkpoint), "--method", "akd", "--proxy", str(tmp_path / "p"), "--out", str(cut), "--epochs", "3",
-                            "--batch-size", "2", "--ndf", "8", "--device", "cpu", "--resume", "--quiet"])
+                            "--batch-size", "2", "--ndf", "8", "--device", "cpu", "--resume", "--quiet", "--paper"])
     assert r.exit_code == 0, r.output
     a, b = _state(full), _state(cut)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -46,14 +46,14 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
     assert rows["akd"]["teacher_queries"] == {"mean": 12.0, "std": 0.0}
     for seed in (0, 1):
         ck = torch.load(out / "models" / f"candidate-s{seed}.pt", weights_only=True)["defense"]
-        assert ck["distill_data"]["recombine"] == "cutpaste" and ck["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.999}
+        assert ck["distill_data"]["recombine"] == "cutpaste" and ck["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.99} and ck["lambda_l1"] == 10.0
         run = json.loads((out / "runs" / f"candidate-s{seed}.json").read_text())
         report = json.loads((out / "reports" / f"candidate-s{seed}.json").read_text())
         assert run["auc"] == report["attack"]["auc"] and run["l1"] == report["utility"]["l1"] and run["teacher_queries"] == ck["teacher_queries"]
         assert run["fid_proxy"] == report["utility"]["fidelity_to_teacher"]["proxy_l1"]
     # as many steps as the paper's student (3 epochs of 12 inputs, batch 4: 9 steps), epochs rounded; `long` twice its epochs,
     # `candidate-long` twice the candidate's steps
-    epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "lambda-10": 3, "candidate": 1, "long": 6, "candidate-long": 2}
+    epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "lambda-10": 3, "objective": 3, "candidate": 1, "long": 6, "candidate-long": 2}
     for name, e in epochs.items():
         assert torch.load(out / "models" / f"{name}-s0.pt", weights_only=True)["defense"]["epochs"] == e, name
         run = json.loads((out / "runs" / f"{name}-s0.json").read_text())
@@ -72,6 +72,10 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
     again = ablation.run(argv)
     assert again["rows"] == summary["rows"] and (out / "summary.md").read_text() == md
     assert (out / "defenses.md").read_text().count(ablation.BEGIN) == 1  # the section is replaced, not appended again
+    # --no-train summarises what is there: seed 2 was never run
+    partial = ablation.run([*argv[:-2], "0", "1", "2", "--no-train"])
+    assert [r["seeds"] for r in partial["rows"]] == [[0, 1]] * len(partial["rows"])
+    assert "| akd | the paper's, 3 epochs | 0 1 |" in (out / "summary.md").read_text()
     with pytest.raises(SystemExit, match="candidate-s0.json was run with other options"):
         ablation.run([*argv, "--candidate", "ema=0.99"])
     with pytest.raises(SystemExit, match="other settings"):

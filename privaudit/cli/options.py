@@ -88,6 +88,7 @@ class InputKindChoice(StrEnum):
 
 class RecombineChoice(StrEnum):
     none = "none"
+    auto = "auto"
     cutpaste = "cutpaste"
     mixup = "mixup"
     cutmix = "cutmix"

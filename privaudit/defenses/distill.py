@@ -206,8 +206,13 @@ class DistillOptions(TrainingOptions):
 
     The distillation set (``distill_data.DistillData``; default: the proxy inputs alone):
     ``input_kind`` (auto, labels, photos), ``augment_copies`` with ``augment_ops``, ``recombine``
-    (none, cutpaste, mixup, cutmix) with ``recombine_copies``. The objective
-    (``training.pix2pix.Objective``; default: the paper's): ``feature_matching``, ``num_D``, ``ema``."""
+    (none, auto, cutpaste, mixup, cutmix) with ``recombine_copies``. The objective
+    (``training.pix2pix.Objective``; default: the paper's): ``feature_matching``, ``num_D``, ``ema``.
+
+    ``DistillOptions()`` is the AKD paper's student; ``DistillOptions.recommended("akd")`` is what
+    ``privaudit defend --method akd`` uses (``defaults.AKD_RECOMMENDED``, chosen by the ablation in
+    docs/defenses.md). ``epochs`` None: as many steps as ``proxy_epochs`` epochs of the proxy inputs
+    alone would take, in epochs of the (larger) distillation set."""
 
     ngf: int | None = None
     num_downs: int | None = None
@@ -221,6 +226,25 @@ class DistillOptions(TrainingOptions):
     feature_matching: float = defaults.FEATURE_MATCHING
     num_D: int = defaults.NUM_D
     ema: float | None = defaults.EMA
+    epochs: int | None = defaults.EPOCHS  # type: ignore[assignment]  # None: from proxy_epochs
+    proxy_epochs: float = defaults.EPOCHS
+
+    @classmethod
+    def recommended(cls, method: str, **given: Any) -> "DistillOptions":
+        """``method``'s default student with the ``given`` fields on top: for akd
+        ``defaults.AKD_RECOMMENDED`` (``proxy_epochs`` ``defaults.AKD_PROXY_EPOCHS``), for dmp the paper's."""
+        base: dict[str, Any] = {**defaults.AKD_RECOMMENDED, "proxy_epochs": defaults.AKD_PROXY_EPOCHS} if method == "akd" else {}
+        return cls(**{**base, **given})
+
+    def resolved_epochs(self) -> int:
+        """The epochs to train: ``epochs``, or when None, as many epochs of the distillation set as
+        ``proxy_epochs`` epochs of the proxy inputs alone take in steps (at least 1; the set is a
+        whole multiple of the proxy inputs, so their number does not matter)."""
+        if self.epochs is not None:
+            return self.epochs
+        d = self.distill_data()
+        size = 1 + d.augment_copies + (d.recombine_copies if d.recombine != "none" else 0)
+        return max(1, round(self.proxy_epochs / size))
 
     def distill_data(self) -> DistillData:
         return DistillData(input_kind=self.input_kind, augment_copies=self.augment_copies,
@@ -231,7 +255,9 @@ class DistillOptions(TrainingOptions):
         return Objective(feature_matching=self.feature_matching, num_D=self.num_D, ema=self.ema)
 
     def validate(self) -> None:
-        self.train_config().validate()
+        if isinstance(self.proxy_epochs, bool) or not isinstance(self.proxy_epochs, (int, float)) or not 0 < self.proxy_epochs <= 100_000:
+            raise InputError(f"proxy_epochs must be a number in (0, 100000], not {self.proxy_epochs!r}")
+        (self if self.epochs is not None else replace(self, epochs=1)).train_config().validate()
         if self.norm is not None:
             check_norm(self.norm, role="for the student")
         self.distill_data().validate()
@@ -244,6 +270,10 @@ class Distillation:
 
     name: str
     Options = DistillOptions
+
+    def default_options(self) -> DistillOptions:
+        """What ``defend(method)`` uses without options: ``DistillOptions.recommended``."""
+        return DistillOptions.recommended(self.name)
 
     def run(self, options: DistillOptions, job: DefenseJob) -> DefenseResult:
         options.objective().validate(adversarial=self.name == "akd")  # before the teacher or any image is read
@@ -258,6 +288,7 @@ class Distillation:
         if line:
             job.warn(line)
         arch = student_for(teacher, proxy.size, ngf=options.ngf, num_downs=options.num_downs, norm=options.norm)
+        options = replace(options, epochs=options.resolved_epochs())
         history = distill(teacher, proxy, job.out, method=self.name, arch=arch, cfg=options.train_config(seed=job.seed, device=job.device, precision=job.precision,
                                                                                                   deterministic=job.deterministic),
                           direction=direction, resume=job.resume, on_step=job.on_step, keep_state=job.keep_state, data=options.distill_data(),

@@ -32,10 +32,11 @@ from privaudit.errors import InputError
 
 INPUT_KINDS = ("auto", "labels", "photos")
 AUGMENT_OPS = ("flip", "crop", "color")
-RECOMBINE = ("none", "cutpaste", "mixup", "cutmix")
+RECOMBINE = ("none", "auto", "cutpaste", "mixup", "cutmix")
 # What makes sense for each kind of input; the default augmentation is all of them.
 KIND_AUGMENT = {"labels": ("flip", "crop"), "photos": ("flip", "crop", "color")}
 KIND_RECOMBINE = {"labels": ("cutpaste",), "photos": ("mixup", "cutmix")}
+AUTO_RECOMBINE = {"labels": "cutpaste", "photos": "cutmix"}  # what --recombine auto picks for the kind
 MAX_COPIES = 100  # rounds of N generated inputs; the teacher's answers are kept in memory
 
 # Label-map detection: colours quantised to 16 levels per channel (JPEG noise stays in one bin);
@@ -87,7 +88,8 @@ class DistillData:
 
     ``input_kind``: auto, labels or photos. ``augment_copies`` K: K augmented copies of each proxy
     input, with ``augment_ops`` (None: every operation that makes sense for the kind: flip, crop,
-    and color for photos). ``recombine``: none, cutpaste (label maps), mixup or cutmix (photos);
+    and color for photos). ``recombine``: none, cutpaste (label maps), mixup or cutmix (photos), or
+    auto (cutpaste for label maps, cutmix for photos: ``AUTO_RECOMBINE``);
     ``recombine_copies`` R: R recombined inputs per proxy input."""
 
     input_kind: str = defaults.INPUT_KIND
@@ -131,12 +133,13 @@ class DistillData:
         ops = self.augment_ops
         if self.augment_copies > 0 and ops is None:
             ops = tuple(op for op in AUGMENT_OPS if op in KIND_AUGMENT[kind])
+        recombine = AUTO_RECOMBINE[kind] if self.recombine == "auto" else self.recombine
         resolved = DistillData(input_kind=kind, augment_copies=self.augment_copies, augment_ops=ops if self.augment_copies > 0 else None,
-                               recombine=self.recombine, recombine_copies=self.recombine_copies)
+                               recombine=recombine, recombine_copies=self.recombine_copies)
         resolved.check_kind(how)
         if self.recombine != "none":
             if images.shape[0] < 2:
-                raise InputError(f"--recombine {self.recombine} combines two proxy inputs, but the proxy set holds {images.shape[0]}; add inputs or drop --recombine")
+                raise InputError(f"--recombine {self.recombine} combines two proxy inputs, but the proxy set holds {images.shape[0]}; add inputs or pass --recombine none")
         if self.augment_copies > 0 and any(op == "color" for op in ops or ()) and images.shape[1] not in (1, 3):
             raise InputError(f"--augment-ops color needs 1- or 3-channel inputs, not {images.shape[1]} channels; drop color")
         return resolved

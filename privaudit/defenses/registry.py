@@ -113,7 +113,8 @@ def defend(
     check_writable(out, what="checkpoint")
     if direction is not None:
         check_direction(direction)
-    options = defense.Options() if options is None else options
+    if options is None:  # the method's default (akd: privaudit's recommended student, DistillOptions.recommended)
+        options = defense.default_options() if hasattr(defense, "default_options") else defense.Options()
     if not isinstance(options, defense.Options):
         raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
     options.validate()
