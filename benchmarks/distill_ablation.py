@@ -17,7 +17,7 @@ augmented copies of each proxy input), ``recombine`` (2 recombined inputs per pr
 cut-and-paste for label maps, CutMix for photos), ``feature-matching`` (weight 10), ``num-D-2``,
 ``ema`` (0.999), ``lambda-10`` (the paper's λ = 100 lowered to 10: more weight on the adversarial
 term), ``objective`` (λ = 10, feature matching, 2 discriminators and an EMA of 0.99 on the proxy
-inputs alone: the student ``privaudit defend --method akd`` now makes by default), ``candidate``
+inputs alone: ``privaudit defend --method akd --sharp``), ``candidate``
 (the richer set and that objective together; ``--candidate KEY=VALUE,...`` changes it),
 ``long`` (the paper's with 2x the epochs) and ``candidate-long`` (the candidate with 2x the steps),
 which tell what more steps buy with and without the richer data, and ``dmp`` (on request).
@@ -71,7 +71,7 @@ SCALES = {
 # so that a row differs from `akd` in what the student sees or how it learns, not in how long: except `long` (the paper's
 # student, `long` times the epochs) and `candidate-long` (the candidate, `long` times the steps), which say what more
 # steps buy with and without the richer data.
-OBJECTIVE = {"feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.99}  # privaudit's default student (defaults.AKD_RECOMMENDED)
+OBJECTIVE = {"feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.99}  # the sharper student of defend --sharp (defaults.AKD_SHARP)
 CANDIDATE = {"augment_copies": "A", "recombine": "R", "recombine_copies": "C", **OBJECTIVE}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "akd": ("akd", {}),

@@ -14,12 +14,13 @@ variants (``VARIANTS``) tell apart what the richer set does from what more steps
 * ``paper-30``: the paper's student, 30 epochs of the 16 proxy inputs (120 steps);
 * ``paper-210``: the same for 210 epochs (840 steps);
 * ``rich-4``: the richer set (4 augmented copies and 2 cut-and-paste inputs per proxy input, 7x)
-  with the default student's objective, 4 epochs (112 steps: the paper's 120);
-* ``default``: privaudit's default student (``DistillOptions.recommended("akd")``, its epochs from
-  ``defaults.AKD_PROXY_EPOCHS``: 7 epochs of the 7x set, 196 steps);
+  with the sharper student's objective, 4 epochs (112 steps: the paper's 120);
+* ``sharp``: the sharper student of ``--sharp`` (``DistillOptions.sharp()``: the default student's
+  objective on the proxy inputs alone, ``defaults.AKD_PROXY_EPOCHS`` = 50 epochs, 200 steps);
+* ``rich-7``: the richer set with that objective, 7 epochs (196 steps);
 * ``rich-30``: the richer set for 30 epochs (840 steps, as many as ``paper-210``);
 * ``data-30``: the richer set with the paper's objective, 30 epochs (840 steps);
-* ``objective-30``: the default student's objective on the proxy inputs alone, 30 epochs.
+* ``objective-30``: the sharper student's objective on the proxy inputs alone, 30 epochs.
 
 Resumable: results go to OUT/results.json as they come; a rerun skips what is there. Prints the
 AUC and TPR at 10% FPR of every variant, mean ± sample std over the seeds.
@@ -50,7 +51,8 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "paper-30": dict(epochs=30),
     "paper-210": dict(epochs=210),
     "rich-4": dict(epochs=4, **RICH, **OBJECTIVE),
-    "default": None,  # DistillOptions.recommended("akd", **BASE)
+    "sharp": None,  # DistillOptions.sharp(**BASE)
+    "rich-7": dict(epochs=7, **RICH, **OBJECTIVE),
     "rich-30": dict(epochs=30, **RICH, **OBJECTIVE),
     "data-30": dict(epochs=30, **RICH),
     "objective-30": dict(epochs=30, **OBJECTIVE),
@@ -59,7 +61,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 
 def options(name: str) -> DistillOptions:
     extra = VARIANTS[name]
-    return DistillOptions.recommended("akd", **BASE) if extra is None else DistillOptions(**BASE, **extra)
+    return DistillOptions.sharp(**BASE) if extra is None else DistillOptions(**BASE, **extra)
 
 
 def world(root: Path) -> Path:

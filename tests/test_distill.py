@@ -33,7 +33,7 @@ from privaudit.models.checkpoint import load_model
 from privaudit.models.networks import MultiscaleDiscriminator, NLayerDiscriminator, patch_layers
 from privaudit.references import build_references, read_recipe
 from privaudit.training import TrainConfig, train
-from privaudit.training.pix2pix import PLAIN_OBJECTIVE, GANLoss, Objective, ema_average, generator_loss
+from privaudit.training.pix2pix import GANLoss, Objective, ema_average, generator_loss
 
 runner = CliRunner()
 N = 6
@@ -235,7 +235,7 @@ def test_teacher_queries_are_the_distinct_inputs_sent_once(world, tmp_path):
 
 def test_resume_regenerates_the_same_set(world, tmp_path):
     """An interrupted run with every option resumes to the weights of an uninterrupted one."""
-    flags = ["--paper", "--augment-copies", "1", "--recombine", "cutpaste", "--feature-matching", "10", "--num-D", "2", "--ema", "0.9"]
+    flags = ["--augment-copies", "1", "--recombine", "cutpaste", "--feature-matching", "10", "--num-D", "2", "--ema", "0.9"]
     opts = DistillOptions(epochs=2, batch_size=4, ndf=4, augment_copies=1, recombine="cutpaste", feature_matching=10.0, num_D=2, ema=0.9)
     full, cut = tmp_path / "full.pt", tmp_path / "cut.pt"
     defend("akd", out=full, teacher=world["teacher"], proxy=world["labels"], options=opts, seed=2, device="cpu")
@@ -272,7 +272,8 @@ def test_resume_regenerates_the_same_set(world, tmp_path):
     ("photos", ["--input-kind", "labels", "--augment-copies", "1", "--augment-ops", "color"], "(as given by --input-kind)"),
     ("labels", ["--input-kind", "photos", "--recombine", "cutpaste"], "makes no sense for photos"),
     ("labels", ["--augment-copies", "0", "--augment-ops", "flip"], "--augment-copies is 0"),
-    ("labels", ["--paper", "--augment-ops", "flip"], "--augment-copies is 0"),
+    ("labels", ["--sharp", "--augment-ops", "flip"], "--augment-copies is 0"),
+    ("labels", ["--method", "dmp", "--sharp"], "--sharp chooses a sharper student for --method akd"),
     ("labels", ["--augment-copies", "1", "--augment-ops", "rotate"], "invalid --augment-ops rotate"),
     ("labels", ["--augment-copies", "-1"], "--augment-copies must be"),
     ("labels", ["--recombine", "cutpaste", "--recombine-copies", "0"], "--recombine-copies must be"),
@@ -442,66 +443,55 @@ def test_evaluate_fidelity_bad_input(world, plain, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# privaudit's default student (defaults.AKD_RECOMMENDED) against the paper's
+# the sharper student (--sharp, defaults.AKD_SHARP) against the paper's
 
 
-def test_recommended_options_and_their_epochs(monkeypatch):
-    rec = DistillOptions.recommended("akd")
-    for k, v in defaults.AKD_RECOMMENDED.items():
-        assert getattr(rec, k) == v, k
-    from privaudit.cli.defend import _default_epochs
-
-    assert rec.proxy_epochs == defaults.AKD_PROXY_EPOCHS and rec.resolved_epochs() == _default_epochs()  # what --help says
-    assert DistillOptions.recommended("dmp") == DistillOptions()  # dmp's default is the paper's
-    assert DistillOptions().epochs == defaults.EPOCHS and DistillOptions().lambda_l1 == 100.0  # the library's plain options stay the paper's
+def test_sharp_options_and_their_epochs():
+    sharp = DistillOptions.sharp()
+    for k, v in defaults.AKD_SHARP.items():
+        assert getattr(sharp, k) == v, k
+    assert sharp.proxy_epochs == defaults.AKD_PROXY_EPOCHS and sharp.resolved_epochs() == defaults.AKD_PROXY_EPOCHS  # the proxy inputs alone
+    assert DistillOptions().epochs == defaults.EPOCHS and DistillOptions().lambda_l1 == 100.0  # the default stays the paper's
     # None: as many epochs of the distillation set as proxy_epochs epochs of the proxy inputs take in steps
     seven = dict(augment_copies=4, recombine="auto", recombine_copies=2)
-    assert DistillOptions(epochs=None).resolved_epochs() == 200  # the paper's budget by default
+    assert DistillOptions(epochs=None).resolved_epochs() == 200
     assert DistillOptions(epochs=None, **seven).resolved_epochs() == 29  # round(200 / 7)
-    assert DistillOptions(epochs=None, proxy_epochs=50, **seven).resolved_epochs() == 7  # round(50 / 7)
+    assert DistillOptions.sharp(**seven).resolved_epochs() == 7  # round(50 / 7)
     assert DistillOptions(epochs=None, augment_copies=4).resolved_epochs() == 40
     assert DistillOptions(epochs=None, recombine="none", recombine_copies=5).resolved_epochs() == 200  # copies without a method add nothing
     assert DistillOptions(epochs=None, proxy_epochs=0.001).resolved_epochs() == 1
     assert DistillOptions(epochs=7, **seven).resolved_epochs() == 7  # given epochs are kept
-    assert DistillOptions.recommended("akd", lambda_l1=50.0).lambda_l1 == 50.0
+    assert DistillOptions.sharp(lambda_l1=50.0).lambda_l1 == 50.0
     with pytest.raises(InputError, match="proxy_epochs must be"):
         DistillOptions(proxy_epochs=0).validate()
 
 
-def test_cli_akd_default_is_the_recommended_student(world, tmp_path, monkeypatch):
-    """Without flags `defend --method akd` distils privaudit's default student and records it
-    (its epochs resolved); --paper gives the paper's; flags given override either; dmp keeps the paper's."""
+def test_cli_sharp_student(world, tmp_path, monkeypatch):
+    """`defend --method akd` distils the paper's student; --sharp the sharper one, recorded with its
+    resolved epochs; flags given override its parts."""
     monkeypatch.setattr(defaults, "AKD_PROXY_EPOCHS", 14)  # a few epochs on the toy set
     common = ["defend", str(world["teacher"]), "--proxy", str(world["labels"]), "--device", "cpu", "--quiet", "--batch-size", "4", "--ndf", "4"]
-    rec = defaults.AKD_RECOMMENDED
-    out = tmp_path / "default.pt"
-    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out)])
+    out = tmp_path / "sharp.pt"
+    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out), "--sharp"])
     assert r.exit_code == 0, r.output
     d = torch.load(out, weights_only=True)["defense"]
-    size = 1 + rec["augment_copies"] + (rec.get("recombine_copies", 1) if rec["recombine"] != "none" else 0)
-    assert d["epochs"] == round(14 / size) and d["lambda_l1"] == rec["lambda_l1"] and d["distillation_inputs"] == N * size
-    assert d["objective"] == {k: rec[k] for k in ("feature_matching", "num_D", "ema") if rec[k] != PLAIN_OBJECTIVE[k]}
-    assert ("distill_data" in d) == (size > 1)
-    # the same student through the library: DistillOptions.recommended, and defend("akd") without options
-    lib = tmp_path / "lib.pt"
-    defend("akd", out=lib, teacher=world["teacher"], proxy=world["labels"], options=DistillOptions.recommended("akd", batch_size=4, ndf=4), seed=0, device="cpu")
+    assert d["epochs"] == 14 and d["lambda_l1"] == 10.0 and d["distillation_inputs"] == N and "distill_data" not in d
+    assert d["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.99}
+    lib = tmp_path / "lib.pt"  # the same student through the library
+    defend("akd", out=lib, teacher=world["teacher"], proxy=world["labels"], options=DistillOptions.sharp(batch_size=4, ndf=4), seed=0, device="cpu")
     assert _same(out, lib)
-    # flags given override the default: a 7x set (4 augmented copies, 2 recombined inputs each) trains
-    # round(14 / 7) = 2 epochs, as many steps as 14 epochs of the proxy inputs; --ema 0: no EMA
+    # flags given override: a 7x set trains round(14 / 7) = 2 epochs, as many steps as 14 epochs of the proxy inputs; --ema 0: no EMA
     out2 = tmp_path / "override.pt"
-    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out2), "--augment-copies", "4", "--recombine", "auto", "--recombine-copies", "2",
-                            "--lambda-l1", "30", "--ema", "0"])
+    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out2), "--sharp", "--augment-copies", "4", "--recombine", "auto",
+                            "--recombine-copies", "2", "--lambda-l1", "30", "--ema", "0"])
     assert r.exit_code == 0, r.output
     d = torch.load(out2, weights_only=True)["defense"]
     assert d["epochs"] == 2 and d["lambda_l1"] == 30.0 and d["distillation_inputs"] == N * 7
     assert d["distill_data"] == {"input_kind": "labels", "augment_copies": 4, "augment_ops": ["flip", "crop"], "recombine": "cutpaste", "recombine_copies": 2}
-    assert d["objective"] == {k: rec[k] for k in ("feature_matching", "num_D") if rec[k] != PLAIN_OBJECTIVE[k]}  # no ema
-    # --paper: the paper's student, with the flags given on top
+    assert d["objective"] == {"feature_matching": 10.0, "num_D": 2}
+    # without --sharp: the paper's student
     out3 = tmp_path / "paper.pt"
-    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out3), "--paper", "--epochs", "1"])
+    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out3), "--epochs", "1"])
     assert r.exit_code == 0, r.output
     d = torch.load(out3, weights_only=True)["defense"]
     assert d["epochs"] == 1 and d["lambda_l1"] == 100.0 and "distill_data" not in d and "objective" not in d
-    # dmp: the paper's, and --paper makes no sense there
-    r = runner.invoke(app, [*common, "--method", "dmp", "--out", str(tmp_path / "dmp.pt"), "--paper", "--epochs", "1"])
-    assert r.exit_code == 2 and "--paper" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -209,9 +209,9 @@ class DistillOptions(TrainingOptions):
     (none, auto, cutpaste, mixup, cutmix) with ``recombine_copies``. The objective
     (``training.pix2pix.Objective``; default: the paper's): ``feature_matching``, ``num_D``, ``ema``.
 
-    ``DistillOptions()`` is the AKD paper's student; ``DistillOptions.recommended("akd")`` is what
-    ``privaudit defend --method akd`` uses (``defaults.AKD_RECOMMENDED``, chosen by the ablation in
-    docs/defenses.md). ``epochs`` None: as many steps as ``proxy_epochs`` epochs of the proxy inputs
+    ``DistillOptions()`` is the AKD paper's student (the default); ``DistillOptions.sharp()`` the
+    sharper student of ``privaudit defend --method akd --sharp`` (``defaults.AKD_SHARP``, from the
+    ablation in docs/defenses.md). ``epochs`` None: as many steps as ``proxy_epochs`` epochs of the proxy inputs
     alone would take, in epochs of the (larger) distillation set."""
 
     ngf: int | None = None
@@ -230,11 +230,10 @@ class DistillOptions(TrainingOptions):
     proxy_epochs: float = defaults.EPOCHS
 
     @classmethod
-    def recommended(cls, method: str, **given: Any) -> "DistillOptions":
-        """``method``'s default student with the ``given`` fields on top: for akd
-        ``defaults.AKD_RECOMMENDED`` (``proxy_epochs`` ``defaults.AKD_PROXY_EPOCHS``), for dmp the paper's."""
-        base: dict[str, Any] = {**defaults.AKD_RECOMMENDED, "proxy_epochs": defaults.AKD_PROXY_EPOCHS} if method == "akd" else {}
-        return cls(**{**base, **given})
+    def sharp(cls, **given: Any) -> "DistillOptions":
+        """The sharper AKD student (``defaults.AKD_SHARP``, ``proxy_epochs`` ``defaults.AKD_PROXY_EPOCHS``)
+        with the ``given`` fields on top."""
+        return cls(**{**defaults.AKD_SHARP, "proxy_epochs": defaults.AKD_PROXY_EPOCHS, **given})
 
     def resolved_epochs(self) -> int:
         """The epochs to train: ``epochs``, or when None, as many epochs of the distillation set as
@@ -270,10 +269,6 @@ class Distillation:
 
     name: str
     Options = DistillOptions
-
-    def default_options(self) -> DistillOptions:
-        """What ``defend(method)`` uses without options: ``DistillOptions.recommended``."""
-        return DistillOptions.recommended(self.name)
 
     def run(self, options: DistillOptions, job: DefenseJob) -> DefenseResult:
         options.objective().validate(adversarial=self.name == "akd")  # before the teacher or any image is read

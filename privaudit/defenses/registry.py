@@ -113,8 +113,7 @@ def defend(
     check_writable(out, what="checkpoint")
     if direction is not None:
         check_direction(direction)
-    if options is None:  # the method's default (akd: privaudit's recommended student, DistillOptions.recommended)
-        options = defense.default_options() if hasattr(defense, "default_options") else defense.Options()
+    options = defense.Options() if options is None else options
     if not isinstance(options, defense.Options):
         raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
     options.validate()
