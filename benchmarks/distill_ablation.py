@@ -127,8 +127,8 @@ def _value(text: str) -> Any:
     return text
 
 
-def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | None, n_proxy: int) -> tuple[str, DistillOptions]:
-    """The method and ``DistillOptions`` of a variant at scale ``s`` for ``n_proxy`` proxy inputs of ``kind``."""
+def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | None) -> tuple[str, DistillOptions]:
+    """The method and ``DistillOptions`` of a variant at scale ``s`` for proxy inputs of ``kind``."""
     method, extra = VARIANTS[name]
     extra = dict(extra)
     if name in ("candidate", "candidate-long") and candidate:
@@ -137,13 +137,12 @@ def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | No
     fill = {"A": s["copies"][0], "C": s["copies"][1], "R": "cutpaste" if kind == "labels" else "cutmix"}
     extra = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in extra.items()}
     E, B = s["student"]
-    if extra.get("epochs") in ("S", "SL", "L"):
-        size = n_proxy * (1 + int(extra.get("augment_copies", 0)) + (int(extra.get("recombine_copies", 1)) if extra.get("recombine", "none") != "none" else 0))
-        factor = 1 if extra["epochs"] == "S" else s["long"]
-        extra["epochs"] = max(1, round(factor * E * n_proxy / size))
     # the paper's student spelled out, so that the baseline stays the paper's whatever the defaults become
     base = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], lambda_l1=defaults.LAMBDA_L1, augment_copies=0, recombine="none",
                 **PLAIN_OBJECTIVE)
+    if extra.get("epochs") in ("S", "SL", "L"):  # as many steps as E (or `long` x E) epochs of the proxy inputs: the library's rule
+        factor = 1 if extra["epochs"] == "S" else s["long"]
+        extra["epochs"] = DistillOptions(**{**base, **extra, "epochs": None, "proxy_epochs": factor * E}).resolved_epochs()
     return method, DistillOptions(**{**base, **extra})
 
 
@@ -153,7 +152,8 @@ def _plain(options: DistillOptions) -> dict[str, Any]:
 
 
 def changed(held: dict[str, Any], now: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: {held.get(k)!r} then, {now.get(k)!r} now" for k in sorted(set(held) | set(now)) if held.get(k) != json.loads(json.dumps(now.get(k))))
+    """The fields that differ between two ``_plain`` option records."""
+    return ", ".join(f"{k}: {held.get(k)!r} then, {now.get(k)!r} now" for k in sorted(set(held) | set(now)) if held.get(k) != now.get(k))
 
 
 def _recordable(options: DistillOptions) -> dict[str, Any]:
@@ -269,8 +269,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if spath.exists() and json.loads(spath.read_text()) != settings:
         raise SystemExit(f"distill_ablation: {a.out} holds runs of other settings ({spath}); choose another --out")
     write_json(spath, settings)
-    proxy_inputs = load_inputs(data / "val", direction=a.direction, size=s["size"]).inputs
-    kind = detect_input_kind(proxy_inputs)
+    kind = detect_input_kind(load_inputs(data / "val", direction=a.direction, size=s["size"]).inputs)
 
     def audit_teacher() -> str:
         path = a.out / "reports" / "teacher.json"
@@ -285,7 +284,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in a.variants:
-        method, options = variant_options(name, s, kind, a.candidate, len(proxy_inputs))
+        method, options = variant_options(name, s, kind, a.candidate)
         for seed in seeds:
             key = f"{name}-s{seed}"
             rpath = a.out / "runs" / f"{key}.json"
@@ -294,7 +293,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 if rpath.exists():
                     held = {**_plain(DistillOptions()), **json.loads(rpath.read_text())["options"]}  # a field added since: its default
                     if held != _plain(options):
-                        raise SystemExit(f"distill_ablation: {rpath} was run with other options ({changed(held, vars(options))}); "
+                        raise SystemExit(f"distill_ablation: {rpath} was run with other options ({changed(held, _plain(options))}); "
                                          "choose another --out, or delete that run to redo it")
                     return "reused"
                 ckpt = a.out / "models" / f"{key}.pt"
