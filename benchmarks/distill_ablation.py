@@ -19,6 +19,7 @@ cut-and-paste for label maps, CutMix for photos), ``feature-matching`` (weight 1
 term), ``objective`` (λ = 10, feature matching, 2 discriminators and an EMA of 0.99 on the proxy
 inputs alone: ``privaudit defend --method akd --sharp``), ``candidate``
 (the richer set and that objective together; ``--candidate KEY=VALUE,...`` changes it),
+``objective-augment`` (that objective on the augmented copies alone, without recombined inputs),
 ``long`` (the paper's with 2x the epochs) and ``candidate-long`` (the candidate with 2x the steps),
 which tell what more steps buy with and without the richer data, and ``dmp`` (on request).
 
@@ -83,6 +84,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lambda-10": ("akd", {"lambda_l1": 10.0}),
     "objective": ("akd", dict(OBJECTIVE)),
     "candidate": ("akd", {**CANDIDATE, "epochs": "S"}),
+    "objective-augment": ("akd", {**OBJECTIVE, "augment_copies": "A", "epochs": "S"}),
     "long": ("akd", {"epochs": "L"}),
     "candidate-long": ("akd", {**CANDIDATE, "epochs": "SL"}),
     "dmp": ("dmp", {}),
