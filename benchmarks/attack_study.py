@@ -36,7 +36,7 @@ from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.defenses import defend
 from privaudit.defenses.distill import DistillOptions
 from privaudit.defenses.dpsgd import DPSGDOptions
-from privaudit.demo import make_facades, write_aligned
+from privaudit.demo import write_splits
 from privaudit.io import atomic_write_text, write_json
 from privaudit.models.arch import ModelSpec
 from privaudit.references import build_references
@@ -71,14 +71,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
-
-
-def quick_data(root: Path, n: int) -> Path:
-    for i, split in enumerate(("train", "val", "test")):
-        if not (root / split).is_dir():
-            photos, labels = make_facades(n, size=32, seed=2000 + i)
-            write_aligned(root / split, photos, labels, split)
-    return root
 
 
 def stage(timings: dict[str, Any], key: str, fn: Callable[[], str]) -> None:
@@ -124,7 +116,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse(argv)
     s = SCALES["quick" if a.quick else a.scale]
     a.out.mkdir(parents=True, exist_ok=True)
-    data = a.data if a.data is not None else (quick_data(a.out / "data", s["pairs"]) if a.quick else None)
+    data = a.data if a.data is not None else (write_splits(a.out / "data", s["pairs"], seed=2000) if a.quick else None)
     if data is None:
         raise SystemExit("attack_study: give --data DIR (train/, val/, test/) or --quick")
     models = a.out / "models"

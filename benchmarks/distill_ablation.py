@@ -50,7 +50,7 @@ from privaudit.data.images import load_inputs
 from privaudit.defenses import defend
 from privaudit.defenses.distill import DistillOptions
 from privaudit.defenses.distill_data import detect_input_kind
-from privaudit.demo import make_facades, write_aligned
+from privaudit.demo import write_splits
 from privaudit.errors import WeightsError
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
 from privaudit.io import atomic_write_text, sha256_file, write_json
@@ -110,14 +110,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP)
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
-
-
-def quick_data(root: Path, n: int) -> Path:
-    for i, split in enumerate(("train", "val", "test")):
-        if not (root / split).is_dir():
-            photos, labels = make_facades(n, size=32, seed=3000 + i)
-            write_aligned(root / split, photos, labels, split)
-    return root
 
 
 def _value(text: str) -> Any:
@@ -236,7 +228,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     s = SCALES["quick" if a.quick else "cpu"]
     seeds = a.seeds if a.seeds is not None else s["seeds"]
     a.out.mkdir(parents=True, exist_ok=True)
-    data = a.data if a.data is not None else (quick_data(a.out / "data", s["pairs"]) if a.quick else None)
+    data = a.data if a.data is not None else (write_splits(a.out / "data", s["pairs"], seed=3000) if a.quick else None)
     if data is None:
         raise SystemExit("distill_ablation: give --data DIR (train/, val/, test/) or --quick")
     weights: str | None = None

@@ -35,7 +35,7 @@ from privaudit.defenses import defend
 from privaudit.defenses.distill import DistillOptions
 from privaudit.defenses.dpsgd import DPSGDOptions
 from privaudit.defenses.gauss import GaussOptions
-from privaudit.demo import make_facades, write_aligned
+from privaudit.demo import write_splits
 from privaudit.device import resolve_device
 from privaudit.errors import InputError, PrivauditError, WeightsError
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
@@ -168,15 +168,6 @@ def build(final: Path, force: bool, train: Callable[[Path, bool], None], after: 
     os.replace(part, final)
     state.unlink(missing_ok=True)  # optimiser state is large at 256 px; a finished model needs none
     return "resumed" if resume else "trained"
-
-
-def quick_data(root: Path) -> Path:
-    """12 procedural facade pairs per split (photo | label), written once."""
-    for i, split in enumerate(("train", "val", "test")):
-        if not (root / split).is_dir():
-            photos, labels = make_facades(12, size=32, seed=1000 + i)
-            write_aligned(root / split, photos, labels, split)
-    return root
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -352,7 +343,7 @@ def run(a: argparse.Namespace, cmdline: list[str]) -> int:
     if a.sweep_seeds is not None and not set(a.sweep_seeds) <= set(seeds):
         raise InputError(f"--sweep-seeds {' '.join(map(str, a.sweep_seeds))} must be among --seeds {' '.join(map(str, seeds))}")
     check_dir_writable(a.out)
-    data = a.data if a.data is not None else quick_data(a.out / "data")
+    data = a.data if a.data is not None else write_splits(a.out / "data", 12, seed=1000)
     weights, kid_skip = find_weights(a.inception_weights)
     jobs = plan(a, s)
     settings = {"scale": "quick" if a.quick else a.scale, "data": str(data.resolve()), "direction": a.direction,

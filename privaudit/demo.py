@@ -114,6 +114,17 @@ def build_data(root: Path, cfg: DemoConfig, *, on_image: Callable[[], None] | No
     return paths
 
 
+def write_splits(root: Path, n: int, *, size: int = 32, seed: int = 0, splits: tuple[str, ...] = ("train", "val", "test")) -> Path:
+    """Toy aligned data sets for the benchmarks' ``--quick`` runs: ``n`` procedural facade pairs
+    (photo | label) in each of ``root/<split>`` (seeds ``seed``, ``seed + 1``, ...: disjoint splits).
+    A split folder already there is kept as it is, so that a resumed run reads the same data."""
+    for i, split in enumerate(splits):
+        if not (root / split).is_dir():
+            photos, labels = make_facades(n, size=size, seed=seed + i)
+            write_aligned(root / split, photos, labels, split)
+    return root
+
+
 STAGES = ("data", "teacher", "akd", "evaluate:teacher", "evaluate:akd")
 
 

@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from privaudit.cli.app import app
-from privaudit.demo import DemoConfig, build_data, make_facades
+from privaudit.demo import DemoConfig, build_data, make_facades, write_splits
 from privaudit.evaluation.inception import WEIGHTS_ENV
 
 from inception_helpers import make_random_inception_weights
@@ -46,6 +47,23 @@ def test_make_facades_is_deterministic_per_seed():
     assert make_facades(2, size=16, seed=0)[0].shape == (2, 3, 16, 16)
     # a photo is not its label map
     assert not torch.equal(photos, labels)
+
+
+def test_write_splits_writes_disjoint_aligned_splits_once(tmp_path):
+    root = write_splits(tmp_path / "d", 3, size=16, seed=7)
+    names = {s: sorted(p.name for p in (root / s).iterdir()) for s in ("train", "val", "test")}
+    assert all(len(v) == 3 for v in names.values())
+    pixels = {s: [np.asarray(Image.open(root / s / n)) for n in names[s]] for s in names}
+    assert pixels["train"][0].shape == (16, 32, 3)  # aligned: photo | label side by side
+    photos, labels = make_facades(3, size=16, seed=8)  # val is the second split: seed + 1
+    assert np.array_equal(pixels["val"][0][:, :16], photos[0].permute(1, 2, 0).numpy())
+    assert np.array_equal(pixels["val"][0][:, 16:], labels[0].permute(1, 2, 0).numpy())
+    assert not any(np.array_equal(a, b) for a in pixels["train"] for b in pixels["test"])
+    # a split already there is kept (a resumed benchmark reads the same data)
+    (root / "val" / names["val"][0]).unlink()
+    write_splits(root, 3, size=16, seed=99)
+    assert len(list((root / "val").iterdir())) == 2
+    assert np.array_equal(np.asarray(Image.open(root / "train" / names["train"][0])), pixels["train"][0])
 
 
 def test_build_data_writes_aligned_pngs(tmp_path):
