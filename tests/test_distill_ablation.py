@@ -38,12 +38,18 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
         assert set(r["bar"]) == {"auc_within_2_points", "tpr_10_no_higher", "l1_at_most_teacher", "sharpness_at_least_0.9_teacher"}
     # 12 proxy inputs, plus 2 augmented copies and/or 1 recombined input each (quick's multipliers); the teacher answers the
     # distinct ones (a copy that drew no flip and a crop of scale 1 is its original)
-    sizes = {"akd": 12, "augment": 36, "recombine": 24, "candidate": 48, "candidate-long": 48}
+    sizes = {"akd": 12, "augment": 36, "objective-augment": 36, "recombine": 24, "candidate": 48, "candidate-long": 48}
     for name, size in sizes.items():
         for seed in (0, 1):
             run = json.loads((out / "runs" / f"{name}-s{seed}.json").read_text())
             assert run["distillation_inputs"] == size and 0.9 * size <= run["teacher_queries"] <= size
     assert rows["akd"]["teacher_queries"] == {"mean": 12.0, "std": 0.0}
+    assert rows["akd"]["vs_akd"] is None
+    for name, r in rows.items():  # two seeds each: every other row has its difference from akd with an interval around it
+        if name != "akd":
+            d = r["vs_akd"]["tpr_10"]
+            assert d["diff"] == pytest.approx(r["tpr_10"]["mean"] - rows["akd"]["tpr_10"]["mean"])
+            assert d["ci95"][0] <= d["diff"] <= d["ci95"][1] if d["ci95"] else r["tpr_10"]["std"] == rows["akd"]["tpr_10"]["std"] == 0
     for seed in (0, 1):
         ck = torch.load(out / "models" / f"candidate-s{seed}.pt", weights_only=True)["defense"]
         assert ck["distill_data"]["recombine"] == "cutpaste" and ck["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.99} and ck["lambda_l1"] == 10.0
@@ -53,7 +59,7 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
         assert run["fid_proxy"] == report["utility"]["fidelity_to_teacher"]["proxy_l1"]
     # as many steps as the paper's student (3 epochs of 12 inputs, batch 4: 9 steps), epochs rounded; `long` twice its epochs,
     # `candidate-long` twice the candidate's steps
-    epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "lambda-10": 3, "objective": 3, "candidate": 1, "long": 6, "candidate-long": 2}
+    epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "lambda-10": 3, "objective": 3, "objective-augment": 1, "candidate": 1, "long": 6, "candidate-long": 2}
     for name, e in epochs.items():
         assert torch.load(out / "models" / f"{name}-s0.pt", weights_only=True)["defense"]["epochs"] == e, name
         run = json.loads((out / "runs" / f"{name}-s0.json").read_text())
@@ -95,3 +101,19 @@ def test_quick_ablation_with_references(ablation, tmp_path: Path) -> None:
     assert "calibrated AUC %" in (out / "summary.md").read_text()
     # every run's references share the reference teachers (same recipe, sample and seed): 2 in all
     assert len(list((out / "refs" / "teachers").iterdir())) == 2
+
+
+def test_versus_is_welchs_interval_worked_by_hand(ablation) -> None:
+    from scipy import stats
+
+    # [0.2, 0.4] against [0.1, 0.1, 0.4]: means 0.3 and 0.2, sample variances 0.02 and 0.03, so the
+    # standard error is sqrt(0.02/2 + 0.03/3) = sqrt(0.02) and Welch's df = 0.02² / (0.01²/1 + 0.01²/2) = 8/3
+    d = ablation.versus([0.2, 0.4], [0.1, 0.1, 0.4])
+    half = stats.t.ppf(0.975, 8 / 3) * 0.02 ** 0.5
+    assert d["diff"] == pytest.approx(0.1)
+    assert d["ci95"] == pytest.approx([0.1 - half, 0.1 + half])
+    assert d["p"] == pytest.approx(2 * stats.t.sf(0.1 / 0.02 ** 0.5, 8 / 3))
+    assert ablation.versus([0.2], [0.1, 0.3]) is None and ablation.versus([0.2, None], [0.1, 0.3]) is None
+    assert ablation._diff(d).startswith("+10.0 (") and ablation._diff(None) == "–"
+    assert ablation.versus([0.2, 0.2], [0.1, 0.1]) == {"diff": pytest.approx(0.1), "ci95": None, "p": None}  # no spread: no interval
+    assert ablation._diff(ablation.versus([0.2, 0.2], [0.1, 0.1])) == "+10.0"
