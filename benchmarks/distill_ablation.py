@@ -39,6 +39,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -340,8 +341,10 @@ def versus(values: list[Any], base: list[Any]) -> dict[str, Any] | None:
     diff = float(np.mean(values) - np.mean(base))
     if np.var(values) == np.var(base) == 0:  # no spread on either side: no interval to give
         return {"diff": diff, "ci95": None, "p": None}
-    t = stats.ttest_ind(values, base, equal_var=False)
-    ci = t.confidence_interval(0.95)
+    with warnings.catch_warnings():  # one side without spread (two seeds alike): scipy warns, Welch's interval still holds
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t = stats.ttest_ind(values, base, equal_var=False)
+        ci = t.confidence_interval(0.95)
     return {"diff": diff, "ci95": [float(ci.low), float(ci.high)], "p": float(t.pvalue)}
 
 

@@ -272,7 +272,7 @@ def test_resume_regenerates_the_same_set(world, tmp_path):
     ("photos", ["--input-kind", "labels", "--augment-copies", "1", "--augment-ops", "color"], "(as given by --input-kind)"),
     ("labels", ["--input-kind", "photos", "--recombine", "cutpaste"], "makes no sense for photos"),
     ("labels", ["--augment-copies", "0", "--augment-ops", "flip"], "--augment-copies is 0"),
-    ("labels", ["--sharp", "--augment-ops", "flip"], "--augment-copies is 0"),
+    ("labels", ["--sharp", "--augment-copies", "0", "--augment-ops", "flip"], "--augment-copies is 0"),
     ("labels", ["--method", "dmp", "--sharp"], "--sharp chooses a sharper student for --method akd"),
     ("labels", ["--augment-copies", "1", "--augment-ops", "rotate"], "invalid --augment-ops rotate"),
     ("labels", ["--augment-copies", "-1"], "--augment-copies must be"),
@@ -450,7 +450,9 @@ def test_sharp_options_and_their_epochs():
     sharp = DistillOptions.sharp()
     for k, v in defaults.AKD_SHARP.items():
         assert getattr(sharp, k) == v, k
-    assert sharp.proxy_epochs == defaults.AKD_PROXY_EPOCHS and sharp.resolved_epochs() == defaults.AKD_PROXY_EPOCHS  # the proxy inputs alone
+    # 4 augmented copies: a 5x set trains a fifth of the epochs, as many steps as AKD_PROXY_EPOCHS epochs of the proxy inputs alone
+    assert sharp.augment_copies == 4 and sharp.proxy_epochs == defaults.AKD_PROXY_EPOCHS and sharp.resolved_epochs() == round(defaults.AKD_PROXY_EPOCHS / 5)
+    assert DistillOptions.sharp(augment_copies=0).resolved_epochs() == defaults.AKD_PROXY_EPOCHS  # the proxy inputs alone
     assert DistillOptions().epochs == defaults.EPOCHS and DistillOptions().lambda_l1 == 100.0  # the default stays the paper's
     # None: as many epochs of the distillation set as proxy_epochs epochs of the proxy inputs take in steps
     seven = dict(augment_copies=4, recombine="auto", recombine_copies=2)
@@ -475,7 +477,9 @@ def test_cli_sharp_student(world, tmp_path, monkeypatch):
     r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out), "--sharp"])
     assert r.exit_code == 0, r.output
     d = torch.load(out, weights_only=True)["defense"]
-    assert d["epochs"] == 14 and d["lambda_l1"] == 10.0 and d["distillation_inputs"] == N and "distill_data" not in d
+    # 4 augmented copies: a 5x set for round(14 / 5) = 3 epochs
+    assert d["epochs"] == 3 and d["lambda_l1"] == 10.0 and d["distillation_inputs"] == N * 5
+    assert d["distill_data"] == {"input_kind": "labels", "augment_copies": 4, "augment_ops": ["flip", "crop"], "recombine": "none", "recombine_copies": 0}
     assert d["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.99}
     lib = tmp_path / "lib.pt"  # the same student through the library
     defend("akd", out=lib, teacher=world["teacher"], proxy=world["labels"], options=DistillOptions.sharp(batch_size=4, ndf=4), seed=0, device="cpu")
