@@ -241,9 +241,7 @@ class DistillOptions(TrainingOptions):
         whole multiple of the proxy inputs, so their number does not matter)."""
         if self.epochs is not None:
             return self.epochs
-        d = self.distill_data()
-        size = 1 + d.augment_copies + (d.recombine_copies if d.recombine != "none" else 0)
-        return max(1, round(self.proxy_epochs / size))
+        return max(1, round(self.proxy_epochs / self.distill_data().rounds))
 
     def distill_data(self) -> DistillData:
         return DistillData(input_kind=self.input_kind, augment_copies=self.augment_copies,

@@ -102,6 +102,12 @@ class DistillData:
     def active(self) -> bool:
         return self.augment_copies > 0 or self.recombine != "none"
 
+    @property
+    def rounds(self) -> int:
+        """The distillation set's size over the proxy inputs': the inputs, their augmented copies and
+        their recombined inputs (``build_distillation_set``'s layout)."""
+        return 1 + self.augment_copies + (self.recombine_copies if self.recombine != "none" else 0)
+
     def validate(self) -> None:
         """The settings alone (the input kind's checks come with ``resolve``)."""
         if self.input_kind not in INPUT_KINDS:
