@@ -15,20 +15,26 @@ variants (``VARIANTS``) tell apart what the richer set does from what more steps
 * ``paper-210``: the same for 210 epochs (840 steps);
 * ``rich-4``: the richer set (4 augmented copies and 2 cut-and-paste inputs per proxy input, 7x)
   with the sharper student's objective, 4 epochs (112 steps: the paper's 120);
-* ``sharp``: the sharper student of ``--sharp`` (``DistillOptions.sharp()``: the default student's
-  objective on the proxy inputs alone, ``defaults.AKD_PROXY_EPOCHS`` = 50 epochs, 200 steps);
+* ``objective-50``: the sharper objective on the proxy inputs alone for 50 epochs (200 steps; the
+  first ``--sharp``);
+* ``default``: the default student of ``defend --method akd`` (``DistillOptions.sharp()``: that
+  objective on 4 augmented copies of each proxy input, as many steps as
+  ``defaults.AKD_PROXY_EPOCHS`` = 50 epochs of the proxy inputs alone: 10 epochs of the 5x set, 200
+  steps);
 * ``rich-7``: the richer set with that objective, 7 epochs (196 steps);
 * ``rich-30``: the richer set for 30 epochs (840 steps, as many as ``paper-210``);
 * ``data-30``: the richer set with the paper's objective, 30 epochs (840 steps);
 * ``objective-30``: the sharper student's objective on the proxy inputs alone, 30 epochs.
 
-Resumable: results go to OUT/results.json as they come; a rerun skips what is there. Prints the
+Resumable: results go to OUT/results.json as they come, each with its options; a rerun skips what
+is there with the same options (and retrains a variant whose recipe changed). Prints the
 AUC and TPR at 10% FPR of every variant, mean ± sample std over the seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -51,7 +57,8 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "paper-30": dict(epochs=30),
     "paper-210": dict(epochs=210),
     "rich-4": dict(epochs=4, **RICH, **OBJECTIVE),
-    "sharp": None,  # DistillOptions.sharp(**BASE)
+    "objective-50": dict(epochs=50, **OBJECTIVE),
+    "default": None,  # DistillOptions.sharp(**BASE)
     "rich-7": dict(epochs=7, **RICH, **OBJECTIVE),
     "rich-30": dict(epochs=30, **RICH, **OBJECTIVE),
     "data-30": dict(epochs=30, **RICH),
@@ -62,6 +69,11 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 def options(name: str) -> DistillOptions:
     extra = VARIANTS[name]
     return DistillOptions.sharp(**BASE) if extra is None else DistillOptions(**BASE, **extra)
+
+
+def recorded(opts: DistillOptions) -> dict[str, Any]:
+    """The options as JSON holds them, to tell whether a stored result is this recipe's."""
+    return json.loads(json.dumps(dataclasses.asdict(opts)))
 
 
 def world(root: Path) -> Path:
@@ -96,12 +108,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     for name in a.variants:
         for seed in a.seeds:
             key = f"{name}-s{seed}"
-            if key in results:
+            opts = options(name)
+            if results.get(key, {}).get("options") == recorded(opts):
                 continue
             model = a.out / f"{key}.pt"
-            opts = options(name)
+            model.unlink(missing_ok=True)  # a student of another recipe
             defend("akd", out=model, teacher=teacher, proxy=a.out / "proxy", options=opts, direction="BtoA", size=32, seed=seed, device="cpu")
-            results[key] = {**audit(model, a.out), "epochs": opts.resolved_epochs()}
+            results[key] = {**audit(model, a.out), "epochs": opts.resolved_epochs(), "options": recorded(opts)}
             write_json(path, results)
     write_json(path, results)
     t = results["teacher"]

@@ -36,8 +36,8 @@ DP_BATCH_SIZE = 8  # DP-SGD: the expected Poisson batch
 DP_NOISE_MULTIPLIER = 1.0  # σ when neither --noise-multiplier nor --target-epsilon is given
 DP_MAX_GRAD_NORM = 1.0  # C, the per-sample clipping norm
 DP_ACCOUNTANT = "rdp"
-# akd/dmp: the distillation set and the objective beyond the AKD paper's (all off: the paper's student;
-# the ablation in docs/defenses.md decides what becomes the default)
+# akd/dmp: the distillation set and the objective beyond the AKD paper's (all off: the paper's student,
+# which dmp and `defend --method akd --paper` train)
 INPUT_KIND = "auto"  # the proxy inputs are label maps or photos: detected
 AUGMENT_COPIES = 0  # augmented copies of each proxy input
 RECOMBINE = "none"  # cutpaste (label maps), mixup or cutmix (photos)
@@ -45,13 +45,13 @@ RECOMBINE_COPIES = 1  # recombined inputs per proxy input, with a RECOMBINE meth
 FEATURE_MATCHING = 0.0  # pix2pixHD's feature-matching weight (it uses 10)
 NUM_D = 1  # discriminator scales
 EMA: float | None = None  # decay of the moving average of the student's weights
-# `privaudit defend --method akd --sharp` (DistillOptions.sharp()): the student of the ablation in
-# docs/defenses.md that is as sharp as its teacher (`objective-augment`): 4 augmented copies of each
-# proxy input, λ = 10, pix2pixHD's feature matching, a second discriminator scale and an EMA of the
-# weights, for as many steps as AKD_PROXY_EPOCHS epochs of the proxy inputs alone. On facades (5
-# seeds) it met issue 13's bar against the paper's student (TPR at 10% FPR 14.3% against 14.6%,
-# sharpness 0.94x the teacher's; calibrated AUC 54.0% against 56.1%); without the copies (`objective`)
-# it leaked more (17.3%). Not yet the default: the ablation's single options lack seeds.
+# The default AKD student of `privaudit defend --method akd` (DistillOptions.sharp(), the library's
+# default for akd): the student of the ablation in docs/defenses.md that is as sharp as its teacher
+# (`objective-augment`): 4 augmented copies of each proxy input, λ = 10, pix2pixHD's feature matching,
+# a second discriminator scale and an EMA of the weights, for as many steps as AKD_PROXY_EPOCHS epochs
+# of the proxy inputs alone. On facades (5 seeds) it met issue 13's bar against the paper's student
+# (TPR at 10% FPR 14.3% against 14.6%, sharpness 0.94x the teacher's; calibrated AUC 54.0% against
+# 56.1%); the same objective without the copies (`objective`) leaked more (17.3%).
 AKD_SHARP: dict[str, object] = {"augment_copies": 4, "recombine": "none", "feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.99,
                                 "epochs": None}
 AKD_PROXY_EPOCHS = 50

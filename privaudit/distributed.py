@@ -164,6 +164,7 @@ def session(device: torch.device, *, timeout_s: float | None = None) -> Iterator
     dist.init_process_group(backend=backend, **extra)
     try:
         yield
+        dist.barrier()  # every process done with the group before any leaves it: gloo may abort a peer whose group goes away mid-teardown
     finally:
         dist.destroy_process_group()
 

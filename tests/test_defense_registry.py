@@ -50,7 +50,9 @@ def test_an_unknown_method_lists_the_valid_ones(tmp_path: Path) -> None:
 def test_options_for_keeps_what_the_method_knows_and_none_means_default() -> None:
     flags = dict(sigma=0.2, epochs=7, batch_size=None, ngf=None, norm=None, noise_multiplier=None, max_grad_norm=2.0, proxy_layout="inputs")
     assert options_for("gauss", **flags) == GaussOptions(sigma=0.2)
-    assert options_for("akd", **flags) == DistillOptions(epochs=7, proxy_layout="inputs")
+    assert options_for("akd", **flags) == DistillOptions.sharp(epochs=7, proxy_layout="inputs")  # akd's default student
+    assert options_for("akd", base=DistillOptions.paper(), **flags) == DistillOptions(epochs=7, proxy_layout="inputs")
+    assert options_for("dmp", **flags) == DistillOptions(epochs=7, proxy_layout="inputs")
     dp = options_for("dpsgd", **flags)
     assert dp == DPSGDOptions(epochs=7, max_grad_norm=2.0)
     assert (dp.batch_size, dp.ngf) == (defaults.DP_BATCH_SIZE, defaults.NGF)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from privaudit import defaults
 from privaudit.cli.app import app
 from privaudit.data.images import load_inputs, to_float, to_uint8
-from privaudit.defenses import defend
+from privaudit.defenses import default_options, defend
 from privaudit.defenses.distill import DistillOptions, distill, student_arch
 from privaudit.defenses.distill_data import DistillData, build_distillation_set, detect_input_kind, unique_rows
 from privaudit.demo import make_facades, write_aligned
@@ -235,7 +235,7 @@ def test_teacher_queries_are_the_distinct_inputs_sent_once(world, tmp_path):
 
 def test_resume_regenerates_the_same_set(world, tmp_path):
     """An interrupted run with every option resumes to the weights of an uninterrupted one."""
-    flags = ["--augment-copies", "1", "--recombine", "cutpaste", "--feature-matching", "10", "--num-D", "2", "--ema", "0.9"]
+    flags = ["--augment-copies", "1", "--recombine", "cutpaste", "--feature-matching", "10", "--num-D", "2", "--ema", "0.9"]  # on the paper's student
     opts = DistillOptions(epochs=2, batch_size=4, ndf=4, augment_copies=1, recombine="cutpaste", feature_matching=10.0, num_D=2, ema=0.9)
     full, cut = tmp_path / "full.pt", tmp_path / "cut.pt"
     defend("akd", out=full, teacher=world["teacher"], proxy=world["labels"], options=opts, seed=2, device="cpu")
@@ -250,14 +250,14 @@ def test_resume_regenerates_the_same_set(world, tmp_path):
     with pytest.raises(Stop):
         defend("akd", out=cut, teacher=world["teacher"], proxy=world["labels"], options=opts, seed=2, device="cpu", on_step=interrupt)
     r = runner.invoke(app, ["defend", str(world["teacher"]), "--method", "akd", "--proxy", str(world["labels"]), "--out", str(cut), "--epochs", "2",
-                            "--batch-size", "4", "--ndf", "4", "--seed", "2", "--device", "cpu", "--resume", "--quiet", *flags])
+                            "--batch-size", "4", "--ndf", "4", "--seed", "2", "--device", "cpu", "--resume", "--quiet", "--paper", *flags])
     assert r.exit_code == 0, r.output
     assert _same(full, cut)
     r = runner.invoke(app, ["defend", str(world["teacher"]), "--method", "akd", "--proxy", str(world["labels"]), "--out", str(tmp_path / "x.pt"),
-                            "--epochs", "1", "--batch-size", "4", "--ndf", "4", "--device", "cpu", "--keep-state", "--quiet", *flags])
+                            "--epochs", "1", "--batch-size", "4", "--ndf", "4", "--device", "cpu", "--keep-state", "--quiet", "--paper", *flags])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["defend", str(world["teacher"]), "--method", "akd", "--proxy", str(world["labels"]), "--out", str(tmp_path / "x.pt"),
-                            "--epochs", "2", "--batch-size", "4", "--ndf", "4", "--device", "cpu", "--resume", "--quiet", *flags[:-2]])
+                            "--epochs", "2", "--batch-size", "4", "--ndf", "4", "--device", "cpu", "--resume", "--quiet", "--paper", *flags[:-2]])
     assert r.exit_code == 2 and "objective" in r.stderr  # another --ema: refused
 
 
@@ -273,7 +273,9 @@ def test_resume_regenerates_the_same_set(world, tmp_path):
     ("labels", ["--input-kind", "photos", "--recombine", "cutpaste"], "makes no sense for photos"),
     ("labels", ["--augment-copies", "0", "--augment-ops", "flip"], "--augment-copies is 0"),
     ("labels", ["--sharp", "--augment-copies", "0", "--augment-ops", "flip"], "--augment-copies is 0"),
-    ("labels", ["--method", "dmp", "--sharp"], "--sharp chooses a sharper student for --method akd"),
+    ("labels", ["--method", "dmp", "--sharp"], "--sharp chooses the student of --method akd"),
+    ("labels", ["--method", "dmp", "--paper"], "--paper chooses the student of --method akd"),
+    ("labels", ["--paper", "--sharp"], "--paper (the AKD paper's student) and --sharp (the default student) contradict"),
     ("labels", ["--augment-copies", "1", "--augment-ops", "rotate"], "invalid --augment-ops rotate"),
     ("labels", ["--augment-copies", "-1"], "--augment-copies must be"),
     ("labels", ["--recombine", "cutpaste", "--recombine-copies", "0"], "--recombine-copies must be"),
@@ -443,7 +445,7 @@ def test_evaluate_fidelity_bad_input(world, plain, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# the sharper student (--sharp, defaults.AKD_SHARP) against the paper's
+# the default AKD student (the sharper one, defaults.AKD_SHARP) against the paper's (--paper)
 
 
 def test_sharp_options_and_their_epochs():
@@ -453,7 +455,7 @@ def test_sharp_options_and_their_epochs():
     # 4 augmented copies: a 5x set trains a fifth of the epochs, as many steps as AKD_PROXY_EPOCHS epochs of the proxy inputs alone
     assert sharp.augment_copies == 4 and sharp.proxy_epochs == defaults.AKD_PROXY_EPOCHS and sharp.resolved_epochs() == round(defaults.AKD_PROXY_EPOCHS / 5)
     assert DistillOptions.sharp(augment_copies=0).resolved_epochs() == defaults.AKD_PROXY_EPOCHS  # the proxy inputs alone
-    assert DistillOptions().epochs == defaults.EPOCHS and DistillOptions().lambda_l1 == 100.0  # the default stays the paper's
+    assert DistillOptions() == DistillOptions.paper() and DistillOptions().epochs == defaults.EPOCHS and DistillOptions().lambda_l1 == 100.0  # dmp's
     # None: as many epochs of the distillation set as proxy_epochs epochs of the proxy inputs take in steps
     seven = dict(augment_copies=4, recombine="auto", recombine_copies=2)
     assert DistillOptions(epochs=None).resolved_epochs() == 200
@@ -468,13 +470,14 @@ def test_sharp_options_and_their_epochs():
         DistillOptions(proxy_epochs=0).validate()
 
 
-def test_cli_sharp_student(world, tmp_path, monkeypatch):
-    """`defend --method akd` distils the paper's student; --sharp the sharper one, recorded with its
-    resolved epochs; flags given override its parts."""
+def test_cli_default_student_is_the_sharp_one(world, tmp_path, monkeypatch):
+    """`defend --method akd` distils the sharper student, recorded with its resolved epochs (so does
+    the library given no options, and the old --sharp); flags given override its parts; --paper
+    distils the AKD paper's student."""
     monkeypatch.setattr(defaults, "AKD_PROXY_EPOCHS", 14)  # a few epochs on the toy set
     common = ["defend", str(world["teacher"]), "--proxy", str(world["labels"]), "--device", "cpu", "--quiet", "--batch-size", "4", "--ndf", "4"]
     out = tmp_path / "sharp.pt"
-    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out), "--sharp"])
+    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out)])
     assert r.exit_code == 0, r.output
     d = torch.load(out, weights_only=True)["defense"]
     # 4 augmented copies: a 5x set for round(14 / 5) = 3 epochs
@@ -484,18 +487,23 @@ def test_cli_sharp_student(world, tmp_path, monkeypatch):
     lib = tmp_path / "lib.pt"  # the same student through the library
     defend("akd", out=lib, teacher=world["teacher"], proxy=world["labels"], options=DistillOptions.sharp(batch_size=4, ndf=4), seed=0, device="cpu")
     assert _same(out, lib)
+    assert default_options("akd") == DistillOptions.sharp() and default_options("dmp") == DistillOptions.paper()
+    old = tmp_path / "old-flag.pt"  # --sharp, the flag of the release before, is the default
+    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(old), "--sharp"])
+    assert r.exit_code == 0, r.output
+    assert _same(out, old)
     # flags given override: a 7x set trains round(14 / 7) = 2 epochs, as many steps as 14 epochs of the proxy inputs; --ema 0: no EMA
     out2 = tmp_path / "override.pt"
-    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out2), "--sharp", "--augment-copies", "4", "--recombine", "auto",
+    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out2), "--augment-copies", "4", "--recombine", "auto",
                             "--recombine-copies", "2", "--lambda-l1", "30", "--ema", "0"])
     assert r.exit_code == 0, r.output
     d = torch.load(out2, weights_only=True)["defense"]
     assert d["epochs"] == 2 and d["lambda_l1"] == 30.0 and d["distillation_inputs"] == N * 7
     assert d["distill_data"] == {"input_kind": "labels", "augment_copies": 4, "augment_ops": ["flip", "crop"], "recombine": "cutpaste", "recombine_copies": 2}
     assert d["objective"] == {"feature_matching": 10.0, "num_D": 2}
-    # without --sharp: the paper's student
+    # --paper: the paper's student
     out3 = tmp_path / "paper.pt"
-    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out3), "--epochs", "1"])
+    r = runner.invoke(app, [*common, "--method", "akd", "--out", str(out3), "--epochs", "1", "--paper"])
     assert r.exit_code == 0, r.output
     d = torch.load(out3, weights_only=True)["defense"]
     assert d["epochs"] == 1 and d["lambda_l1"] == 100.0 and "distill_data" not in d and "objective" not in d

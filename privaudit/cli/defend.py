@@ -30,25 +30,26 @@ def defend(
     direction: o.Direction = None,
     size: o.Size = None,
     sigma: Annotated[Optional[float], typer.Option("--sigma", help="gauss: standard deviation of the output noise (images in [-1, 1]).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", show_default=False, help=f"Training epochs (default {defaults.EPOCHS}, the AKD paper's; akd --sharp, when not given: as many steps as {defaults.AKD_PROXY_EPOCHS} epochs of the proxy inputs alone, fewer epochs with --augment-copies/--recombine; segmentation: {defaults.SEG_EPOCHS}).")] = defaults.EPOCHS,
+    epochs: Annotated[int, typer.Option("--epochs", show_default=False, help=f"Training epochs (default {defaults.EPOCHS}, the AKD paper's; akd without --paper, when not given: as many steps as {defaults.AKD_PROXY_EPOCHS} epochs of the proxy inputs alone, so fewer epochs of the larger distillation set; segmentation: {defaults.SEG_EPOCHS}).")] = defaults.EPOCHS,
     decay_epochs: Annotated[Optional[int], typer.Option("--decay-epochs", help="Linear learning-rate decay over the last N epochs (default: half).")] = defaults.DECAY_EPOCHS,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Batch size (akd/dmp: {defaults.BATCH_SIZE} as in the paper; dpsgd: {defaults.DP_BATCH_SIZE}, the expected Poisson batch; segmentation: {defaults.SEG_BATCH_SIZE}, dpsgd {defaults.SEG_DP_BATCH_SIZE}).")] = None,
     lr: Annotated[float, typer.Option("--lr", help=f"Adam learning rate (segmentation, when not given: {defaults.SEG_LR:g}).")] = defaults.LR,
-    lambda_l1: Annotated[float, typer.Option("--lambda-l1", show_default=False, help=f"λ, the weight of the L1 term (paper: {defaults.LAMBDA_L1:g}; --sharp: {defaults.AKD_SHARP['lambda_l1']:g}).")] = defaults.LAMBDA_L1,
+    lambda_l1: Annotated[float, typer.Option("--lambda-l1", show_default=False, help=f"λ, the weight of the L1 term (default {defaults.LAMBDA_L1:g}, the paper's; akd without --paper: {defaults.AKD_SHARP['lambda_l1']:g}).")] = defaults.LAMBDA_L1,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="pix2pix jitter and flips during training.")] = defaults.AUGMENT,
     ngf: Annotated[Optional[int], typer.Option("--ngf", help=f"Student/DP U-Net width (default: the teacher's; dpsgd: {defaults.NGF}, segmentation {defaults.SEG_NGF}).")] = None,
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width.")] = defaults.NDF,
     num_downs: o.NumDowns = None,
     norm: Annotated[Optional[o.NormChoice], typer.Option("--norm", help="Student norm layer (dpsgd always uses group).")] = None,
     input_kind: Annotated[o.InputKindChoice, typer.Option("--input-kind", help="akd/dmp: whether the proxy inputs are label maps or photos, which decides the augmentations and recombinations that make sense (auto: label maps if a few colours cover almost every pixel).")] = o.InputKindChoice(defaults.INPUT_KIND),
-    augment_copies: Annotated[int, typer.Option("--augment-copies", show_default=False, help=f"akd/dmp: K augmented copies of each proxy input join the distillation set (the teacher answers each once; 0: the proxy inputs alone).")] = defaults.AUGMENT_COPIES,
+    augment_copies: Annotated[int, typer.Option("--augment-copies", show_default=False, help=f"akd/dmp: K augmented copies of each proxy input join the distillation set (the teacher answers each once; 0: the proxy inputs alone; default 0, akd without --paper: {defaults.AKD_SHARP['augment_copies']}).")] = defaults.AUGMENT_COPIES,
     augment_ops: Annotated[Optional[str], typer.Option("--augment-ops", help="akd/dmp: how the copies are made, comma-separated from flip, crop, color (default: all that fit the input kind; color is for photos only).")] = None,
     recombine: Annotated[o.RecombineChoice, typer.Option("--recombine", show_default=False, help=f"akd/dmp: inputs recombined from two proxy inputs: cutpaste (label maps: regions of one pasted onto another), mixup or cutmix (photos); auto: cutpaste for label maps, cutmix for photos.")] = o.RecombineChoice(defaults.RECOMBINE),
     recombine_copies: Annotated[int, typer.Option("--recombine-copies", show_default=False, help=f"akd/dmp: R recombined inputs per proxy input (with --recombine; default {defaults.RECOMBINE_COPIES}).")] = defaults.RECOMBINE_COPIES,
-    feature_matching: Annotated[float, typer.Option("--feature-matching", show_default=False, help=f"akd: weight of pix2pixHD's feature-matching loss on the student discriminator's features (0: off; pix2pixHD uses 10; --sharp: {defaults.AKD_SHARP['feature_matching']:g}).")] = defaults.FEATURE_MATCHING,
-    num_d: Annotated[int, typer.Option("--num-D", show_default=False, help=f"akd: discriminators at that many scales (pix2pixHD's multi-scale discriminator; 1: the PatchGAN alone; --sharp: {defaults.AKD_SHARP['num_D']}).")] = defaults.NUM_D,
-    ema: Annotated[Optional[float], typer.Option("--ema", show_default=False, help=f"akd/dmp: keep an exponential moving average of the student's weights with this decay (e.g. 0.999) and save it as the model; 0: none; --sharp: {defaults.AKD_SHARP['ema']}).")] = defaults.EMA,
-    sharp: Annotated[bool, typer.Option("--sharp", help=f"akd: the student as sharp as its teacher from docs/defenses.md's ablation ({defaults.AKD_SHARP['augment_copies']} augmented copies of each proxy input, λ {defaults.AKD_SHARP['lambda_l1']:g}, feature matching, 2 discriminator scales, EMA {defaults.AKD_SHARP['ema']}, as many steps as {defaults.AKD_PROXY_EPOCHS} epochs of the proxy inputs) instead of the AKD paper's; flags given still apply.")] = False,
+    feature_matching: Annotated[float, typer.Option("--feature-matching", show_default=False, help=f"akd: weight of pix2pixHD's feature-matching loss on the student discriminator's features (0: off; pix2pixHD uses 10; default 0, akd without --paper: {defaults.AKD_SHARP['feature_matching']:g}).")] = defaults.FEATURE_MATCHING,
+    num_d: Annotated[int, typer.Option("--num-D", show_default=False, help=f"akd: discriminators at that many scales (pix2pixHD's multi-scale discriminator; 1: the PatchGAN alone; default 1, akd without --paper: {defaults.AKD_SHARP['num_D']}).")] = defaults.NUM_D,
+    ema: Annotated[Optional[float], typer.Option("--ema", show_default=False, help=f"akd/dmp: keep an exponential moving average of the student's weights with this decay (e.g. 0.999) and save it as the model; 0: none; default none, akd without --paper: {defaults.AKD_SHARP['ema']}).")] = defaults.EMA,
+    paper: Annotated[bool, typer.Option("--paper", help=f"akd: the AKD paper's student (λ {defaults.LAMBDA_L1:g}, {defaults.EPOCHS} epochs of the proxy inputs alone, one PatchGAN, no feature matching or EMA) instead of the default, the sharper student of docs/defenses.md's ablation ({defaults.AKD_SHARP['augment_copies']} augmented copies of each proxy input, λ {defaults.AKD_SHARP['lambda_l1']:g}, feature matching, 2 discriminator scales, EMA {defaults.AKD_SHARP['ema']}, as many steps as {defaults.AKD_PROXY_EPOCHS} epochs of the proxy inputs); flags given still apply.")] = False,
+    sharp: Annotated[bool, typer.Option("--sharp", hidden=True, help="akd: the sharper student, now the default (kept so that earlier scripts still run).")] = False,
     noise_multiplier: Annotated[Optional[float], typer.Option("--noise-multiplier", help=f"dpsgd: σ, noise std over the clipping norm (default {defaults.DP_NOISE_MULTIPLIER:g}).")] = None,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="dpsgd: per-sample gradient clipping norm C.")] = defaults.DP_MAX_GRAD_NORM,
     target_epsilon: Annotated[Optional[float], typer.Option("--target-epsilon", help="dpsgd: solve σ so that the whole run spends this ε.")] = None,
@@ -89,7 +90,7 @@ def defend(
             raise InputError("--norm is for pix2pix generators; segmentation networks use BatchNorm (GroupNorm under DP-SGD): drop --norm")
         generator_only = [flag for flag, value in (("--input-kind", input_kind), ("--augment-copies", augment_copies), ("--recombine", recombine),
                                                    ("--recombine-copies", recombine_copies), ("--augment-ops", augment_ops),
-                                                   ("--feature-matching", feature_matching), ("--num-D", num_d), ("--ema", ema), ("--sharp", sharp or None))
+                                                   ("--feature-matching", feature_matching), ("--num-D", num_d), ("--ema", ema), ("--sharp", sharp or None), ("--paper", paper or None))
                           if value is not None and given_on_command_line(flag.lstrip("-").replace("-", "_").lower())]
         if generator_only:
             raise InputError(f"{', '.join(generator_only)} are options of the generator students (akd/dmp of a pix2pix model); drop them for a segmentation model")
@@ -100,22 +101,24 @@ def defend(
                                        max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta, num_classes=num_classes, arch=arch,
                                        normalize=normalize, ignore_index=ignore_index)
     else:
-        if sharp and method != "akd":
-            raise InputError(f"--sharp chooses a sharper student for --method akd; --method {method} has none: drop --sharp")
+        for flag, chosen in (("--paper", paper), ("--sharp", sharp)):
+            if chosen and method != "akd":
+                raise InputError(f"{flag} chooses the student of --method akd; --method {method} has no other: drop {flag}")
+        if paper and sharp:
+            raise InputError("--paper (the AKD paper's student) and --sharp (the default student) contradict each other: drop one")
         values = dict(sigma=sigma, epochs=epochs, decay_epochs=decay_epochs, batch_size=batch_size, lr=lr, lambda_l1=lambda_l1, augment=augment, ngf=ngf,
                       ndf=ndf, num_downs=num_downs, norm=norm, proxy_layout=proxy_layout, input_kind=input_kind, augment_copies=augment_copies,
                       recombine=recombine, recombine_copies=recombine_copies, augment_ops=_ops(augment_ops), feature_matching=feature_matching, num_D=num_d,
                       ema=None if ema == 0 else ema, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, target_epsilon=target_epsilon, delta=delta)
-        if method == "akd" and sharp:  # the sharper student; the flags given on the command line on top
-            from privaudit.defenses.distill import DistillOptions
-
-            given = {k: v for k, v in values.items() if k not in defaults.AKD_SHARP or given_on_command_line("num_d" if k == "num_D" else k)}
-            known = set(DistillOptions.__dataclass_fields__)
-            options = DistillOptions.sharp(**{k: v for k, v in given.items() if k in known and v is not None})
+        if method == "akd" and not paper:  # the default student: its own settings unless a flag is given on the command line
+            values = {k: v for k, v in values.items() if k not in defaults.AKD_SHARP or given_on_command_line("num_d" if k == "num_D" else k)}
+            options = defenses.options_for(method, **values)
             if given_on_command_line("ema") and ema == 0:
                 options = replace(options, ema=None)
         else:
-            options = defenses.options_for(method, **values)
+            from privaudit.defenses.distill import DistillOptions
+
+            options = defenses.options_for(method, base=DistillOptions.paper() if method == "akd" else None, **values)
     shown_epochs = (options.resolved_epochs() if hasattr(options, "resolved_epochs") else getattr(options, "epochs", None)) or defaults.EPOCHS
     with progress(disable=quiet) as bar:
         result = defenses.defend(method, out=out, teacher=model, proxy=proxy, train_data=train_data, options=options, direction=direction, size=size,

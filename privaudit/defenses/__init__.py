@@ -6,6 +6,6 @@ class, with its own options dataclass: akd and dmp (``distill``), gauss (``gauss
 
 from __future__ import annotations
 
-from privaudit.defenses.registry import DEFENSES, defend, get_defense, options_for
+from privaudit.defenses.registry import DEFENSES, default_options, defend, get_defense, options_for
 
-__all__ = ["DEFENSES", "defend", "get_defense", "options_for"]
+__all__ = ["DEFENSES", "default_options", "defend", "get_defense", "options_for"]

@@ -209,9 +209,9 @@ class DistillOptions(TrainingOptions):
     (none, auto, cutpaste, mixup, cutmix) with ``recombine_copies``. The objective
     (``training.pix2pix.Objective``; default: the paper's): ``feature_matching``, ``num_D``, ``ema``.
 
-    ``DistillOptions()`` is the AKD paper's student (the default); ``DistillOptions.sharp()`` the
-    sharper student of ``privaudit defend --method akd --sharp`` (``defaults.AKD_SHARP``, from the
-    ablation in docs/defenses.md). ``epochs`` None: as many steps as ``proxy_epochs`` epochs of the proxy inputs
+    ``DistillOptions()`` (``DistillOptions.paper()``) is the AKD paper's student, dmp's default and
+    ``privaudit defend --method akd --paper``'s; ``DistillOptions.sharp()`` the default AKD student
+    (``AKD.default_options()``, ``defaults.AKD_SHARP``, from the ablation in docs/defenses.md). ``epochs`` None: as many steps as ``proxy_epochs`` epochs of the proxy inputs
     alone would take, in epochs of the (larger) distillation set."""
 
     ngf: int | None = None
@@ -230,8 +230,14 @@ class DistillOptions(TrainingOptions):
     proxy_epochs: float = defaults.EPOCHS
 
     @classmethod
+    def paper(cls, **given: Any) -> "DistillOptions":
+        """The AKD paper's student (λ 100, 200 epochs of the proxy inputs, one PatchGAN), with the
+        ``given`` fields on top."""
+        return cls(**given)
+
+    @classmethod
     def sharp(cls, **given: Any) -> "DistillOptions":
-        """The sharper AKD student (``defaults.AKD_SHARP``, ``proxy_epochs`` ``defaults.AKD_PROXY_EPOCHS``)
+        """The default AKD student, as sharp as its teacher (``defaults.AKD_SHARP``, ``proxy_epochs`` ``defaults.AKD_PROXY_EPOCHS``)
         with the ``given`` fields on top."""
         return cls(**{**defaults.AKD_SHARP, "proxy_epochs": defaults.AKD_PROXY_EPOCHS, **given})
 
@@ -317,7 +323,12 @@ class AKD(Distillation):
     outputs on an unlabelled proxy set."""
 
     name = "akd"
-    description = "adversarial knowledge distillation on an unlabelled proxy set (the AKD paper)"
+    description = "adversarial knowledge distillation on an unlabelled proxy set (the AKD paper; by default the sharper student of docs/defenses.md)"
+
+    @staticmethod
+    def default_options() -> DistillOptions:
+        """The student ``defend("akd")`` trains when given no options: ``DistillOptions.sharp()``."""
+        return DistillOptions.sharp()
 
 
 class DMP(Distillation):

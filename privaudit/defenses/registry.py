@@ -9,7 +9,7 @@ all call it.
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,12 +53,21 @@ def get_defense(method: str, task: str = "translation") -> Defense:
     return registry[method]()
 
 
-def options_for(method: str, task: str = "translation", **values: Any) -> Any:
-    """``method``'s options from flat values (the command line's flags): the values its options
-    know, None meaning its default; the others are ignored (e.g. ``sigma`` for akd)."""
-    options_type = get_defense(method, task).Options
-    known = {f.name for f in fields(options_type)}
-    return options_type(**{k: v for k, v in values.items() if k in known and v is not None})
+def default_options(method: str, task: str = "translation") -> Any:
+    """The options ``defend(method)`` uses when given none: the defense's ``default_options()``
+    where it has one (akd: ``DistillOptions.sharp()``), else its ``Options()``."""
+    defense = get_defense(method, task)
+    make = getattr(defense, "default_options", None)
+    return make() if make is not None else defense.Options()
+
+
+def options_for(method: str, task: str = "translation", *, base: Any = None, **values: Any) -> Any:
+    """``method``'s options from flat values (the command line's flags) on top of ``base`` (None:
+    ``default_options(method)``): the values its options know, None meaning the base's; the others are
+    ignored (e.g. ``sigma`` for akd)."""
+    base = default_options(method, task) if base is None else base
+    known = {f.name for f in fields(base)}
+    return replace(base, **{k: v for k, v in values.items() if k in known and v is not None})
 
 
 def defend(
@@ -95,7 +104,8 @@ def defend(
     folder, or pairs already read: an ``ImageSet`` or ``StreamedSet``). ``streaming``: when a folder of
     proxy inputs or training pairs is streamed from disk rather than read whole into memory (default
     ``Streaming()``: above the memory budget; the same seed gives the same model either way).
-    ``options``: the method's options dataclass (``DEFENSES[method].Options``; None: its defaults).
+    ``options``: the method's options dataclass (``DEFENSES[method].Options``; None: ``default_options(method)``,
+    for akd the sharper student ``DistillOptions.sharp()``, not the paper's).
     ``resume`` continues an interrupted run from ``out.state``, deleted when the run finishes unless
     ``keep_state``. ``on_step(epoch, step, steps_per_epoch, mean_losses)`` reports progress,
     ``on_warning(line)`` warnings (default: Python warnings). ``precision`` (auto, fp32, bf16) and
@@ -113,7 +123,7 @@ def defend(
     check_writable(out, what="checkpoint")
     if direction is not None:
         check_direction(direction)
-    options = defense.Options() if options is None else options
+    options = default_options(method, task) if options is None else options
     if not isinstance(options, defense.Options):
         raise InputError(f"--method {method} takes {defense.Options.__name__}, not {type(options).__name__}")
     options.validate()
