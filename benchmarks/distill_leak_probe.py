@@ -19,8 +19,10 @@ variants (``VARIANTS``) tell apart what the richer set does from what more steps
   first ``--sharp``);
 * ``default``: the default student of ``defend --method akd`` (``DistillOptions.sharp()``: that
   objective on 4 augmented copies of each proxy input, as many steps as
-  ``defaults.AKD_PROXY_EPOCHS`` = 50 epochs of the proxy inputs alone: 10 epochs of the 5x set, 200
+  ``defaults.AKD_PROXY_EPOCHS`` = 30 epochs of the proxy inputs alone: 6 epochs of the 5x set, 120
   steps);
+* ``default-200``: the same for as many steps as 50 epochs of the proxy inputs (10 epochs of the 5x
+  set, 200 steps: the budget the default had before this probe);
 * ``rich-7``: the richer set with that objective, 7 epochs (196 steps);
 * ``rich-30``: the richer set for 30 epochs (840 steps, as many as ``paper-210``);
 * ``data-30``: the richer set with the paper's objective, 30 epochs (840 steps);
@@ -59,6 +61,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "rich-4": dict(epochs=4, **RICH, **OBJECTIVE),
     "objective-50": dict(epochs=50, **OBJECTIVE),
     "default": None,  # DistillOptions.sharp(**BASE)
+    "default-200": dict(proxy_epochs=50),  # DistillOptions.sharp(**BASE, proxy_epochs=50)
     "rich-7": dict(epochs=7, **RICH, **OBJECTIVE),
     "rich-30": dict(epochs=30, **RICH, **OBJECTIVE),
     "data-30": dict(epochs=30, **RICH),
@@ -68,7 +71,9 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 
 def options(name: str) -> DistillOptions:
     extra = VARIANTS[name]
-    return DistillOptions.sharp(**BASE) if extra is None else DistillOptions(**BASE, **extra)
+    if name.startswith("default"):
+        return DistillOptions.sharp(**BASE, **(extra or {}))
+    return DistillOptions(**BASE, **extra)
 
 
 def recorded(opts: DistillOptions) -> dict[str, Any]:

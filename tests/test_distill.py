@@ -460,7 +460,8 @@ def test_sharp_options_and_their_epochs():
     seven = dict(augment_copies=4, recombine="auto", recombine_copies=2)
     assert DistillOptions(epochs=None).resolved_epochs() == 200
     assert DistillOptions(epochs=None, **seven).resolved_epochs() == 29  # round(200 / 7)
-    assert DistillOptions.sharp(**seven).resolved_epochs() == 7  # round(50 / 7)
+    assert DistillOptions.sharp(**seven).resolved_epochs() == 4  # round(30 / 7)
+    assert DistillOptions.sharp().resolved_epochs() == 6  # 30 epochs of the proxy inputs alone: 6 of the 5x set
     assert DistillOptions(epochs=None, augment_copies=4).resolved_epochs() == 40
     assert DistillOptions(epochs=None, recombine="none", recombine_copies=5).resolved_epochs() == 200  # copies without a method add nothing
     assert DistillOptions(epochs=None, proxy_epochs=0.001).resolved_epochs() == 1
