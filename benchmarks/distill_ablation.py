@@ -139,9 +139,9 @@ def variant_options(name: str, s: dict[str, Any], kind: str, candidate: str | No
     # the paper's student spelled out, so that the baseline stays the paper's whatever the defaults become
     base = dict(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], lambda_l1=defaults.LAMBDA_L1, augment_copies=0, recombine="none",
                 **PLAIN_OBJECTIVE)
-    if extra.get("epochs") in ("S", "SL", "L") or str(extra.get("epochs")).startswith("S0."):
-        # as many steps as E (or `long` x E, or "S0.6": 0.6 x E) epochs of the proxy inputs: the library's rule
-        factor = 1 if extra["epochs"] == "S" else float(extra["epochs"][1:]) if extra["epochs"].startswith("S0.") else s["long"]
+    spec = extra.get("epochs")
+    if isinstance(spec, str):  # as many steps as E ("S"), `long` x E ("SL", "L") or 0.6 x E ("S0.6") epochs of the proxy inputs: the library's rule
+        factor = s["long"] if spec in ("SL", "L") else float(spec[1:] or 1)
         extra["epochs"] = DistillOptions(**{**base, **extra, "epochs": None, "proxy_epochs": factor * E}).resolved_epochs()
     return method, DistillOptions(**{**base, **extra})
 

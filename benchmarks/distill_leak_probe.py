@@ -56,14 +56,14 @@ from privaudit.training import TrainConfig, train
 BASE: dict[str, Any] = dict(batch_size=4, lr=1e-3, augment=False, ndf=8)
 RICH: dict[str, Any] = dict(augment_copies=4, recombine="cutpaste", recombine_copies=2)
 OBJECTIVE: dict[str, Any] = dict(feature_matching=10.0, num_D=2, lambda_l1=10.0, ema=0.99)
-VARIANTS: dict[str, dict[str, Any] | None] = {
+VARIANTS: dict[str, dict[str, Any]] = {  # "default...": on top of DistillOptions.sharp(**BASE)
     "paper-30": dict(epochs=30),
     "paper-210": dict(epochs=210),
     "rich-4": dict(epochs=4, **RICH, **OBJECTIVE),
     "objective-50": dict(epochs=50, **OBJECTIVE),
-    "default": None,  # DistillOptions.sharp(**BASE)
-    "default-200": dict(proxy_epochs=50),  # DistillOptions.sharp(**BASE, proxy_epochs=50)
-    "default-ema995": dict(ema=0.995),  # DistillOptions.sharp(**BASE, ema=0.995)
+    "default": {},
+    "default-200": dict(proxy_epochs=50),
+    "default-ema995": dict(ema=0.995),
     "rich-7": dict(epochs=7, **RICH, **OBJECTIVE),
     "rich-30": dict(epochs=30, **RICH, **OBJECTIVE),
     "data-30": dict(epochs=30, **RICH),
@@ -73,9 +73,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 
 def options(name: str) -> DistillOptions:
     extra = VARIANTS[name]
-    if name.startswith("default"):
-        return DistillOptions.sharp(**BASE, **(extra or {}))
-    return DistillOptions(**BASE, **extra)
+    return (DistillOptions.sharp if name.startswith("default") else DistillOptions)(**BASE, **extra)
 
 
 def recorded(opts: DistillOptions) -> dict[str, Any]:

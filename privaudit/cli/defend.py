@@ -118,7 +118,7 @@ def defend(
         else:
             from privaudit.defenses.distill import DistillOptions
 
-            options = defenses.options_for(method, base=DistillOptions.paper() if method == "akd" else None, **values)
+            options = defenses.options_for(method, base=DistillOptions.paper() if paper else None, **values)
     shown_epochs = (options.resolved_epochs() if hasattr(options, "resolved_epochs") else getattr(options, "epochs", None)) or defaults.EPOCHS
     with progress(disable=quiet) as bar:
         result = defenses.defend(method, out=out, teacher=model, proxy=proxy, train_data=train_data, options=options, direction=direction, size=size,
