@@ -17,11 +17,17 @@ augmented copies of each proxy input), ``recombine`` (2 recombined inputs per pr
 cut-and-paste for label maps, CutMix for photos), ``feature-matching`` (weight 10), ``num-D-2``,
 ``ema`` (0.999), ``lambda-10`` (the paper's λ = 100 lowered to 10: more weight on the adversarial
 term), ``objective`` (λ = 10, feature matching, 2 discriminators and an EMA of 0.99 on the proxy
-inputs alone: ``privaudit defend --method akd --sharp``), ``candidate``
+inputs alone: the first ``--sharp``), ``candidate``
 (the richer set and that objective together; ``--candidate KEY=VALUE,...`` changes it),
 ``objective-augment`` (that objective on the augmented copies alone, without recombined inputs),
-``long`` (the paper's with 2x the epochs) and ``candidate-long`` (the candidate with 2x the steps),
-which tell what more steps buy with and without the richer data, and ``dmp`` (on request).
+``objective-augment-short`` (the same for 0.6 of the steps), its ``-l20`` (λ = 20) and ``-ema995``
+(EMA 0.995: ``privaudit defend --method akd``'s default student), ``long`` (the paper's with 2x the
+epochs) and ``candidate-long`` (the candidate with 2x the steps), which tell what more steps buy
+with and without the richer data, and ``dmp`` (on request).
+
+``--device cuda --precision fp32`` runs on a GPU with the CPU's arithmetic (TF32 off); each run
+records the device and precision it ran in (``runtime``), so runs of several machines can share a
+table. benchmarks/gpu_session.sh runs more seeds on a lent GPU.
 
 Per run (variant x seed): plain attack AUC, TPR at 1% and 10% FPR, with ``--references K`` the
 strongest calibrated attack (K online references per run replaying its recipe; their reference
@@ -74,7 +80,7 @@ SCALES = {
 # so that a row differs from `akd` in what the student sees or how it learns, not in how long: except `long` (the paper's
 # student, `long` times the epochs) and `candidate-long` (the candidate, `long` times the steps), which say what more
 # steps buy with and without the richer data.
-OBJECTIVE = {"feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.99}  # the sharper student of defend --sharp (defaults.AKD_SHARP)
+OBJECTIVE = {"feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.99}  # the sharper objective as first found (the default now has ema 0.995)
 CANDIDATE = {"augment_copies": "A", "recombine": "R", "recombine_copies": "C", **OBJECTIVE}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "akd": ("akd", {}),
@@ -89,7 +95,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "objective-augment": ("akd", {**OBJECTIVE, "augment_copies": "A", "epochs": "S"}),
     "objective-augment-short": ("akd", {**OBJECTIVE, "augment_copies": "A", "epochs": "S0.6"}),
     "objective-augment-short-l20": ("akd", {**OBJECTIVE, "lambda_l1": 20.0, "augment_copies": "A", "epochs": "S0.6"}),
-    "objective-augment-short-ema995": ("akd", {**OBJECTIVE, "ema": 0.995, "augment_copies": "A", "epochs": "S0.6"}),
+    "objective-augment-short-ema995": ("akd", {**OBJECTIVE, "ema": 0.995, "augment_copies": "A", "epochs": "S0.6"}),  # defaults.AKD_SHARP
     "long": ("akd", {"epochs": "L"}),
     "candidate-long": ("akd", {**CANDIDATE, "epochs": "SL"}),
     "dmp": ("dmp", {}),
@@ -114,6 +120,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--direction", default="BtoA", choices=("AtoB", "BtoA"))
     p.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="how the networks run on a GPU (docs/performance.md); each run records what ran")
     return p.parse_args(argv)
 
 
@@ -169,6 +177,16 @@ def _recorded_options(ckpt: Path) -> dict[str, Any] | None:
     return {"epochs": d.get("epochs"), "lambda_l1": d.get("lambda_l1")}
 
 
+def _device_name(device: str) -> str:
+    """The processor a run trained on, for its record (runs from several machines end up in one table)."""
+    import torch
+
+    from privaudit.device import resolve_device
+
+    d = resolve_device(device)
+    return torch.cuda.get_device_name(d) if d.type == "cuda" else "cpu"
+
+
 def stage(what: str, fn: Callable[[], str]) -> None:
     print(f"{what} ... ", end="", file=sys.stderr, flush=True)
     t = time.perf_counter()
@@ -195,7 +213,7 @@ def train_student(method: str, options: DistillOptions, ckpt: Path, clock: Path,
             write_json(clock, {"epochs_done": epoch + 1, "seconds": round(before + time.perf_counter() - t0, 3)})
 
     defend(method, out=ckpt, teacher=teacher, proxy=data / "val", options=options, direction=a.direction, size=s["size"], seed=seed,
-           device=a.device, resume=state_path(ckpt).exists(), on_step=on_step, on_warning=lambda line: None)
+           device=a.device, precision=a.precision, resume=state_path(ckpt).exists(), on_step=on_step, on_warning=lambda line: None)
     seconds = round(before + time.perf_counter() - t0, 3)
     write_json(clock, {"epochs_done": options.epochs, "seconds": seconds})
     return seconds
@@ -205,12 +223,12 @@ def audit(ckpt: Path, data: Path, a: argparse.Namespace, s: dict[str, Any], weig
           teacher: Path | None, seed: int) -> dict[str, Any]:
     cfg = EvaluateConfig(attack=AttackConfig(seed=seed, n_bootstrap=a.bootstrap), kid=weights is not None, inception_weights=weights,
                          teacher=str(teacher) if teacher is not None else None, proxy=str(data / "val") if teacher is not None else None)
-    return evaluate(ckpt, data / "train", data / "test", cfg, direction=a.direction, size=s["size"], device=a.device, references=refs)
+    return evaluate(ckpt, data / "train", data / "test", cfg, direction=a.direction, size=s["size"], device=a.device, precision=a.precision, references=refs)
 
 
 def references_for(ckpt: Path, out: Path, data: Path, a: argparse.Namespace, proxy: bool) -> Path:
     build_references(ckpt, population=[data / "train", data / "test"], count=a.references, out=out, online=True, proxy=data / "val" if proxy else None,
-                     teacher_cache=a.out / "refs" / "teachers", seed=REFERENCE_SEED, device=a.device)
+                     teacher_cache=a.out / "refs" / "teachers", seed=REFERENCE_SEED, device=a.device, precision=a.precision)
     return out
 
 
@@ -259,7 +277,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             return "reused"
         E, B = s["teacher"]
         train(data / "train", teacher, direction=a.direction, size=s["size"], model=ModelSpec(ngf=s["ngf"]),
-              config=TrainConfig(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], seed=0, device=a.device), resume=state_path(teacher).exists())
+              config=TrainConfig(epochs=E, batch_size=B, augment=s["augment"], ndf=s["ndf"], seed=0, device=a.device, precision=a.precision), resume=state_path(teacher).exists())
         return "trained"
 
     stage("teacher", make_teacher)
@@ -306,11 +324,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 report = audit(ckpt, data, a, s, weights, refs, teacher, seed)
                 write_json(a.out / "reports" / f"{key}.json", report)
                 defense = report["model"].get("defense") or {}
-                ck = safe_torch_load(ckpt, what="checkpoint")["defense"]
+                held = safe_torch_load(ckpt, what="checkpoint")
+                ck = held["defense"]
                 write_json(rpath, {"variant": name, "seed": seed, "method": method, "options": {k: v for k, v in vars(options).items()},
                                    "teacher_queries": ck.get("teacher_queries"), "distillation_inputs": ck.get("distillation_inputs"),
                                    "steps": options.epochs * -(-int(ck.get("distillation_inputs") or 0) // options.batch_size),
-                                   "train_s": seconds, "defense": defense.get("method"), **row(report)})
+                                   "train_s": seconds, "defense": defense.get("method"), **row(report),
+                                   "runtime": {**(held.get("provenance") or {}).get("runtime", {}), "device_name": _device_name(a.device)}})
                 return "done"
 
             if a.no_train and not rpath.exists():
@@ -328,6 +348,21 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
 METRICS = ("auc", "tpr_1", "tpr_10", "calibrated_auc", "calibrated_tpr_1", "calibrated_tpr_10", "l1", "ssim", "sharpness", "nkid",
            "fid_nonmembers", "fid_proxy", "teacher_queries", "steps", "train_s")
+
+
+def _device(run: dict[str, Any]) -> str:
+    """Where a run trained, from its ``runtime`` record: "CPU", the GPU's name, plus the precision when not fp32."""
+    rt = run.get("runtime") or {}
+    name = rt.get("device_name") or rt.get("device") or "unrecorded"
+    name = "CPU" if name == "cpu" else name.removeprefix("NVIDIA ")
+    return name if rt.get("precision", "fp32") == "fp32" else f"{name}, {rt['precision']}"
+
+
+def _by_device(rs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for x in rs:
+        out.setdefault(_device(x), []).append(x)
+    return out
 
 
 def _stat(values: list[Any]) -> dict[str, float] | None:
@@ -360,6 +395,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], teacher: dict[str, Any], se
     for name, rs in runs.items():
         r = {"variant": name, "seeds": [x["seed"] for x in rs], "options": rs[0]["options"], "method": rs[0]["method"]}
         r.update({m: _stat([x.get(m) for x in rs]) for m in METRICS})
+        r["devices"] = {label: {"seeds": [x["seed"] for x in xs], "train_s": _stat([x.get("train_s") for x in xs])} for label, xs in _by_device(rs).items()}
         rows.append(r)
     base = next((r for r in rows if r["variant"] == "akd"), None)
     for r in rows:
@@ -408,7 +444,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
     t = summary["teacher"]
     calibrated = any(r.get("calibrated_auc") for r in summary["rows"])
     st = summary["settings"]
-    lines = [f"Scale {st['scale']}, proxy inputs: {summary['input_kind']}, student seeds as listed per row (mean ± sample std; ± 0.0 for one seed); "
+    lines = [f"Scale {st['scale']}, proxy inputs: {summary['input_kind']}, student seeds as listed per row, with the device they trained on where not all on the CPU (mean ± sample std; ± 0.0 for one seed); "
              f"teacher sha256 {st['teacher_sha256'][:12]}…: attack AUC {100 * t['auc']:.1f}%, test L1 {t['l1']:.4f}, SSIM {t['ssim']:.3f}, "
              f"sharpness {t['sharpness']:.3f}" + (f", NKID {100 * t['nkid']:.2f}%" if t.get("nkid") is not None else "") + ".", ""]
     head = ["variant", "options", "seeds", "AUC %", "TPR@1%FPR %", "TPR@10%FPR %"]
@@ -417,14 +453,18 @@ def to_markdown(summary: dict[str, Any]) -> str:
     head += ["test L1", "SSIM", "sharpness", "NKID %", "L1 to teacher (test / proxy)", "teacher queries", "steps", "train s", "meets the bar"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary["rows"]:
-        cells = [r["variant"], _opts(r), " ".join(map(str, r["seeds"])), _pm(r["auc"], 100), _pm(r["tpr_1"], 100), _pm(r["tpr_10"], 100)]
+        devices = r.get("devices") or {"CPU": {"seeds": r["seeds"], "train_s": r["train_s"]}}
+        only_cpu = list(devices) == ["CPU"]
+        seeds = " ".join(map(str, r["seeds"])) if only_cpu else "; ".join(f"{' '.join(map(str, d['seeds']))} ({k})" for k, d in devices.items())
+        train_s = _pm(r["train_s"], 1, 0) if only_cpu else "; ".join(f"{_pm(d['train_s'], 1, 0)} ({k})" for k, d in devices.items())
+        cells = [r["variant"], _opts(r), seeds, _pm(r["auc"], 100), _pm(r["tpr_1"], 100), _pm(r["tpr_10"], 100)]
         if calibrated:
             cells += [_pm(r["calibrated_auc"], 100), _pm(r["calibrated_tpr_1"], 100), _pm(r["calibrated_tpr_10"], 100)]
         cells.append(_diff((r.get("vs_akd") or {}).get("tpr_10")))
         fid = f"{_pm(r['fid_nonmembers'], 1, 4)} / {_pm(r['fid_proxy'], 1, 4)}"
         bar = "yes" if r["meets_bar"] else ("no (" + ", ".join(k for k, v in r["bar"].items() if not v) + ")" if r["bar"] else "–")
         cells += [_pm(r["l1"], 1, 4), _pm(r["ssim"], 1, 3), _pm(r["sharpness"], 1, 3), _pm(r["nkid"], 100, 2), fid, _pm(r["teacher_queries"], 1, 0),
-                  _pm(r["steps"], 1, 0), _pm(r["train_s"], 1, 0), bar]
+                  _pm(r["steps"], 1, 0), train_s, bar]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "The bar (issue 13): AUC at most 2 points above this run's `akd` (a lower AUC leaks less) and TPR at 10% FPR no higher, test L1 at most the teacher's, "
               "sharpness at least 0.9x the teacher's (means over the seeds). 'TPR@10% − akd': the row's mean minus `akd`'s in points, with the "

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from privaudit.defenses.distill import DistillOptions
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "distill_ablation.py"
 
 pytestmark = pytest.mark.slow  # trains a toy teacher and eight toy students
@@ -57,6 +59,7 @@ def test_quick_ablation_runs_and_resumes(ablation, monkeypatch: pytest.MonkeyPat
         report = json.loads((out / "reports" / f"candidate-s{seed}.json").read_text())
         assert run["auc"] == report["attack"]["auc"] and run["l1"] == report["utility"]["l1"] and run["teacher_queries"] == ck["teacher_queries"]
         assert run["fid_proxy"] == report["utility"]["fidelity_to_teacher"]["proxy_l1"]
+        assert run["runtime"]["device"] == "cpu" and run["runtime"]["precision"] == "fp32" and run["runtime"]["device_name"] == "cpu"
     # as many steps as the paper's student (3 epochs of 12 inputs, batch 4: 9 steps), epochs rounded; `long` twice its epochs,
     # `candidate-long` twice the candidate's steps
     epochs = {"akd": 3, "augment": 1, "recombine": 2, "feature-matching": 3, "num-D-2": 3, "ema": 3, "lambda-10": 3, "objective": 3, "objective-augment": 1, "candidate": 1, "long": 6, "candidate-long": 2}
@@ -135,3 +138,28 @@ def test_the_bar_by_hand(ablation) -> None:
                                       "sharpness_at_least_0.9_teacher": True}
     for name, failed in (("tpr+", "tpr_10_no_higher"), ("blurry", "sharpness_at_least_0.9_teacher"), ("worse-l1", "l1_at_most_teacher")):
         assert not rows[name]["meets_bar"] and [k for k, ok in rows[name]["bar"].items() if not ok] == [failed]
+
+
+def test_the_table_says_where_each_seed_trained(ablation) -> None:
+    """Runs of several machines share a row: the seeds and training seconds are listed per device
+    (GPU name, and the precision when not fp32); a row trained on the CPU alone reads as before."""
+    def run(seed: int, train_s: float, runtime: dict | None) -> dict:
+        r = {"seed": seed, "options": ablation._plain(DistillOptions()), "method": "akd", "auc": 0.5, "tpr_10": 0.1, "l1": 0.3, "sharpness": 0.4,
+             "train_s": train_s}
+        return {**r, "runtime": runtime} if runtime is not None else r
+
+    cpu = {"device": "cpu", "precision": "fp32", "device_name": "cpu"}
+    h100 = {"device": "cuda", "precision": "fp32", "device_name": "NVIDIA H100 80GB HBM3"}
+    table = {"akd": [run(0, 300.0, cpu), run(1, 500.0, None)],  # a run without a record: "unrecorded"
+             "mixed": [run(0, 300.0, cpu), run(1, 100.0, h100), run(2, 120.0, h100), run(3, 50.0, {**h100, "precision": "bf16"})],
+             "cpu": [run(0, 300.0, cpu), run(1, 320.0, cpu)]}
+    summary = ablation.summarise(table, {"l1": 0.31, "sharpness": 0.5, "auc": 0.9, "ssim": 0.2}, {"scale": "cpu", "teacher_sha256": "0" * 64}, [0, 1, 2, 3], "labels")
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["mixed"]["devices"] == {"CPU": {"seeds": [0], "train_s": {"mean": 300.0, "std": 0.0}},
+                                        "H100 80GB HBM3": {"seeds": [1, 2], "train_s": {"mean": 110.0, "std": pytest.approx(200 ** 0.5)}},
+                                        "H100 80GB HBM3, bf16": {"seeds": [3], "train_s": {"mean": 50.0, "std": 0.0}}}
+    lines = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in ablation.to_markdown(summary).splitlines() if line.startswith("| ")}
+    assert lines["mixed"][2] == "0 (CPU); 1 2 (H100 80GB HBM3); 3 (H100 80GB HBM3, bf16)"
+    assert lines["mixed"][-2] == "300 ± 0 (CPU); 110 ± 14 (H100 80GB HBM3); 50 ± 0 (H100 80GB HBM3, bf16)"
+    assert lines["cpu"][2] == "0 1" and lines["cpu"][-2] == "310 ± 14"
+    assert lines["akd"][2] == "0 (CPU); 1 (unrecorded)"
