@@ -23,7 +23,8 @@ variants (``VARIANTS``) tell apart what the richer set does from what more steps
   steps);
 * ``default-200``: the same for as many steps as 50 epochs of the proxy inputs (10 epochs of the 5x
   set, 200 steps: the budget the default had before this probe);
-* ``default-ema995``: the default with an EMA decay of 0.995;
+* ``default-ema99``: the default with the EMA decay it had before (0.99); at 120 steps the EMA's
+  warm-up, min(d, (1 + t)/(10 + t)), keeps both decays under 0.93, so it trains the same student;
 * ``rich-7``: the richer set with that objective, 7 epochs (196 steps);
 * ``rich-30``: the richer set for 30 epochs (840 steps, as many as ``paper-210``);
 * ``data-30``: the richer set with the paper's objective, 30 epochs (840 steps);
@@ -63,7 +64,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # "default...": on top of DistillOption
     "objective-50": dict(epochs=50, **OBJECTIVE),
     "default": {},
     "default-200": dict(proxy_epochs=50),
-    "default-ema995": dict(ema=0.995),
+    "default-ema99": dict(ema=0.99),
     "rich-7": dict(epochs=7, **RICH, **OBJECTIVE),
     "rich-30": dict(epochs=30, **RICH, **OBJECTIVE),
     "data-30": dict(epochs=30, **RICH),

@@ -47,14 +47,15 @@ NUM_D = 1  # discriminator scales
 EMA: float | None = None  # decay of the moving average of the student's weights
 # The default AKD student of `privaudit defend --method akd` (DistillOptions.sharp(), the library's
 # default for akd; `--paper` gives the AKD paper's): from the ablation in docs/defenses.md
-# (`objective-augment-short`): 4 augmented copies of each proxy input, λ = 10, pix2pixHD's feature
-# matching, a second discriminator scale and an EMA of the weights, for as many steps as
-# AKD_PROXY_EPOCHS epochs of the proxy inputs alone (6 epochs of the 5x set). On facades (5 seeds,
-# against the paper's student at 50 epochs): AUC 50.2% (53.0%), TPR at 10% FPR 12.8% (14.6%),
-# sharpness 0.96x the teacher's (0.64x), test L1 0.3890 (teacher 0.3878). 50 epochs' worth of steps
-# was as private on facades but let the student copy more of an overfit toy teacher's leak
-# (benchmarks/distill_leak_probe.py: AUC 62.6% against 56.0% at 30).
-AKD_SHARP: dict[str, object] = {"augment_copies": 4, "recombine": "none", "feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.99,
+# (`objective-augment-short-ema995`): 4 augmented copies of each proxy input, λ = 10, pix2pixHD's
+# feature matching, a second discriminator scale and an EMA of the weights (decay 0.995), for as
+# many steps as AKD_PROXY_EPOCHS epochs of the proxy inputs alone (6 epochs of the 5x set). On
+# facades (15 seeds, against the paper's student at 50 epochs, 7 seeds): AUC 50.3% (52.7%), TPR at
+# 10% FPR 12.7% (14.4%), sharpness 0.92x the teacher's (0.64x), test L1 0.3873 (teacher 0.3878).
+# A decay of 0.99 was sharper (0.99x) but its L1 0.3895 (15 seeds) stayed above the teacher's. 50
+# epochs' worth of steps was as private on facades but let the student copy more of an overfit toy
+# teacher's leak (benchmarks/distill_leak_probe.py: AUC 62.6% against 56.0% at 30).
+AKD_SHARP: dict[str, object] = {"augment_copies": 4, "recombine": "none", "feature_matching": 10.0, "num_D": 2, "lambda_l1": 10.0, "ema": 0.995,
                                 "epochs": None}
 AKD_PROXY_EPOCHS = 30
 

@@ -484,7 +484,7 @@ def test_cli_default_student_is_the_sharp_one(world, tmp_path, monkeypatch):
     # 4 augmented copies: a 5x set for round(14 / 5) = 3 epochs
     assert d["epochs"] == 3 and d["lambda_l1"] == 10.0 and d["distillation_inputs"] == N * 5
     assert d["distill_data"] == {"input_kind": "labels", "augment_copies": 4, "augment_ops": ["flip", "crop"], "recombine": "none", "recombine_copies": 0}
-    assert d["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.99}
+    assert d["objective"] == {"feature_matching": 10.0, "num_D": 2, "ema": 0.995}
     lib = tmp_path / "lib.pt"  # the same student through the library
     defend("akd", out=lib, teacher=world["teacher"], proxy=world["labels"], options=DistillOptions.sharp(batch_size=4, ndf=4), seed=0, device="cpu")
     assert _same(out, lib)
