@@ -23,7 +23,8 @@ inputs alone: the first ``--sharp``), ``candidate``
 ``objective-augment-short`` (the same for 0.6 of the steps), its ``-l20`` (λ = 20) and ``-ema995``
 (EMA 0.995: ``privaudit defend --method akd``'s default student), ``long`` (the paper's with 2x the
 epochs) and ``candidate-long`` (the candidate with 2x the steps), which tell what more steps buy
-with and without the richer data, and ``dmp`` (on request).
+with and without the richer data; on request, ``dmp`` (the paper's DMP) and ``dmp-augment`` (DMP on
+4 augmented copies of each proxy input, as many steps).
 
 ``--device cuda --precision fp32`` runs on a GPU with the CPU's arithmetic (TF32 off); each run
 records the device and precision it ran in (``runtime``), so runs of several machines can share a
@@ -99,8 +100,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "long": ("akd", {"epochs": "L"}),
     "candidate-long": ("akd", {**CANDIDATE, "epochs": "SL"}),
     "dmp": ("dmp", {}),
+    "dmp-augment": ("dmp", {"augment_copies": "A", "epochs": "S"}),
 }
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "dmp"]
+DEFAULT_VARIANTS = [v for v in VARIANTS if not v.startswith("dmp")]
 REFERENCE_SEED = 0  # every run's references sample the population alike, so their reference teachers are shared
 
 
