@@ -179,14 +179,16 @@ def _recorded_options(ckpt: Path) -> dict[str, Any] | None:
     return {"epochs": d.get("epochs"), "lambda_l1": d.get("lambda_l1")}
 
 
-def _device_name(device: str) -> str:
-    """The processor a run trained on, for its record (runs from several machines end up in one table)."""
+def _device_name(device: str | None) -> str:
+    """The name of the processor a checkpoint records it trained on (``provenance.runtime.device``),
+    when that is this machine's kind ("cpu", or the name of CUDA device k), else "unknown"."""
     import torch
 
-    from privaudit.device import resolve_device
-
-    d = resolve_device(device)
-    return torch.cuda.get_device_name(d) if d.type == "cuda" else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return "unknown"
 
 
 def stage(what: str, fn: Callable[[], str]) -> None:
@@ -328,11 +330,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 defense = report["model"].get("defense") or {}
                 held = safe_torch_load(ckpt, what="checkpoint")
                 ck = held["defense"]
+                runtime = (held.get("provenance") or {}).get("runtime") or {}
                 write_json(rpath, {"variant": name, "seed": seed, "method": method, "options": {k: v for k, v in vars(options).items()},
                                    "teacher_queries": ck.get("teacher_queries"), "distillation_inputs": ck.get("distillation_inputs"),
                                    "steps": options.epochs * -(-int(ck.get("distillation_inputs") or 0) // options.batch_size),
                                    "train_s": seconds, "defense": defense.get("method"), **row(report),
-                                   "runtime": {**(held.get("provenance") or {}).get("runtime", {}), "device_name": _device_name(a.device)}})
+                                   "runtime": {**runtime, "device_name": _device_name(runtime.get("device"))}})
                 return "done"
 
             if a.no_train and not rpath.exists():

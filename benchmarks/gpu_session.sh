@@ -4,31 +4,39 @@
 #   OUT=/tmp/gpu DATA=.devdata/facades TEACHER=.devdata/teacher.pt BUDGET=480 bash benchmarks/gpu_session.sh
 #
 # In order, each stage capped by what is left of BUDGET seconds (RESERVE kept for packing up):
-#   1. environment: the GPU, torch; installs carried wheels (.whl/*.whl) into /tmp/site if any
+#   1. environment: the GPU, torch; installs carried wheels (.whl/*.whl) into WORK/site if any
 #   2. timings on an idle GPU: benchmarks/scale.py --gpu-precision (fp32 against bf16 at 256 px, ngf 64),
 #      --paper-akd --akd-epochs 10 (the paper-scale AKD run, shortened, projected to 200 epochs), and
 #      torchrun with NCCL (one process) in memory and streamed at 256 px, batch 16
 #   3. in the background: more seeds of issue 13's ablation on DATA with TEACHER (64 px), one process per
 #      run, PAR at a time, most important first: the default student (objective-augment-short-ema995)
-#      in bf16, the GPU's default precision (seeds 0-4), the paper's in fp32 (seeds 7-9), the default in
-#      fp32 (seeds 15-19); results.tar.gz is rewritten after each run, so a cut-off session keeps them
+#      in bf16, the GPU's default precision (seeds 20-24: keep them out of the fp32 rows' OUT, whose
+#      seeds 0-19 they would otherwise overwrite), the paper's in fp32 (seeds 7-9), the default in fp32
+#      (seeds 15-19); a run is not started with less than MIN_RUN seconds left (default 150: about what
+#      one takes on an H100 beside 5 others)
 #   4. meanwhile, in the foreground: `privaudit demo --quick` (auto precision), fp32 --deterministic
 #      twice (bit-identical?), bf16 against fp32 attack losses, the quick studies on cuda, and with
 #      TESTS=N the test suite (not slow) on N workers with CUDA visible (INSTALL=1: an editable install first)
 # Without DATA or TEACHER stage 3 is skipped; JOBS=FILE replaces its list (lines "VARIANT PRECISION
 # SEED"). Everything lands in OUT: log.txt (one line per stage) and results.tar.gz (every stage's log
-# and the ablation runs' JSON). The first session's figures: docs/performance.md, docs/defenses.md.
+# and the ablation runs' JSON), rewritten after every stage and every run, so that a session cut off
+# keeps what finished. The first session's figures: docs/performance.md, docs/defenses.md.
 set -u
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }  # paths are the caller's, whatever the cd below
+OUT=$(abs "${OUT:-gpu-session}")
+W=$(abs "${WORK:-/tmp/gpu-session}")
+[ -n "${DATA:-}" ] && DATA=$(abs "$DATA")
+[ -n "${TEACHER:-}" ] && TEACHER=$(abs "$TEACHER")
+[ -n "${JOBS:-}" ] && JOBS=$(abs "$JOBS")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-OUT=${OUT:-gpu-session}
 BUDGET=${BUDGET:-480}
 RESERVE=${RESERVE:-15}
 PAR=${PAR:-6}
+MIN_RUN=${MIN_RUN:-150}
 DEV=${DEV:-cuda}
-W=${WORK:-/tmp/gpu-session}
 mkdir -p "$OUT" "$W/logs" "$W/abl"
-OUT=$(cd "$OUT" && pwd)
+: >"$W/abl/done.txt"
 LOG="$OUT/log.txt"
 START=$(date +%s)
 DEADLINE=$((START + BUDGET - RESERVE))
@@ -43,13 +51,14 @@ stage() {
     local t=$(left); [ "$t" -gt "$cap" ] && t=$cap
     if [ "$t" -lt 5 ]; then note "$name: skipped (no time left)"; return; fi
     local t0=$(date +%s)
-    timeout "$t" "$@" >"$W/logs/$name.log" 2>&1
+    timeout -k 10 "$t" "$@" >"$W/logs/$name.log" 2>&1
     local rc=$?
     note "$name: rc=$rc in $(($(date +%s) - t0))s (cap ${t}s)$([ $rc = 124 ] && echo ', TIMED OUT')"
+    tarball
 }
-tarball() {  # logs and runs, without models, into OUT/results.tar.gz (replaced whole, one writer at a time)
-    (cd "$W" && flock "$W/.lock" sh -c "tar czf '$OUT/.results.tmp' --exclude='*.pt' --exclude='*.state' --exclude='refs' logs abl 2>/dev/null; \
-        mv '$OUT/.results.tmp' '$OUT/results.tar.gz'")
+tarball() {  # logs and runs, without models, into OUT/results.tar.gz (replaced whole when tar succeeds, one writer at a time)
+    (cd "$W" && flock "$W/.lock" sh -c 'tar czf "$1/.results.tmp" --exclude="*.pt" --exclude="*.state" --exclude=refs logs abl 2>/dev/null; \
+        [ $? -le 1 ] && mv "$1/.results.tmp" "$1/results.tar.gz"' _ "$OUT")
 }
 pack() {
     tarball
@@ -59,8 +68,8 @@ trap pack EXIT
 
 # 1. environment
 if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >"$W/logs/pip.log" 2>&1 \
-        && export PYTHONPATH="$ROOT:/tmp/site" || { note "wheels: install failed"; exit 1; }
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$W/site" .whl/*.whl >"$W/logs/pip.log" 2>&1 \
+        && export PYTHONPATH="$ROOT:$W/site" || { note "wheels: install failed"; exit 1; }
 else
     export PYTHONPATH="$ROOT"
 fi
@@ -80,16 +89,16 @@ ABL_PID=
 if [ -n "${DATA:-}" ] && [ -n "${TEACHER:-}" ]; then
     jobs="$W/abl/jobs.txt"; : >"$jobs"
     if [ -n "${JOBS:-}" ]; then cp "$JOBS" "$jobs"; else
-    for s in 0 1 2 3 4; do echo "objective-augment-short-ema995 bf16 $s" >>"$jobs"; done
+    for s in 20 21 22 23 24; do echo "objective-augment-short-ema995 bf16 $s" >>"$jobs"; done
     for s in 7 8 9; do echo "akd fp32 $s" >>"$jobs"; done
     for s in 15 16 17 18 19; do echo "objective-augment-short-ema995 fp32 $s" >>"$jobs"; done
     fi
-    export DATA TEACHER W DEADLINE DEV PY OUT
+    export DATA TEACHER W DEADLINE DEV PY OUT MIN_RUN
     one() {  # variant precision seed: one run in its own folder, abandoned at the deadline
         local t=$((DEADLINE - $(date +%s)))
-        [ "$t" -lt 30 ] && return 0
+        [ "$t" -lt "$MIN_RUN" ] && return 0
         local o="$W/abl/$1-$2-s$3"
-        timeout "$t" env OMP_NUM_THREADS=1 $PY benchmarks/distill_ablation.py --data "$DATA" --teacher "$TEACHER" --out "$o" --variants "$1" \
+        timeout -k 10 "$t" env OMP_NUM_THREADS=1 $PY benchmarks/distill_ablation.py --data "$DATA" --teacher "$TEACHER" --out "$o" --variants "$1" \
             --seeds "$3" --device "$DEV" --precision "$2" --bootstrap 200 --doc "$o/section.md" >"$o.log" 2>&1
         echo "$1 $2 s$3 rc=$? $(date +%s)" >>"$W/abl/done.txt"
         tarball
