@@ -50,10 +50,9 @@ EMA: float | None = None  # decay of the moving average of the student's weights
 # (`objective-augment-short-ema995`): 4 augmented copies of each proxy input, λ = 10, pix2pixHD's
 # feature matching, a second discriminator scale and an EMA of the weights (decay 0.995), for as
 # many steps as AKD_PROXY_EPOCHS epochs of the proxy inputs alone (6 epochs of the 5x set). On
-# facades (15 seeds, against the paper's student at 50 epochs, 7 seeds): AUC 50.3% (52.7%), TPR at
-# 10% FPR 12.7% (14.4%), sharpness 0.92x the teacher's (0.64x), test L1 0.3873 (teacher 0.3878):
-# the L1 criterion is met by 0.0005 (under one standard error of the mean), sharpness by about two
-# standard errors.
+# facades (19 seeds, against the paper's student at 50 epochs, 7 seeds): AUC 50.4% (52.7%), TPR at
+# 10% FPR 12.7% (14.4%), sharpness 0.92x the teacher's (0.64x), test L1 0.3869 (teacher 0.3878):
+# the L1 criterion is met by 0.0009 (about one standard error of the mean), sharpness by about two.
 # A decay of 0.99 was sharper (0.99x) but its L1 0.3895 (15 seeds) stayed above the teacher's. 50
 # epochs' worth of steps was as private on facades but let the student copy more of an overfit toy
 # teacher's leak (benchmarks/distill_leak_probe.py: AUC 62.6% against 56.0% at 30).
