@@ -458,7 +458,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
     head += ["test L1", "SSIM", "sharpness", "NKID %", "L1 to teacher (test / proxy)", "teacher queries", "steps", "train s", "meets the bar"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary["rows"]:
-        devices = r.get("devices") or {"CPU": {"seeds": r["seeds"], "train_s": r["train_s"]}}
+        devices = r["devices"]
         only_cpu = list(devices) == ["CPU"]
         seeds = " ".join(map(str, r["seeds"])) if only_cpu else "; ".join(f"{' '.join(map(str, d['seeds']))} ({k})" for k, d in devices.items())
         train_s = _pm(r["train_s"], 1, 0) if only_cpu else "; ".join(f"{_pm(d['train_s'], 1, 0)} ({k})" for k, d in devices.items())

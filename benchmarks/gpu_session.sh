@@ -105,7 +105,7 @@ if [ -n "${DATA:-}" ] && [ -n "${TEACHER:-}" ]; then
     }
     export -f one tarball
     note "ablation: $(wc -l <"$jobs") runs, $PAR at a time, in the background"
-    (xargs -P "$PAR" -L 1 bash -c 'one "$@"' _ <"$jobs"; cp "$W"/abl/*.log "$W/logs/" 2>/dev/null) &
+    xargs -P "$PAR" -L 1 bash -c 'one "$@"' _ <"$jobs" &  # each run's log is abl/<run>.log, packed with abl/
     ABL_PID=$!
 fi
 
