@@ -54,13 +54,15 @@ import numpy as np
 from scipy import stats
 
 from privaudit import defaults
+from privaudit.accel import resolve_accel
 from privaudit.attacks.reconstruction import AttackConfig
 from privaudit.data.images import load_inputs
 from privaudit.defenses import defend
 from privaudit.defenses.distill import DistillOptions
 from privaudit.defenses.distill_data import detect_input_kind
 from privaudit.demo import write_splits
-from privaudit.errors import WeightsError
+from privaudit.device import resolve_device
+from privaudit.errors import InputError, WeightsError
 from privaudit.evaluation.evaluate import EvaluateConfig, evaluate
 from privaudit.io import atomic_write_text, sha256_file, write_json
 from privaudit.models.arch import ModelSpec
@@ -253,6 +255,11 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse(argv)
+    try:  # a device or precision this machine cannot run fails in one line, before anything is written
+        resolve_accel(resolve_device(a.device), a.precision)
+    except InputError as exc:
+        print(f"distill_ablation: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     s = SCALES["quick" if a.quick else "cpu"]
     seeds = a.seeds if a.seeds is not None else s["seeds"]
     a.out.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,11 @@ RESERVE=${RESERVE:-15}
 PAR=${PAR:-6}
 MIN_RUN=${MIN_RUN:-150}
 DEV=${DEV:-cuda}
-mkdir -p "$OUT" "$W/logs" "$W/abl"
-: >"$W/abl/done.txt"
+fail() { echo "gpu_session: $*" >&2; exit 2; }
+[ -z "${DATA:-}" ] || [ -d "$DATA" ] || fail "DATA $DATA is not a folder; give the data root with train/, val/ and test/"
+[ -z "${TEACHER:-}" ] || [ -f "$TEACHER" ] || fail "TEACHER $TEACHER is not a file; give the teacher checkpoint"
+[ -z "${JOBS:-}" ] || [ -f "$JOBS" ] || fail "JOBS $JOBS is not a file; give lines \"VARIANT PRECISION SEED\", or leave JOBS unset"
+mkdir -p "$OUT" "$W/logs" "$W/abl" 2>/dev/null && : >"$W/abl/done.txt" 2>/dev/null || fail "cannot write to OUT $OUT or WORK $W; choose writable folders"
 LOG="$OUT/log.txt"
 START=$(date +%s)
 DEADLINE=$((START + BUDGET - RESERVE))

@@ -163,3 +163,12 @@ def test_the_table_says_where_each_seed_trained(ablation) -> None:
     assert lines["mixed"][-2] == "300 ± 0 (CPU); 110 ± 14 (H100 80GB HBM3); 50 ± 0 (H100 80GB HBM3, bf16)"
     assert lines["cpu"][2] == "0 1" and lines["cpu"][-2] == "310 ± 14"
     assert lines["akd"][2] == "0 (CPU); 1 (unrecorded)"
+
+
+def test_a_precision_the_machine_cannot_run_is_one_line_and_exit_2(ablation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "abl"
+    with pytest.raises(SystemExit) as exc:
+        ablation.run(["--quick", "--out", str(out), "--device", "cpu", "--precision", "bf16"])
+    assert exc.value.code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["distill_ablation: --precision bf16 runs on CUDA GPUs only; on the CPU use --precision fp32 (or auto, which is fp32 there)"]

@@ -42,6 +42,8 @@ def test_gpu_session_runs_the_ablation_jobs_and_packs_their_results(tmp_path: Pa
     stub = tmp_path / "python"
     stub.write_text(STUB)
     stub.chmod(0o755)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "t.pt").write_bytes(b"")
     (tmp_path / "jobs.txt").write_text("akd fp32 7\nobjective-augment-short-ema995 bf16 20\n")
     log = session(tmp_path, 40, PYTHON=str(stub), DATA="data", TEACHER="t.pt", JOBS=str(tmp_path / "jobs.txt"), MIN_RUN="1")
     assert "ablation: 2 runs, 6 at a time" in log and "ablation: 2 runs ended; 2 complete" in log
@@ -71,3 +73,17 @@ def test_gpu_session_script_runs_its_stages_within_the_budget(tmp_path: Path) ->
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
     assert "logs/demo.log" in names and "logs/det-bf16.log" in names
+
+
+@pytest.mark.parametrize("extra, says", [
+    ({"DATA": "missing-data", "TEACHER": "t.pt"}, "DATA"),
+    ({"JOBS": "missing-jobs.txt"}, "JOBS"),
+    ({"OUT": "/proc/not-writable"}, "cannot write to OUT"),
+])
+def test_gpu_session_bad_input_is_one_line_and_exit_2(tmp_path: Path, extra: dict, says: str) -> None:
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "BUDGET": "20", "DEV": "cpu", "SKIP_TIMINGS": "1",
+           "PYTHON": sys.executable, **extra}
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("gpu_session: ") and says in lines[0], r.stderr
+    assert not (tmp_path / "out" / "results.tar.gz").exists()
